@@ -1,0 +1,35 @@
+"""Command-line face: Typer commands that parse, call the pipeline or storage, and print with Rich."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from agent_forge.cli import registry_cmds  # noqa: F401 - registers the registry commands
+from agent_forge.cli.app import app
+from agent_forge.cli.render import print_error
+from agent_forge.errors import ForgeError
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one red line and exit code 2, never a traceback."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except ForgeError as exc:
+        print_error(str(exc))
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        print_error("interrupted; continue with `agent-forge resume SESSION`")
+        sys.exit(130)
+    except click.UsageError as exc:
+        print_error(f"{exc.format_message()}; fix: see `agent-forge --help`")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print_error("interrupted; continue with `agent-forge resume SESSION`")
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,162 @@
+"""The ``agent-forge`` command: pipeline commands (run, resume, phase) and registry commands."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from agent_forge.cli.render import (
+    TRAJECTORY_COLUMNS,
+    out,
+    print_json,
+    print_table,
+    trajectory_rows,
+)
+from agent_forge.config import PHASE_NAMES, config_diff, load_config
+from agent_forge.config.loader import deep_merge, parse_override, validate_config
+from agent_forge.errors import ConfigError, NotFoundError
+from agent_forge.storage.registry import ModelRegistry
+from agent_forge.storage.workspace import ENV_WORKSPACE, Workspace
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Agent Forge: build a small language model on your own machine, in eight phases.")
+
+
+class State:
+    """Options given before the command (workspace, quiet)."""
+
+    workspace: str | None = None
+    quiet: bool = False
+
+
+STATE = State()
+
+WorkspaceOpt = Annotated[str | None, typer.Option("--workspace", "-w", envvar=ENV_WORKSPACE,
+                                                  help="Workspace folder (default ./forge_workspace).")]
+PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="tiny (default), smoke or spec25m.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML file merged over the preset.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override: section.key=value (repeatable).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@app.callback()
+def main_options(
+    workspace: WorkspaceOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info logs.")] = False,
+) -> None:
+    STATE.workspace = workspace
+    STATE.quiet = quiet
+
+
+def open_workspace(create: bool = True) -> tuple[Workspace, ModelRegistry]:
+    """The workspace and its registry; read commands never create a database in a foreign folder."""
+    workspace = Workspace(STATE.workspace, create=create)
+    has_sessions = workspace.sessions_root.is_dir() and any(workspace.sessions_root.iterdir())
+    if not workspace.registry_path.exists() and has_sessions:
+        from agent_forge.errors import RegistryError
+
+        raise RegistryError(f"registry {workspace.registry_path} is missing but the workspace holds sessions",
+                            "restore the registry file; Agent Forge never creates a new one silently")
+    return workspace, ModelRegistry(workspace.registry_path, create=True)
+
+
+def _sigterm_as_interrupt() -> None:
+    def handler(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _orchestrator(workspace: Workspace, registry: ModelRegistry) -> Any:
+    from agent_forge.pipeline.orchestrator import Orchestrator
+
+    return Orchestrator(workspace, registry, quiet=STATE.quiet)
+
+
+@app.command()
+def run(
+    preset: PresetOpt = "tiny",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    start: Annotated[str | None, typer.Option("--from", help="First phase to run.")] = None,
+    stop: Annotated[str | None, typer.Option("--to", help="Last phase to run.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Continue past a failed hand-off (recorded).")] = False,
+    session: Annotated[str | None, typer.Option("--session", help="Continue inside this session.")] = None,
+) -> None:
+    """Run the pipeline (all eight phases, or --from/--to) on a preset."""
+    cfg = load_config(preset, config, set_)
+    workspace, registry = open_workspace()
+    orch = _orchestrator(workspace, registry)
+    session_id = session if session else orch.create_session(cfg)
+    if session:
+        registry.get_session(session)
+    out.print(f"session [bold]{session_id}[/bold] in {workspace.root}")
+    _sigterm_as_interrupt()
+    summary = orch.run(session_id, start=start, stop=stop, force=force, config=cfg)
+    _print_summary(workspace, registry, summary.session_id)
+
+
+@app.command()
+def resume(
+    session_id: Annotated[str, typer.Argument(help="Session to continue.")],
+    force: Annotated[bool, typer.Option("--force", help="Continue past a failed hand-off (recorded).")] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Continue an interrupted or failed session from its last completed phase and checkpoint."""
+    workspace, registry = open_workspace()
+    orch = _orchestrator(workspace, registry)
+    registry.get_session(session_id)
+    cfg = orch.session_config(session_id)
+    if set_:
+        stored = cfg.model_dump(mode="json")
+        merged = stored
+        for item in set_:
+            merged = deep_merge(merged, parse_override(item))
+        cfg = validate_config(merged)
+        out.print(f"[yellow]warning:[/yellow] resuming with changed keys: {', '.join(config_diff(stored, merged))}")
+    _sigterm_as_interrupt()
+    summary = orch.run(session_id, force=force, config=cfg)
+    _print_summary(workspace, registry, summary.session_id)
+
+
+@app.command()
+def phase(
+    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(PHASE_NAMES)}.")],
+    session: Annotated[str | None, typer.Option("--session", help="Session holding the previous phase.")] = None,
+    preset: PresetOpt = "tiny",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option("--force")] = False,
+) -> None:
+    """Run a single phase (the first phase may start a new session)."""
+    if name not in PHASE_NAMES:
+        raise NotFoundError(f"unknown phase '{name}'", f"use one of: {', '.join(PHASE_NAMES)}")
+    workspace, registry = open_workspace()
+    orch = _orchestrator(workspace, registry)
+    if session is None and name != PHASE_NAMES[0]:
+        raise ConfigError(f"phase '{name}' needs --session with the output of the previous phase",
+                          "list sessions with `agent-forge sessions`")
+    cfg = orch.session_config(session) if session else load_config(preset, config, set_)
+    session_id = session or orch.create_session(cfg)
+    _sigterm_as_interrupt()
+    orch.run(session_id, start=name, stop=name, force=force, config=cfg)
+    _print_summary(workspace, registry, session_id)
+
+
+def _print_summary(workspace: Workspace, registry: ModelRegistry, session_id: str) -> None:
+    if STATE.quiet:
+        return
+    runs = registry.phase_runs(session_id)
+    handoffs = {h["source_phase"]: h["validation_status"] for h in registry.handoff_history(session_id)}
+    print_table(f"session {session_id}: held-out trajectory (D6)", TRAJECTORY_COLUMNS,
+                trajectory_rows(runs, handoffs))
+    bundle = workspace.bundle_dir(session_id)
+    report = workspace.report_dir(session_id) / "report.html"
+    if bundle.exists():
+        out.print(f"bundle: {bundle}")
+    if report.exists():
+        out.print(f"report: {report}")
+

@@ -1,0 +1,320 @@
+"""Pydantic models of every configuration section.
+
+Unknown keys are rejected (``extra="forbid"``) and values are range-checked, so a typo or an impossible
+value fails at load time with the key named, never halfway through a run.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PHASE_NAMES: tuple[str, ...] = (
+    "cognate",
+    "evomerge",
+    "quietstar",
+    "bitnet",
+    "forge",
+    "baking",
+    "edge",
+    "final",
+)
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys and wrong types are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Strict):
+    """Shape and non-shape hyperparameters of the TRM x Titans-MAG model (see ``agent_forge.model``)."""
+
+    vocab_size: int = Field(2048, ge=300)
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    mlp_hidden: int = Field(344, ge=8)
+    max_seq_len: int = Field(128, ge=16)
+    window: int = Field(64, ge=4)
+    rotary_fraction: float = Field(0.5, gt=0.0, le=1.0)
+    d_mem: int = Field(32, ge=4)
+    mem_chunk: int = Field(16, ge=1)
+    gate_hidden: int = Field(32, ge=4)
+    gate_entropy_reg: float = Field(0.001, ge=0.0)
+    trm_t_max: int = Field(3, ge=1, le=16)
+    trm_micro_steps: int = Field(2, ge=1, le=16)
+    trm_hidden: int = Field(128, ge=4)
+    act_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    act_ema: float = Field(0.98, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelSection:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}"
+            )
+        return self
+
+
+class SourceSection(Strict):
+    """One data source of the mixture (converted to ``agent_forge.data.sources.SourceConfig`` when loading)."""
+
+    name: str
+    kind: Literal["builtin", "arc_easy", "gsm8k", "mbpp", "piqa", "svamp", "text"] = "builtin"
+    path: str | None = None
+    hub_id: str | None = None
+    split: str = "train"
+    weight: float = Field(1.0, gt=0.0)
+    max_examples: int | None = Field(None, ge=1)
+
+
+class DataSection(Strict):
+    """Where training text comes from and how it is split and tokenised."""
+
+    sources: list[SourceSection] = Field(default_factory=lambda: [SourceSection(name="builtin", kind="builtin")])
+    train_examples: int = Field(20000, ge=16)
+    heldout_examples: int = Field(256, ge=8)
+    heldout_lm_sequences: int = Field(32, ge=1)
+    max_level: int = Field(5, ge=1, le=10)
+    kinds: list[Literal["arith", "mc", "code"]] = Field(default_factory=lambda: ["arith", "mc", "code"])
+    seq_len: int = Field(128, ge=16)
+    seed: int = 0
+
+
+class SpecialistSection(Strict):
+    """One Phase 1 specialist: differs from its siblings only in non-shape hyperparameters (D2)."""
+
+    name: str
+    seed: int
+    act_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    mem_capacity: int = Field(4096, ge=1)
+    surprise_weight: float = Field(0.5, ge=0.0)
+    novelty_weight: float = Field(0.5, ge=0.0)
+    kind_weights: dict[str, float] = Field(default_factory=dict)
+
+
+def _default_specialists() -> list[SpecialistSection]:
+    return [
+        SpecialistSection(
+            name="reasoning", seed=42, act_threshold=0.95, mem_capacity=4096,
+            surprise_weight=0.7, novelty_weight=0.3, kind_weights={"arith": 2.0, "mc": 1.0, "code": 1.0},
+        ),
+        SpecialistSection(
+            name="memory_integration", seed=1337, act_threshold=0.90, mem_capacity=8192,
+            surprise_weight=0.5, novelty_weight=0.5, kind_weights={"arith": 1.0, "mc": 2.0, "code": 1.0},
+        ),
+        SpecialistSection(
+            name="adaptive_computation", seed=2023, act_threshold=0.99, mem_capacity=2048,
+            surprise_weight=0.3, novelty_weight=0.7, kind_weights={"arith": 1.0, "mc": 1.0, "code": 2.0},
+        ),
+    ]
+
+
+class TrainSection(Strict):
+    """Settings shared by the training loops of phases 1, 3, 5 and 6."""
+
+    batch_size: int = Field(16, ge=1)
+    grad_clip: float = Field(1.0, gt=0.0)
+    warmup_steps: int = Field(20, ge=0)
+    eval_every: int = Field(50, ge=1)
+    checkpoint_every: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    bf16: Literal["auto", "on", "off"] = "auto"
+    spike_factor: float = Field(4.0, gt=1.0)
+    max_recoveries: int = Field(3, ge=0)
+
+
+class Phase1Section(Strict):
+    """Cognate: a shared trunk, then three specialists (D2)."""
+
+    trunk_steps: int = Field(300, ge=1)
+    specialist_steps: int = Field(100, ge=1)
+    grokfast: bool = True
+    lr_scale: float = Field(1.0, gt=0.0)
+    train: TrainSection = Field(default_factory=TrainSection)
+    specialists: list[SpecialistSection] = Field(default_factory=_default_specialists)
+    min_loss_drop: float = Field(0.70, ge=0.0, le=1.0)
+
+
+class FitnessWeights(Strict):
+    perplexity: float = Field(0.4, ge=0.0)
+    accuracy: float = Field(0.3, ge=0.0)
+    speed: float = Field(0.2, ge=0.0)
+    memory: float = Field(0.1, ge=0.0)
+
+
+class Phase2Section(Strict):
+    """EvoMerge: eight binary combos, elite mutation and loser merging."""
+
+    generations: int = Field(50, ge=0)
+    mutation_sigma: float = Field(0.01, ge=0.0)
+    mutation_rate: float = Field(0.01, ge=0.0, le=1.0)
+    dare_drop: float = Field(0.9, ge=0.0, lt=1.0)
+    ties_keep: float = Field(0.2, gt=0.0, le=1.0)
+    frankenmerge_mode: Literal["best", "weighted"] = "weighted"
+    fitness: FitnessWeights = Field(default_factory=FitnessWeights)
+    fisher_batches: int = Field(2, ge=1)
+    seed: int = 7
+
+
+class Phase3Section(Strict):
+    """Quiet-STaR: reasoning prompt baking first, then parallel thoughts trained with REINFORCE."""
+
+    bake_examples: int = Field(1600, ge=7)
+    bake_steps: int = Field(120, ge=1)
+    rl_steps: int = Field(40, ge=0)
+    num_thoughts: int = Field(4, ge=2, le=8)
+    thought_len: int = Field(8, ge=1)
+    positions_per_seq: int = Field(8, ge=1)
+    kl_coeff: float = Field(0.1, ge=0.0)
+    coherence_threshold: float = Field(0.70, ge=0.0, le=1.0)
+    eval_examples: int = Field(64, ge=4)
+    train: TrainSection = Field(default_factory=TrainSection)
+
+
+class Phase4Section(Strict):
+    """BitNet b1.58: ternary weights, 8-bit activations, QAT recovery."""
+
+    scale: Literal["tensor", "channel"] = "tensor"
+    pack_format: Literal["tq2_0", "tq1_0"] = "tq1_0"
+    embedding_bits: Literal[16, 8, 4] = 16
+    calibration_samples: int = Field(64, ge=1)
+    finetune_steps: int = Field(60, ge=0)
+    finetune_trigger_drop: float = Field(0.10, ge=0.0, le=1.0)
+    ramp: bool = True
+    compare_ramp: bool = False
+    train: TrainSection = Field(default_factory=TrainSection)
+
+
+class Phase5Section(Strict):
+    """Forge: curriculum over difficulty levels with dream replay."""
+
+    steps: int = Field(200, ge=1)
+    min_level: int = Field(1, ge=1)
+    max_level: int = Field(5, ge=1)
+    band_up: float = Field(0.75, gt=0.0, le=1.0)
+    band_down: float = Field(0.55, ge=0.0, lt=1.0)
+    eval_interval: int = Field(25, ge=1)
+    eval_examples: int = Field(48, ge=4)
+    dream_every: int = Field(50, ge=1)
+    dream_steps: int = Field(5, ge=0)
+    grokfast: bool = True
+    train: TrainSection = Field(default_factory=TrainSection)
+
+    @model_validator(mode="after")
+    def _band_ordered(self) -> Phase5Section:
+        if self.band_down >= self.band_up:
+            raise ValueError(f"band_down {self.band_down} must be below band_up {self.band_up}")
+        if self.min_level > self.max_level:
+            raise ValueError(f"min_level {self.min_level} must not exceed max_level {self.max_level}")
+        return self
+
+
+class Phase6Section(Strict):
+    """Baking: tool-use and persona prompts baked into the weights."""
+
+    tool_prompt: str = "builtin:tools"
+    persona_prompt: str = "builtin:persona"
+    steps_per_bake: int = Field(60, ge=1)
+    continuations: int = Field(64, ge=1)
+    continuation_len: int = Field(24, ge=1)
+    lora_rank: int = Field(0, ge=0)
+    eval_examples: int = Field(32, ge=4)
+    train: TrainSection = Field(default_factory=TrainSection)
+
+
+class Phase7Section(Strict):
+    """Edge: ONNX and packed-ternary bundles with a latency profile."""
+
+    formats: list[Literal["onnx", "ternary"]] = Field(default_factory=lambda: ["onnx", "ternary"])
+    onnx_int8: bool = True
+    prefill_lengths: list[int] = Field(default_factory=lambda: [128, 512])
+    decode_tokens: int = Field(32, ge=1)
+    agreement_tokens: int = Field(64, ge=1)
+    profile_repeats: int = Field(3, ge=1)
+
+
+class Phase8Section(Strict):
+    """Final compression: SeedLM / VPTQ / entropy coding under a quality budget."""
+
+    max_ppl_increase: float = Field(0.10, ge=0.0)
+    seedlm_block: int = Field(8, ge=2)
+    seedlm_coeffs: int = Field(4, ge=1)
+    seedlm_bits: int = Field(4, ge=2, le=8)
+    seedlm_lfsr_bits: int = Field(16, ge=4, le=20)
+    vptq_vector: int = Field(4, ge=1)
+    vptq_codebook: int = Field(256, ge=2)
+    vptq_residual: bool = False
+    zstd_level: int = Field(19, ge=1, le=22)
+
+
+class HandoffRule(Strict):
+    """Checks applied to a phase's output before the next phase may start (spec 3.1.4)."""
+
+    num_models: int | None = Field(None, ge=1)
+    param_range: tuple[int, int] | None = None
+    required_metadata: list[str] = Field(default_factory=list)
+    min_fitness: float | None = None
+    min_accuracy: float | None = None
+    max_size_mb: float | None = Field(None, gt=0.0)
+    min_compression_ratio: float | None = Field(None, gt=0.0)
+    max_latency_ms: float | None = Field(None, gt=0.0)
+    max_ppl_increase: float | None = Field(None, ge=0.0)
+    min_loss_drop: float | None = Field(None, ge=0.0, le=1.0)
+
+
+class CleanupSection(Strict):
+    """Session retention policy (spec 3.1.3)."""
+
+    max_session_age_days: float = Field(30, ge=0)
+    max_failed_session_age_days: float = Field(7, ge=0)
+    max_sessions_total: int = Field(100, ge=1)
+    checkpoint_every_n_sessions: int = Field(10, ge=1)
+    auto_cleanup_enabled: bool = True
+
+
+class TrackingSection(Strict):
+    wandb: Literal["off", "offline", "online"] = "off"
+    wandb_project: str = "agent-forge"
+    system_metrics_every: int = Field(25, ge=1)
+
+
+class RuntimeSection(Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0)
+    seed: int = 1234
+
+
+class PipelineConfig(Strict):
+    """The whole resolved configuration of a run; stored with the session so `resume` reuses it."""
+
+    preset: str = "tiny"
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    phase1: Phase1Section = Field(default_factory=Phase1Section)
+    phase2: Phase2Section = Field(default_factory=Phase2Section)
+    phase3: Phase3Section = Field(default_factory=Phase3Section)
+    phase4: Phase4Section = Field(default_factory=Phase4Section)
+    phase5: Phase5Section = Field(default_factory=Phase5Section)
+    phase6: Phase6Section = Field(default_factory=Phase6Section)
+    phase7: Phase7Section = Field(default_factory=Phase7Section)
+    phase8: Phase8Section = Field(default_factory=Phase8Section)
+    handoff: dict[str, HandoffRule] = Field(default_factory=dict)
+    cleanup: CleanupSection = Field(default_factory=CleanupSection)
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
+    runtime: RuntimeSection = Field(default_factory=RuntimeSection)
+
+    @model_validator(mode="after")
+    def _handoff_keys_name_phases(self) -> PipelineConfig:
+        for key in self.handoff:
+            parts = [p.strip() for p in key.split("->")]
+            valid = len(parts) == 2 and parts[0] in PHASE_NAMES and parts[1] in (*PHASE_NAMES, "output")
+            if not valid:
+                raise ValueError(f"handoff key '{key}' must look like 'cognate->evomerge' (or 'final->output')")
+        return self
+
+    def phase_section(self, phase_name: str) -> BaseModel:
+        """The section of one phase by its name (``cognate`` -> ``phase1``)."""
+        return getattr(self, f"phase{PHASE_NAMES.index(phase_name) + 1}")

@@ -1,0 +1,158 @@
+"""Token datasets: examples packed into fixed-length rows, batches addressable by their global step.
+
+``batch(step)`` is a pure function of (data, seed, rank, world size, step), so a run resumed at step s
+reads exactly the batch it would have read, and each epoch reshuffles rows the way PyTorch's
+``DistributedSampler(shuffle=True, drop_last=True)`` does, which gives every rank its own shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from agent_forge.data.tasks import TaskExample
+from agent_forge.data.tokenizer import ForgeTokenizer
+
+
+def encode_examples(tokenizer: ForgeTokenizer, examples: Sequence[TaskExample]) -> list[list[int]]:
+    """``<bos> prompt answer <eos>`` per example, prompt and answer encoded apart.
+
+    Encoding them apart fixes the token boundary at the answer, so training, teacher-forced accuracy
+    and generation all see the same prompt tokens.
+    """
+    prompts = tokenizer.encode_batch([e.prompt for e in examples], bos=True)
+    answers = tokenizer.encode_batch([e.answer for e in examples], eos=True)
+    return [p + a for p, a in zip(prompts, answers, strict=True)]
+
+
+def pack_tokens(token_lists: Sequence[Sequence[int]], seq_len: int) -> torch.Tensor:
+    """Concatenate and cut into rows of ``seq_len`` tokens; a final partial row is dropped."""
+    if seq_len < 2:
+        raise ValueError("seq_len must be at least 2")
+    lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
+    stream = np.fromiter((i for t in token_lists for i in t), dtype=np.int64, count=int(lengths.sum()))
+    n_rows = len(stream) // seq_len
+    return torch.from_numpy(stream[: n_rows * seq_len].reshape(n_rows, seq_len).copy())
+
+
+@dataclass(frozen=True)
+class DataPosition:
+    """Where a global step falls: which epoch and which batch inside it."""
+
+    step: int
+    epoch: int
+    batch_in_epoch: int
+
+
+class PackedDataset(Dataset):
+    """Rows of token ids with deterministic, rank-sharded, per-epoch shuffled batches."""
+
+    def __init__(
+        self, rows: torch.Tensor, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        if rows.dim() != 2 or rows.dtype != torch.long:
+            raise ValueError("rows must be a 2-D LongTensor [n_rows, seq_len]")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} must be in [0, {world_size})")
+        self.rows, self.batch_size, self.seed = rows, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.rows_per_rank = len(rows) // world_size
+        if self.batches_per_epoch < 1:
+            raise ValueError(
+                f"{len(rows)} rows over {world_size} rank(s) cannot fill one batch of {batch_size}; "
+                "use more examples, a shorter seq_len or a smaller batch"
+            )
+        self._cached_epoch: tuple[int, list[int]] | None = None
+
+    @classmethod
+    def from_examples(
+        cls,
+        tokenizer: ForgeTokenizer,
+        examples: Sequence[TaskExample],
+        seq_len: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> PackedDataset:
+        rows = pack_tokens(encode_examples(tokenizer, examples), seq_len)
+        return cls(rows, batch_size, seed, rank, world_size)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.rows[index]
+
+    @property
+    def seq_len(self) -> int:
+        return self.rows.shape[1]
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.rows_per_rank // self.batch_size
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha1 of the rows: a resumed run can check it reads the same data."""
+        return hashlib.sha1(self.rows.numpy().tobytes()).hexdigest()[:16]
+
+    def shard(self, rank: int, world_size: int) -> PackedDataset:
+        """The same rows seen by another rank."""
+        return PackedDataset(self.rows, self.batch_size, self.seed, rank, world_size)
+
+    def epoch_indices(self, epoch: int) -> list[int]:
+        """This rank's row order in ``epoch``: DistributedSampler(shuffle=True, drop_last=True)'s."""
+        if self._cached_epoch is None or self._cached_epoch[0] != epoch:
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            order = torch.randperm(len(self.rows), generator=generator).tolist()
+            total = self.rows_per_rank * self.world_size
+            self._cached_epoch = (epoch, order[self.rank : total : self.world_size])
+        return self._cached_epoch[1]
+
+    def position(self, step: int) -> DataPosition:
+        if step < 0:
+            raise ValueError("step must be >= 0")
+        epoch, within = divmod(step, self.batches_per_epoch)
+        return DataPosition(step, epoch, within)
+
+    def batch(self, step: int) -> torch.Tensor:
+        """The ``[batch_size, seq_len]`` batch of global step ``step`` on this rank."""
+        where = self.position(step)
+        indices = self.epoch_indices(where.epoch)
+        start = where.batch_in_epoch * self.batch_size
+        return self.rows[indices[start : start + self.batch_size]]
+
+
+class BatchStream:
+    """An iterator over ``dataset.batch(step)`` that counts steps and can be saved and resumed."""
+
+    def __init__(self, dataset: PackedDataset, step: int = 0) -> None:
+        self.dataset, self.step = dataset, step
+
+    @property
+    def position(self) -> DataPosition:
+        return self.dataset.position(self.step)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        batch = self.dataset.batch(self.step)
+        self.step += 1
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "seed": self.dataset.seed, "fingerprint": self.dataset.fingerprint}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume at the saved step; refuses a state saved against other data or another seed."""
+        if state["fingerprint"] != self.dataset.fingerprint or state["seed"] != self.dataset.seed:
+            raise ValueError("this data position was saved for different data or another seed")
+        self.step = int(state["step"])

@@ -1,0 +1,209 @@
+"""Causal sliding-window attention with partial RoPE, in O(n*w) memory.
+
+A query at position i sees keys at positions j with i - window < j <= i. Sequences no longer than the
+window use plain causal SDPA; longer ones are cut into blocks of `window` queries that attend to their
+own block and the previous one through a (window, 2*window) band mask, so no n x n mask ever exists.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agent_forge.model.config import ForgeConfig
+from agent_forge.model.rope import apply_rotary, rotary_tables
+
+
+def band_mask(window: int, device: torch.device) -> torch.Tensor:
+    """(w, 2w) mask: local query a sees local key j (previous block first) iff a < j <= a + w."""
+    query = torch.arange(window, device=device).unsqueeze(1)
+    key = torch.arange(2 * window, device=device).unsqueeze(0)
+    return (key > query) & (key <= query + window)
+
+
+def blocked_layout(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Pad to whole blocks; queries (B,nb,H,w,D) and keys/values of the previous+own block (B,nb,H,2w,D).
+
+    Inputs are (B,H,N,D) views of (B,N,H,D) projections, so blocking the queries is a free view; only
+    keys and values are copied (once, at twice their size) to place each block beside its predecessor.
+    """
+    batch, heads, length, dim = q.shape
+    blocks = math.ceil(length / window)
+    pad = blocks * window - length
+
+    def split(t: torch.Tensor) -> torch.Tensor:
+        t = t.transpose(1, 2)
+        if pad:
+            t = F.pad(t, (0, 0, 0, 0, 0, pad))
+        return t.reshape(batch, blocks, window, heads, dim)
+
+    qb, kb, vb = split(q), split(k), split(v)
+    kk = torch.cat((F.pad(kb[:, :-1], (0, 0, 0, 0, 0, 0, 1, 0)), kb), dim=2)
+    vv = torch.cat((F.pad(vb[:, :-1], (0, 0, 0, 0, 0, 0, 1, 0)), vb), dim=2)
+    return qb.transpose(2, 3), kk.transpose(2, 3), vv.transpose(2, 3), pad
+
+
+def blocked_mask(
+    blocks: int, window: int, key_valid: torch.Tensor | None, device: torch.device
+) -> torch.Tensor:
+    """Boolean mask broadcastable to (B, nb, H, w, 2w): band, no keys before position 0, padding keys off."""
+    mask = band_mask(window, device).expand(blocks, window, 2 * window).clone()
+    mask[0, :, :window] = False
+    if key_valid is None:
+        return mask.unsqueeze(1)
+    valid = F.pad(key_valid, (0, blocks * window - key_valid.shape[1]), value=True)
+    valid = valid.view(-1, blocks, window)
+    valid2 = torch.cat((F.pad(valid[:, :-1], (0, 0, 1, 0), value=False), valid), dim=2)
+    query = torch.arange(window, device=device).unsqueeze(1)
+    diagonal = torch.arange(2 * window, device=device).unsqueeze(0) == query + window
+    return ((mask & valid2.unsqueeze(2)) | diagonal).unsqueeze(2)
+
+
+def causal_mask(length: int, key_valid: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(B,1,L,L) causal mask with padding keys removed; a query always sees itself (no empty rows)."""
+    causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+    eye = torch.eye(length, dtype=torch.bool, device=device)
+    return ((causal & key_valid[:, None, None, :]) | eye).contiguous()
+
+
+def _sdpa_4d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """SDPA on (B,nb,H,L,D) tensors through 4-D views, which take the fused CPU kernel (5-D falls back)."""
+    batch, blocks, heads, length, dim = q.shape
+
+    def flat(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(batch * blocks, heads, t.shape[3], dim)
+
+    if mask is not None:
+        mask = mask.expand(batch, blocks, 1, length, k.shape[3]).reshape(batch * blocks, 1, length, -1)
+    out = F.scaled_dot_product_attention(flat(q), flat(k), flat(v), attn_mask=mask)
+    return out.view(batch, blocks, heads, length, dim)
+
+
+def window_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, key_valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Sliding-window causal attention over a whole sequence; q/k/v (B,H,N,D), key_valid (B,N) or None.
+
+    Without padding the first block is plain causal SDPA (its keys start at position 0) and the later
+    blocks share one (w, 2w) band mask; with padding one masked call covers all blocks.
+    """
+    length = q.shape[2]
+    if length <= window:
+        if key_valid is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(length, key_valid, q.device))
+    qb, kk, vv, _ = blocked_layout(q, k, v, window)
+    if key_valid is None:
+        first = F.scaled_dot_product_attention(
+            qb[:, 0], kk[:, 0, :, window:], vv[:, 0, :, window:], is_causal=True
+        )
+        band = band_mask(window, q.device)
+        rest = _sdpa_4d(qb[:, 1:], kk[:, 1:], vv[:, 1:], band)
+        out = torch.cat((first.unsqueeze(1), rest), dim=1)
+    else:
+        out = _sdpa_4d(qb, kk, vv, blocked_mask(qb.shape[1], window, key_valid, q.device))
+    out = out.transpose(2, 3).reshape(q.shape[0], -1, q.shape[1], q.shape[3])[:, :length]
+    return out.transpose(1, 2)
+
+
+@torch.no_grad()
+def window_max_logit(
+    q: torch.Tensor, k: torch.Tensor, window: int, key_valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Largest pre-softmax logit q.k/sqrt(D) per head over exactly the pairs attention uses, blocked alike."""
+    scale = q.shape[-1] ** -0.5
+    length = q.shape[2]
+    if length <= window:
+        if key_valid is None:
+            mask = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
+        else:
+            mask = causal_mask(length, key_valid, q.device)
+        scores = (q @ k.transpose(-1, -2)).float() * scale
+        return scores.masked_fill(~mask, float("-inf")).amax(dim=(0, 2, 3))
+    qb, kk, _, _ = blocked_layout(q, k, k, window)
+    mask = blocked_mask(qb.shape[1], window, key_valid, q.device)
+    if mask.dim() == 4:
+        mask = mask.unsqueeze(0)
+    best = torch.full((q.shape[1],), float("-inf"), device=q.device)
+    for block in range(qb.shape[1]):
+        scores = (qb[:, block] @ kk[:, block].transpose(-1, -2)).float() * scale
+        scores = scores.masked_fill(~mask[:, block], float("-inf"))
+        best = torch.maximum(best, scores.amax(dim=(0, 2, 3)))
+    return best
+
+
+class SlidingWindowAttention(nn.Module):
+    """Multi-head attention exposing what QK-clip needs.
+
+    q_proj, k_proj (rows grouped per head), n_heads, head_dim, rotary_dim and max_logit.
+    """
+
+    def __init__(self, config: ForgeConfig) -> None:
+        super().__init__()
+        d = config.hidden_size
+        self.n_heads = config.num_heads
+        self.head_dim = config.head_dim
+        self.rotary_dim = config.rotary_dim
+        self.window = config.window
+        self.rope_theta = float(config.rope_theta)
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, d, bias=False)
+        self.v_proj = nn.Linear(d, d, bias=False)
+        self.o_proj = nn.Linear(d, d, bias=False)
+        self.register_buffer("max_logit", torch.zeros(self.n_heads), persistent=False)
+        self.track_max_logit = False
+
+    def project(self, h: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Rotary q, k and v of shape (B, H, L, D); positions (L,) or (B, L)."""
+        batch, length, _ = h.shape
+        shape = (batch, length, self.n_heads, self.head_dim)
+        q, k, v = (p(h).view(shape).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        cos, sin = rotary_tables(positions, self.rotary_dim, self.rope_theta, q.dtype)
+        if cos.dim() == 3:
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+
+    def merge_heads(self, out: torch.Tensor) -> torch.Tensor:
+        """(B, H, L, D) -> output projection of (B, L, H*D)."""
+        batch, _, length, _ = out.shape
+        return self.o_proj(out.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim))
+
+    def forward(
+        self, h: torch.Tensor, positions: torch.Tensor, key_valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Whole-sequence attention; also returns the rotary (k, v) for a cache or a prefix state."""
+        q, k, v = self.project(h, positions)
+        if self.track_max_logit:
+            self.max_logit.copy_(window_max_logit(q, k, self.window, key_valid))
+        return self.merge_heads(window_attention(q, k, v, self.window, key_valid)), (k, v)
+
+    def forward_cached(
+        self,
+        h: torch.Tensor,
+        positions: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor],
+        key_valid: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """New tokens attend to the cached window and to each other; returns the window to keep.
+
+        `key_valid` (B, P+L) covers cached and new keys, or is None when nothing is padding.
+        """
+        q, k, v = self.project(h, positions)
+        keys, values = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
+        length, total = q.shape[2], keys.shape[2]
+        mask = None
+        if length > 1 or key_valid is not None or total > self.window:
+            offset = total - length
+            query_pos = torch.arange(length, device=h.device).unsqueeze(1) + offset
+            key_pos = torch.arange(total, device=h.device).unsqueeze(0)
+            mask = (key_pos <= query_pos) & (query_pos - key_pos < self.window)
+            if key_valid is not None:
+                mask = (mask & key_valid[:, None, None, :]) | (key_pos == query_pos)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        start = max(total - (self.window - 1), 0)
+        return self.merge_heads(out), (keys[:, :, start:], values[:, :, start:])

@@ -1,0 +1,202 @@
+"""`ForgeConfig`: every shape and non-shape hyperparameter of the TRM x Titans-MAG model.
+
+Field names follow `agent_forge.config.schema.ModelSection` (plus the specialist fields of D2), so a
+resolved pipeline config maps onto this one key for key. Specialists differ only in non-shape values:
+`act_threshold`, `mem_capacity` / `mem_decay`, `surprise_weight`, `novelty_weight` (and data order).
+
+How the Titans memory constants come from those values (per chunk of `mem_chunk` tokens):
+- forgetting  alpha = 1 - exp(-mem_chunk / mem_capacity)   (or 1 - mem_decay**mem_chunk when set),
+  so a memory of capacity C tokens keeps about exp(-n/C) of what it stored n tokens ago;
+- surprise    theta = surprise_weight * mem_lr / mem_chunk: the step size on the surprise gradient
+  (keys are unit vectors, so the per-chunk gradient grows with the chunk; dividing keeps it stable);
+- novelty     eta   = novelty_weight: the momentum that lets a past surprise keep writing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+Number = int | float
+
+SHAPES: dict[str, dict[str, Any]] = {
+    # 25,767,553 parameters (D9: 22.5M-27.5M): vocab 32768 tied, d 384 x 8 layers, MLP 704.
+    "spec25m": dict(
+        vocab_size=32768,
+        hidden_size=384,
+        num_layers=8,
+        num_heads=8,
+        mlp_hidden=704,
+        max_seq_len=2048,
+        window=1024,
+        d_mem=96,
+        mem_chunk=64,
+        gate_hidden=64,
+        trm_hidden=256,
+    ),
+    # 1,186,177 parameters; see benchmarks/phase1.py for its training speed on a 2-core CPU.
+    "tiny": dict(
+        vocab_size=2048,
+        hidden_size=128,
+        num_layers=4,
+        num_heads=4,
+        mlp_hidden=344,
+        max_seq_len=128,
+        window=64,
+        d_mem=32,
+        mem_chunk=16,
+        gate_hidden=32,
+        trm_hidden=64,
+    ),
+    # For tests: a forward pass takes milliseconds.
+    "smoke": dict(
+        vocab_size=512,
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        mlp_hidden=128,
+        max_seq_len=64,
+        window=16,
+        d_mem=16,
+        mem_chunk=8,
+        gate_hidden=16,
+        trm_hidden=64,
+    ),
+}
+
+POSITIVE_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "mlp_hidden",
+    "max_seq_len",
+    "window",
+    "d_mem",
+    "mem_chunk",
+    "mem_capacity",
+    "gate_hidden",
+    "trm_t_max",
+    "trm_micro_steps",
+    "trm_hidden",
+)
+
+
+@strict
+class ForgeConfig(PreTrainedConfig):
+    """Configuration of `ForgeForCausalLM`; see the module docstring for the memory mapping."""
+
+    model_type = "agent_forge_trm"
+    attribute_map: ClassVar[dict[str, str]] = {
+        "num_hidden_layers": "num_layers",
+        "num_attention_heads": "num_heads",
+        "max_position_embeddings": "max_seq_len",
+        "intermediate_size": "mlp_hidden",
+    }
+
+    vocab_size: int = 2048
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    mlp_hidden: int = 344
+    max_seq_len: int = 128
+    window: int = 64
+    rotary_fraction: Number = 0.5
+    rope_theta: Number = 10000.0
+    d_mem: int = 32
+    mem_chunk: int = 16
+    mem_capacity: int = 4096
+    mem_decay: Number | None = None
+    mem_lr: Number = 1.0
+    surprise_weight: Number = 0.5
+    novelty_weight: Number = 0.5
+    gate_hidden: int = 32
+    gate_entropy_reg: Number = 0.001
+    trm_t_max: int = 3
+    trm_micro_steps: int = 2
+    trm_hidden: int = 128
+    step_weights: list[Number] | None = None
+    act_threshold: Number = 0.5
+    act_ema: Number = 0.98
+    act_loss_weight: Number = 0.1
+    static_act: bool = False
+    rms_norm_eps: Number = 1e-6
+    initializer_range: Number = 0.02
+    use_cache: bool = True
+    tie_word_embeddings: bool = True
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        self._check_values()
+        super().__post_init__(**kwargs)
+
+    def _check_values(self) -> None:
+        """Raise ValueError naming the field, so an impossible config fails before any tensor exists."""
+        self._check_shape()
+        if not 0.0 <= self.novelty_weight < 1.0:
+            raise ValueError(
+                f"novelty_weight must lie in [0, 1) (it is the memory momentum), got {self.novelty_weight}"
+            )
+        if not 0.0 <= self.surprise_weight * self.mem_lr <= 1.0:
+            raise ValueError("surprise_weight * mem_lr must lie in [0, 1] for a stable memory update")
+        if self.mem_decay is not None and not 0.0 < self.mem_decay <= 1.0:
+            raise ValueError(f"mem_decay must lie in (0, 1], got {self.mem_decay}")
+        for name in ("act_threshold", "act_ema"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must lie in (0, 1), got {getattr(self, name)}")
+        weights = self.step_weights
+        if weights is not None and (len(weights) != self.trm_t_max or min(weights) < 0 or sum(weights) <= 0):
+            raise ValueError(f"step_weights needs {self.trm_t_max} non-negative values with a positive sum")
+
+    def _check_shape(self) -> None:
+        for name in POSITIVE_FIELDS:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}"
+            )
+        if not 0.0 < self.rotary_fraction <= 1.0 or self.rotary_dim < 2:
+            raise ValueError(f"rotary_fraction {self.rotary_fraction} leaves no rotary pair in the head")
+
+    @classmethod
+    def from_shape(cls, shape: str, **overrides: Any) -> ForgeConfig:
+        """One of the named shapes (`spec25m`, `tiny`, `smoke`) with any field overridden."""
+        if shape not in SHAPES:
+            raise ValueError(f"unknown shape '{shape}', use one of {sorted(SHAPES)}")
+        return cls(**{**SHAPES[shape], **overrides})
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        """The first `rotary_dim` dims of every head are rotated (an even number)."""
+        return int(self.head_dim * self.rotary_fraction) // 2 * 2
+
+    @property
+    def mem_alpha(self) -> float:
+        if self.mem_decay is not None:
+            return 1.0 - float(self.mem_decay) ** self.mem_chunk
+        return 1.0 - math.exp(-self.mem_chunk / self.mem_capacity)
+
+    @property
+    def mem_theta(self) -> float:
+        return float(self.surprise_weight) * float(self.mem_lr) / self.mem_chunk
+
+    @property
+    def mem_eta(self) -> float:
+        return float(self.novelty_weight)
+
+    @property
+    def resolved_step_weights(self) -> list[float]:
+        """Deep-supervision weights normalised to sum to one (equal by default)."""
+        raw = self.step_weights or [1.0] * self.trm_t_max
+        total = float(sum(raw))
+        return [float(w) / total for w in raw]

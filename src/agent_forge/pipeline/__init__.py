@@ -1,0 +1,29 @@
+"""Pipeline: the Phase interface, hand-off validation and the orchestrator with resume."""
+
+from agent_forge.pipeline.context import PhaseContext, load_ref
+from agent_forge.pipeline.handoff import HandoffOutcome, validate_handoff
+from agent_forge.pipeline.orchestrator import Orchestrator, PhaseFailedError, SessionSummary
+from agent_forge.pipeline.phase import (
+    PHASE_REGISTRY,
+    EvalRecord,
+    ModelRef,
+    Phase,
+    PhaseResult,
+    register_phase,
+)
+
+__all__ = [
+    "PHASE_REGISTRY",
+    "EvalRecord",
+    "HandoffOutcome",
+    "ModelRef",
+    "Orchestrator",
+    "Phase",
+    "PhaseContext",
+    "PhaseFailedError",
+    "PhaseResult",
+    "SessionSummary",
+    "load_ref",
+    "register_phase",
+    "validate_handoff",
+]

@@ -1,0 +1,1 @@
+"""Native kernels for the quantized layers, built on first use (see ``build``)."""

@@ -1,0 +1,297 @@
+"""One compressed file holding a whole model's tensors, each under its own method.
+
+A tensor is stored ``raw`` (its exact bytes: fp16/fp32 tensors, uint8 packed ternary blocks), as ``seedlm``
+or as ``vptq``. Every method yields named symbol streams (bytes, seeds, indices, codebooks...); each stream
+goes through the entropy stage (:mod:`agent_forge.quant.entropy`) and is checked by its sha256 on load.
+
+Layout: ``b"AFQZ" | version u16 | header length u32 | sha256(header) | header (JSON) | stream blobs``.
+The header lists, per tensor, its name, method, shape, dtype, method parameters and, per stream, the blob's
+offset, length, codec and sha256. Decoding rebuilds every lossy tensor with the same decoder that produced
+the in-memory reconstruction at encode time, so the two are bit-identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import struct
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from agent_forge.errors import ArtifactCorruptError
+from agent_forge.quant.entropy import EncodedStream, decode_symbols, encode_symbols
+from agent_forge.quant.seedlm import SeedLMConfig, SeedLMEncoded, seedlm_decode, seedlm_encode
+from agent_forge.quant.vptq import VPTQConfig, VPTQEncoded, vptq_decode, vptq_encode
+
+MAGIC = b"AFQZ"
+FORMAT_VERSION = 1
+_PREAMBLE = struct.Struct("<4sHI32s")
+
+
+@dataclass(frozen=True)
+class RawSpec:
+    """Lossless: the tensor's own bytes, through the entropy stage only."""
+
+
+MethodSpec = RawSpec | SeedLMConfig | VPTQConfig
+
+
+def method_name(spec: MethodSpec) -> str:
+    if isinstance(spec, SeedLMConfig):
+        return "seedlm"
+    if isinstance(spec, VPTQConfig):
+        return "vptq"
+    return "raw"
+
+
+def describe(spec: MethodSpec) -> str:
+    """A short label for reports, e.g. ``seedlm(block=8, coeffs=4, ...)``."""
+    params = ", ".join(f"{k}={v}" for k, v in asdict(spec).items())
+    return f"{method_name(spec)}({params})" if params else method_name(spec)
+
+
+@dataclass(frozen=True)
+class CompressionPlan:
+    """The method of each tensor (tensors not named are stored raw) and the entropy stage's settings."""
+
+    methods: dict[str, MethodSpec] = field(default_factory=dict)
+    zstd_level: int = 19
+    codecs: tuple[str, ...] = ("zstd", "rans")
+
+    def spec_for(self, name: str) -> MethodSpec:
+        return self.methods.get(name, RawSpec())
+
+
+@dataclass(frozen=True)
+class EncodedTensor:
+    """One tensor's entropy-coded streams, its reconstruction and what it cost."""
+
+    name: str
+    method: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    params: dict
+    streams: dict[str, EncodedStream]
+    reconstruction: Tensor
+    method_seconds: float
+    entropy_seconds: float
+    decode_seconds: float
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(len(s.blob) for s in self.streams.values())
+
+    @property
+    def packed_bytes(self) -> int:
+        """Bytes before the entropy stage (the method's output, bit-packed)."""
+        return sum(s.packed_bytes for s in self.streams.values())
+
+    @property
+    def original_bytes(self) -> int:
+        return self.reconstruction.numel() * self.reconstruction.element_size()
+
+
+def _raw_symbols(tensor: Tensor) -> dict[str, tuple[np.ndarray, int]]:
+    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    return {"data": (data, 8)}
+
+
+def _raw_tensor(streams: Mapping[str, np.ndarray], shape: Sequence[int], dtype: torch.dtype) -> Tensor:
+    raw = np.ascontiguousarray(streams["data"], dtype=np.uint8)
+    if raw.size == 0:
+        return torch.empty(tuple(shape), dtype=dtype)
+    return torch.from_numpy(raw.copy()).view(dtype).reshape(tuple(shape))
+
+
+def _lossy(tensor: Tensor, spec: MethodSpec, importance: Tensor | None) -> SeedLMEncoded | VPTQEncoded:
+    if not tensor.is_floating_point():
+        raise ValueError(f"{method_name(spec)} needs a floating-point tensor, got {tensor.dtype}")
+    if isinstance(spec, SeedLMConfig):
+        return seedlm_encode(tensor, spec)
+    return vptq_encode(tensor, spec, importance)
+
+
+def _decode_lossy(encoded: SeedLMEncoded | VPTQEncoded, dtype: torch.dtype) -> Tensor:
+    decoded = seedlm_decode(encoded) if isinstance(encoded, SeedLMEncoded) else vptq_decode(encoded)
+    return decoded.to(dtype)
+
+
+def encode_tensor(
+    name: str,
+    tensor: Tensor,
+    spec: MethodSpec,
+    level: int = 19,
+    codecs: tuple[str, ...] = ("zstd", "rans"),
+    importance: Tensor | None = None,
+) -> EncodedTensor:
+    """Apply ``spec`` to one tensor and entropy-code its streams; keep the reconstruction the file gives."""
+    tensor = tensor.detach().cpu()
+    start = time.perf_counter()
+    if isinstance(spec, RawSpec):
+        symbols, params, encoded = _raw_symbols(tensor), {}, None
+    else:
+        encoded = _lossy(tensor, spec, importance)
+        symbols, params = encoded.symbol_streams(), encoded.params()
+    method_seconds = time.perf_counter() - start
+    streams = {key: encode_symbols(values, width, level, codecs) for key, (values, width) in symbols.items()}
+    entropy_seconds = time.perf_counter() - start - method_seconds
+    start = time.perf_counter()
+    reconstruction = tensor.clone() if encoded is None else _decode_lossy(encoded, tensor.dtype)
+    decode_seconds = time.perf_counter() - start
+    return EncodedTensor(
+        name=name,
+        method=method_name(spec),
+        shape=tuple(tensor.shape),
+        dtype=tensor.dtype,
+        params=params,
+        streams=streams,
+        reconstruction=reconstruction,
+        method_seconds=method_seconds,
+        entropy_seconds=entropy_seconds,
+        decode_seconds=decode_seconds,
+    )
+
+
+def _tensor_entry(item: EncodedTensor, offset: int) -> dict:
+    """Header entry of one tensor whose first blob starts at ``offset`` of the blob section."""
+    streams = []
+    for key, stream in item.streams.items():
+        streams.append(
+            {
+                "name": key,
+                "offset": offset,
+                "length": len(stream.blob),
+                "codec": stream.codec,
+                "packed_bytes": stream.packed_bytes,
+                "sha256": hashlib.sha256(stream.blob).hexdigest(),
+            }
+        )
+        offset += len(stream.blob)
+    dtype = str(item.dtype).removeprefix("torch.")
+    return {
+        "name": item.name,
+        "method": item.method,
+        "shape": list(item.shape),
+        "dtype": dtype,
+        "params": item.params,
+        "streams": streams,
+    }
+
+
+def assemble(encoded: Sequence[EncodedTensor]) -> bytes:
+    """Lay encoded tensors out as one container (header + blobs)."""
+    entries, offset = [], 0
+    for item in encoded:
+        entries.append(_tensor_entry(item, offset))
+        offset += item.stored_bytes
+    blobs = [stream.blob for item in encoded for stream in item.streams.values()]
+    header = json.dumps({"version": FORMAT_VERSION, "tensors": entries}, sort_keys=True).encode()
+    preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header), hashlib.sha256(header).digest())
+    return b"".join([preamble, header, *blobs])
+
+
+@dataclass(frozen=True)
+class CompressedModel:
+    """A container's bytes with the per-tensor results that went into it."""
+
+    data: bytes
+    tensors: dict[str, EncodedTensor]
+
+    @property
+    def reconstruction(self) -> dict[str, Tensor]:
+        return {name: item.reconstruction for name, item in self.tensors.items()}
+
+
+def compress_tensors(
+    tensors: Mapping[str, Tensor], plan: CompressionPlan, importance: Mapping[str, Tensor] | None = None
+) -> CompressedModel:
+    """Encode every tensor under ``plan``; ``importance`` (per-column, by tensor name) feeds VPTQ."""
+    importance = importance or {}
+    encoded = {
+        name: encode_tensor(
+            name, tensor, plan.spec_for(name), plan.zstd_level, plan.codecs, importance.get(name)
+        )
+        for name, tensor in tensors.items()
+    }
+    return CompressedModel(assemble(list(encoded.values())), encoded)
+
+
+def encode_model(
+    tensors: Mapping[str, Tensor], plan: CompressionPlan, importance: Mapping[str, Tensor] | None = None
+) -> bytes:
+    """The container bytes for ``tensors`` under ``plan``."""
+    return compress_tensors(tensors, plan, importance).data
+
+
+def write_model(path: str | Path, data: bytes) -> Path:
+    """Write a container atomically: a temporary sibling, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return path
+
+
+def read_header(data: bytes) -> dict:
+    """Parse and verify the header of container bytes."""
+    if len(data) < _PREAMBLE.size:
+        raise ArtifactCorruptError("compressed model is truncated", "re-run Phase 8 to rebuild it")
+    magic, version, length, digest = _PREAMBLE.unpack_from(data)
+    if magic != MAGIC or version != FORMAT_VERSION:
+        raise ArtifactCorruptError(
+            f"not an Agent Forge compressed model (magic {magic!r}, version {version})"
+        )
+    header = data[_PREAMBLE.size : _PREAMBLE.size + length]
+    if hashlib.sha256(header).digest() != digest:
+        raise ArtifactCorruptError("compressed model header fails its sha256", "re-run Phase 8 to rebuild it")
+    return json.loads(header)
+
+
+def _stream_symbols(data: bytes, base: int, entry: dict, tensor: str) -> np.ndarray:
+    blob = data[base + entry["offset"] : base + entry["offset"] + entry["length"]]
+    if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
+        raise ArtifactCorruptError(
+            f"stream {entry['name']!r} of tensor {tensor!r} fails its sha256", "re-run Phase 8 to rebuild it"
+        )
+    return decode_symbols(blob)
+
+
+def _decode_entry(data: bytes, base: int, entry: dict) -> Tensor:
+    streams = {s["name"]: _stream_symbols(data, base, s, entry["name"]) for s in entry["streams"]}
+    dtype = getattr(torch, entry["dtype"])
+    if entry["method"] == "raw":
+        return _raw_tensor(streams, entry["shape"], dtype)
+    if entry["method"] == "seedlm":
+        return _decode_lossy(SeedLMEncoded.from_streams(entry["shape"], entry["params"], streams), dtype)
+    if entry["method"] == "vptq":
+        return _decode_lossy(VPTQEncoded.from_streams(entry["shape"], entry["params"], streams), dtype)
+    raise ArtifactCorruptError(f"unknown method {entry['method']!r} for tensor {entry['name']!r}")
+
+
+def decode_container(data: bytes) -> dict[str, Tensor]:
+    """All tensors of container bytes, in the order they were written."""
+    header = read_header(data)
+    base = _PREAMBLE.size + _PREAMBLE.unpack_from(data)[2]
+    return {entry["name"]: _decode_entry(data, base, entry) for entry in header["tensors"]}
+
+
+def decode_model(path: str | Path) -> dict[str, Tensor]:
+    """Read a container file written by :func:`write_model`."""
+    return decode_container(Path(path).read_bytes())

@@ -1,0 +1,240 @@
+"""Phase 8's choice of a compression method per tensor, by measured size and measured quality.
+
+Greedy, largest tensor first: every candidate method of the tensor's class is encoded and its stored size
+(after the entropy stage) measured; candidates are then tried from the smallest up, each by evaluating the
+model with that tensor replaced by its reconstruction on top of the choices already kept. The first one
+whose measured quality stays within the budget is kept; if none does, the tensor stays lossless (entropy
+coding only). Quality is whatever the caller's ``evaluate(tensors)`` measures (lower is better), so the
+planner loads no model and knows no data. The result carries the container bytes and a per-stage table.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import Tensor
+
+from agent_forge.quant.container import (
+    CompressedModel,
+    CompressionPlan,
+    EncodedTensor,
+    MethodSpec,
+    RawSpec,
+    assemble,
+    decode_container,
+    describe,
+    encode_tensor,
+)
+
+Evaluator = Callable[[Mapping[str, Tensor]], float]
+Classifier = Callable[[str, Tensor], str]
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """Quality budget and entropy settings.
+
+    ``evaluator_kind="loss"``: ``evaluate`` returns a mean cross-entropy in nats and the budget bounds the
+    perplexity ``exp(loss)``; ``"metric"``: the budget bounds the returned figure itself.
+    """
+
+    max_increase: float = 0.10
+    evaluator_kind: Literal["loss", "metric"] = "loss"
+    zstd_level: int = 19
+    codecs: tuple[str, ...] = ("zstd", "rans")
+    min_lossy_numel: int = 4096
+
+
+def classify_tensor(name: str, tensor: Tensor, min_lossy_numel: int = 4096) -> str:
+    """``matrix`` (float, 2-D+, big enough for lossy coding), ``small`` (other float) or ``packed`` (ints)."""
+    if not tensor.is_floating_point():
+        return "packed"
+    return "matrix" if tensor.dim() >= 2 and tensor.numel() >= min_lossy_numel else "small"
+
+
+def quality_limit(baseline: float, config: PlannerConfig) -> float:
+    """The largest evaluator value the budget allows."""
+    if config.evaluator_kind == "loss":
+        return baseline + math.log1p(config.max_increase)
+    return baseline + abs(baseline) * config.max_increase
+
+
+@dataclass(frozen=True)
+class Attempt:
+    method: str
+    stored_bytes: int
+    value: float | None  # None: not evaluated (no smaller than lossless)
+    accepted: bool
+    encode_seconds: float
+
+
+@dataclass(frozen=True)
+class TensorDecision:
+    name: str
+    tensor_class: str
+    chosen: str
+    original_bytes: int
+    stored_bytes: int
+    bits_per_weight: float
+    attempts: tuple[Attempt, ...]
+
+
+@dataclass(frozen=True)
+class StageRow:
+    stage: str
+    bytes: int
+    ratio: float
+    value: float
+    encode_seconds: float
+    decode_seconds: float
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    plan: CompressionPlan
+    baseline: float
+    limit: float
+    final: float
+    compressed: CompressedModel
+    decisions: tuple[TensorDecision, ...]
+    stages: tuple[StageRow, ...]
+
+    def stage_table(self) -> str:
+        """The per-stage table as Markdown."""
+        lines = ["| stage | bytes | ratio | value | encode s | decode s |", "|---|---:|---:|---:|---:|---:|"]
+        for row in self.stages:
+            lines.append(
+                f"| {row.stage} | {row.bytes} | {row.ratio:.2f} | {row.value:.5g} | "
+                f"{row.encode_seconds:.3f} | {row.decode_seconds:.3f} |"
+            )
+        return "\n".join(lines)
+
+
+@dataclass
+class _Search:
+    """What the greedy pass needs at every step."""
+
+    state: dict[str, Tensor]
+    value: float
+    limit: float
+    evaluate: Evaluator
+    config: PlannerConfig
+    importance: Mapping[str, Tensor]
+
+    def encode(self, name: str, tensor: Tensor, spec: MethodSpec) -> EncodedTensor:
+        cfg = self.config
+        return encode_tensor(name, tensor, spec, cfg.zstd_level, cfg.codecs, self.importance.get(name))
+
+
+def _encode_seconds(item: EncodedTensor) -> float:
+    return item.method_seconds + item.entropy_seconds
+
+
+def _choose(
+    search: _Search, name: str, tensor: Tensor, specs: Sequence[MethodSpec], tensor_class: str
+) -> tuple[MethodSpec, EncodedTensor, EncodedTensor, TensorDecision]:
+    """Try the candidates smallest-first and keep the first within budget; else stay lossless.
+
+    Returns the chosen spec, its encoding, the lossless encoding and the decision record.
+    """
+    lossless = search.encode(name, tensor, RawSpec())
+    trials = sorted(((search.encode(name, tensor, s), s) for s in specs), key=lambda t: t[0].stored_bytes)
+    attempts: list[Attempt] = []
+    chosen, chosen_spec = lossless, RawSpec()
+    for encoded, spec in trials:
+        value = None
+        if encoded.stored_bytes < lossless.stored_bytes:
+            value = search.evaluate({**search.state, name: encoded.reconstruction})
+        accepted = value is not None and value <= search.limit
+        attempts.append(
+            Attempt(describe(spec), encoded.stored_bytes, value, accepted, _encode_seconds(encoded))
+        )
+        if accepted:
+            chosen, chosen_spec = encoded, spec
+            search.state[name], search.value = encoded.reconstruction, value
+            break
+    decision = TensorDecision(
+        name=name,
+        tensor_class=tensor_class,
+        chosen=describe(chosen_spec),
+        original_bytes=chosen.original_bytes,
+        stored_bytes=chosen.stored_bytes,
+        bits_per_weight=8.0 * chosen.stored_bytes / max(1, tensor.numel()),
+        attempts=tuple(attempts),
+    )
+    return chosen_spec, chosen, lossless, decision
+
+
+def _container_stage(
+    stage: str, items: Sequence[EncodedTensor], evaluate: Evaluator, original: int
+) -> tuple[StageRow, bytes]:
+    """Assemble a container, decode it back and evaluate what came out (the figure a user would get)."""
+    start = time.perf_counter()
+    data = assemble(items)
+    assemble_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    decoded = decode_container(data)
+    decode_seconds = time.perf_counter() - start
+    encode_seconds = sum(_encode_seconds(item) for item in items) + assemble_seconds
+    row = StageRow(stage, len(data), original / len(data), evaluate(decoded), encode_seconds, decode_seconds)
+    return row, data
+
+
+def _stages(
+    chosen: Sequence[EncodedTensor], lossless: Sequence[EncodedTensor], search: _Search, baseline: float
+) -> tuple[tuple[StageRow, ...], bytes]:
+    original = sum(item.original_bytes for item in lossless)
+    entropy_row, _ = _container_stage("entropy only", lossless, search.evaluate, original)
+    packed = sum(item.packed_bytes for item in chosen)
+    methods_row = StageRow(
+        "methods, before entropy",
+        packed,
+        original / max(1, packed),
+        search.value,
+        sum(item.method_seconds for item in chosen),
+        sum(item.decode_seconds for item in chosen),
+    )
+    final_row, data = _container_stage("methods + entropy", chosen, search.evaluate, original)
+    original_row = StageRow("original", original, 1.0, baseline, 0.0, 0.0)
+    return (original_row, entropy_row, methods_row, final_row), data
+
+
+def plan_compression(
+    tensors: Mapping[str, Tensor],
+    evaluate: Evaluator,
+    candidates: Mapping[str, Sequence[MethodSpec]],
+    config: PlannerConfig | None = None,
+    classify: Classifier | None = None,
+    importance: Mapping[str, Tensor] | None = None,
+) -> PlanResult:
+    """Choose a method per tensor under the quality budget and build the container.
+
+    ``candidates`` maps a tensor class (see :func:`classify_tensor`, or the caller's ``classify``) to the
+    lossy methods worth trying; every tensor is entropy coded whatever its method. ``importance`` holds
+    per-column weights by tensor name for VPTQ.
+    """
+    cfg = config or PlannerConfig()
+    classify = classify or (lambda name, tensor: classify_tensor(name, tensor, cfg.min_lossy_numel))
+    baseline = float(evaluate(tensors))
+    search = _Search(dict(tensors), baseline, quality_limit(baseline, cfg), evaluate, cfg, importance or {})
+    picked: dict[str, tuple[MethodSpec, EncodedTensor, EncodedTensor, TensorDecision]] = {}
+    for name in sorted(tensors, key=lambda n: -tensors[n].numel() * tensors[n].element_size()):
+        tensor_class = classify(name, tensors[name])
+        specs = candidates.get(tensor_class, ())
+        picked[name] = _choose(search, name, tensors[name], specs, tensor_class)
+    chosen = [picked[name][1] for name in tensors]
+    stages, data = _stages(chosen, [picked[name][2] for name in tensors], search, baseline)
+    methods = {name: p[0] for name, p in picked.items() if not isinstance(p[0], RawSpec)}
+    return PlanResult(
+        plan=CompressionPlan(methods, cfg.zstd_level, cfg.codecs),
+        baseline=baseline,
+        limit=search.limit,
+        final=stages[-1].value,
+        compressed=CompressedModel(data, {item.name: item for item in chosen}),
+        decisions=tuple(picked[name][3] for name in picked),
+        stages=stages,
+    )

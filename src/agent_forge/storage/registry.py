@@ -1,0 +1,293 @@
+"""The model registry: SQLite in WAL mode (spec 3.1.2) plus metrics and per-phase run records.
+
+WAL lets the CLI and the dashboard read while the pipeline writes: readers never block the writer. Only the
+pipeline process (rank 0 under torchrun) writes. A registry that is locked or corrupt raises a
+``RegistryError`` with the fix; a missing registry is only created for a workspace without sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from agent_forge.errors import NotFoundError, RegistryError
+from agent_forge.storage.schema_sql import SCHEMA_SQL
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+BUSY_TIMEOUT_MS = 10_000
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _check_header(path: Path) -> None:
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, "rb") as handle:
+            if handle.read(16) != SQLITE_HEADER:
+                raise RegistryError(f"registry {path} is not an SQLite database (corrupt)",
+                                    "move it aside and restore a backup; Agent Forge never replaces it silently")
+
+
+class ModelRegistry:
+    """Read/write access to one workspace's registry database."""
+
+    def __init__(self, path: Path, create: bool = True, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._lock = threading.RLock()
+        if not self.path.exists() and (readonly or not create):
+            raise RegistryError(f"registry {self.path} does not exist",
+                                "run `agent-forge run` first or point --workspace at an existing workspace")
+        _check_header(self.path)
+        self.conn = self._connect()
+        if not readonly:
+            self._init_schema()
+        self._probe()
+
+    def _connect(self) -> sqlite3.Connection:
+        uri = f"file:{self.path}?mode=ro" if self.readonly else f"file:{self.path}"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                                   check_same_thread=False, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS};")
+            if not self.readonly:
+                conn.execute("PRAGMA auto_vacuum=INCREMENTAL;")
+                conn.execute("PRAGMA journal_mode=WAL;")
+                conn.execute("PRAGMA synchronous=NORMAL;")
+            conn.execute("PRAGMA cache_size=-10000;")
+            conn.execute("PRAGMA temp_store=MEMORY;")
+            return conn
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from None
+
+    def _init_schema(self) -> None:
+        with self._lock:
+            try:
+                self.conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA_SQL}COMMIT;")
+            except sqlite3.DatabaseError as exc:
+                self._rollback()
+                raise self._translate(exc) from None
+
+    def _probe(self) -> None:
+        try:
+            self.conn.execute("SELECT count(*) FROM sessions").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from None
+
+    def _translate(self, exc: sqlite3.DatabaseError) -> RegistryError:
+        text = str(exc).lower()
+        if "locked" in text or "busy" in text:
+            return RegistryError(f"registry {self.path} is locked by another process",
+                                 "wait for the other agent-forge run to finish or stop it")
+        if "no such table" in text:
+            return RegistryError(f"registry {self.path} has no Agent Forge tables",
+                                 "point --workspace at an Agent Forge workspace")
+        return RegistryError(f"registry {self.path} is corrupt ({exc})",
+                             "move it aside and restore a backup; Agent Forge never replaces it silently")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        if self.readonly:
+            raise RegistryError("registry was opened read-only", "open it without readonly=True to write")
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._rollback()
+                raise self._translate(exc) from None
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            try:
+                return [dict(r) for r in self.conn.execute(sql, tuple(params)).fetchall()]
+            except sqlite3.DatabaseError as exc:
+                raise self._translate(exc) from None
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    # sessions -----------------------------------------------------------------------------------------
+    def create_session(self, session_id: str, preset: str, config: dict[str, Any]) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO sessions(session_id, preset, pipeline_config_json, start_time, status,"
+                " current_phase, progress_percent) VALUES (?,?,?,?,?,?,?)",
+                (session_id, preset, json.dumps(config, sort_keys=True), utc_now(), "running", None, 0.0),
+            )
+
+    def update_session(self, session_id: str, **fields: Any) -> None:
+        allowed = {"status", "current_phase", "progress_percent", "end_time", "error"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"unknown session fields {sorted(unknown)}")
+        if not fields:
+            return
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._write() as conn:
+            conn.execute(f"UPDATE sessions SET {sets} WHERE session_id = ?", (*fields.values(), session_id))
+
+    def get_session(self, session_id: str) -> dict[str, Any]:
+        rows = self._query("SELECT * FROM sessions WHERE session_id = ?", (session_id,))
+        if not rows:
+            raise NotFoundError(f"session '{session_id}' does not exist", "list sessions with `agent-forge sessions`")
+        return rows[0]
+
+    def list_sessions(self) -> list[dict[str, Any]]:
+        return self._query("SELECT * FROM sessions ORDER BY start_time DESC, session_id DESC")
+
+    def delete_session(self, session_id: str) -> None:
+        with self._write() as conn:
+            for table in ("phase_handoffs", "metrics", "phase_runs", "model_parents"):
+                conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
+            conn.execute("DELETE FROM models WHERE session_id = ?", (session_id,))
+            conn.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+
+    # models -------------------------------------------------------------------------------------------
+    def register_model(self, record: dict[str, Any], parents: Iterable[str] = ()) -> str:
+        """Insert or replace one model row; ``record`` holds the columns of the models table."""
+        row = {**record, "created_at": record.get("created_at") or utc_now()}
+        row["metadata_json"] = json.dumps(row.pop("metadata", {}), sort_keys=True, default=str)
+        row["tags"] = ",".join(row.get("tags") or [])
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self._write() as conn:
+            conn.execute(f"INSERT OR REPLACE INTO models({cols}) VALUES ({marks})", tuple(row.values()))
+            conn.execute("DELETE FROM model_parents WHERE model_id = ?", (row["model_id"],))
+            conn.executemany(
+                "INSERT INTO model_parents(model_id, parent_id, session_id) VALUES (?,?,?)",
+                [(row["model_id"], p, row["session_id"]) for p in parents],
+            )
+        return row["model_id"]
+
+    def get_model(self, model_id: str) -> dict[str, Any]:
+        rows = self._query("SELECT * FROM models WHERE model_id = ?", (model_id,))
+        if not rows:
+            raise NotFoundError(f"model '{model_id}' does not exist", "list models with `agent-forge models`")
+        return self._decode_model(rows[0])
+
+    def _decode_model(self, row: dict[str, Any]) -> dict[str, Any]:
+        row["metadata"] = json.loads(row.pop("metadata_json") or "{}")
+        row["tags"] = [t for t in (row.get("tags") or "").split(",") if t]
+        row["parents"] = [r["parent_id"] for r in self._query(
+            "SELECT parent_id FROM model_parents WHERE model_id = ? ORDER BY parent_id", (row["model_id"],))]
+        return row
+
+    def search_models(self, phase: str | None = None, session: str | None = None,
+                      tag: str | None = None) -> list[dict[str, Any]]:
+        clauses, params = [], []
+        for column, value in (("phase_name", phase), ("session_id", session)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if tag is not None:
+            clauses.append("(',' || tags || ',') LIKE ?")
+            params.append(f"%,{tag},%")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._query(f"SELECT * FROM models {where} ORDER BY created_at, model_id", params)
+        return [self._decode_model(r) for r in rows]
+
+    def delete_model(self, model_id: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM model_parents WHERE model_id = ?", (model_id,))
+            conn.execute("DELETE FROM models WHERE model_id = ?", (model_id,))
+
+    # hand-offs ----------------------------------------------------------------------------------------
+    def record_handoff(self, session_id: str, source: str, target: str, source_ids: list[str],
+                       status: str, checks: dict[str, Any], forced: bool = False) -> str:
+        handoff_id = f"{session_id}:{source}->{target}"
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO phase_handoffs(handoff_id, session_id, source_phase, target_phase,"
+                " source_model_id, target_model_id, handoff_timestamp, validation_status,"
+                " validation_metrics_json, forced) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (handoff_id, session_id, source, target, ",".join(source_ids), "", utc_now(), status,
+                 json.dumps(checks, sort_keys=True, default=str), int(forced)),
+            )
+        return handoff_id
+
+    def handoff_history(self, session_id: str | None = None) -> list[dict[str, Any]]:
+        where, params = ("WHERE session_id = ?", (session_id,)) if session_id else ("", ())
+        rows = self._query(f"SELECT * FROM phase_handoffs {where} ORDER BY handoff_timestamp", params)
+        for row in rows:
+            row["checks"] = json.loads(row.pop("validation_metrics_json") or "{}")
+            row["forced"] = bool(row["forced"])
+        return rows
+
+    # phase runs (D6 record and resume state) ----------------------------------------------------------
+    def upsert_phase_run(self, session_id: str, phase_name: str, **fields: Any) -> None:
+        existing = self._query("SELECT * FROM phase_runs WHERE session_id = ? AND phase_name = ?",
+                               (session_id, phase_name))
+        row = existing[0] if existing else {"session_id": session_id, "phase_name": phase_name}
+        for key, value in fields.items():
+            row[key] = json.dumps(value, sort_keys=True, default=str) if key.endswith("_json") else value
+        cols = ", ".join(row)
+        with self._write() as conn:
+            conn.execute(f"INSERT OR REPLACE INTO phase_runs({cols}) VALUES ({', '.join('?' for _ in row)})",
+                         tuple(row.values()))
+
+    def phase_runs(self, session_id: str) -> list[dict[str, Any]]:
+        rows = self._query("SELECT * FROM phase_runs WHERE session_id = ? ORDER BY phase_index", (session_id,))
+        for row in rows:
+            for key in [k for k in row if k.endswith("_json")]:
+                row[key[: -len("_json")]] = json.loads(row.pop(key) or "null")
+        return rows
+
+    # metrics ------------------------------------------------------------------------------------------
+    def log_metrics(self, rows: Iterable[tuple[str, str, str, int, str, float]]) -> None:
+        """Insert (session, phase, model, step, name, value); a repeated key replaces the old value."""
+        now = time.time()
+        batch = [(*r, now) for r in rows]
+        if not batch:
+            return
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO metrics(session_id, phase, model, step, name, value, time)"
+                " VALUES (?,?,?,?,?,?,?)", batch)
+
+    def metrics(self, session_id: str, phase: str | None = None, name: str | None = None,
+                model: str | None = None) -> list[dict[str, Any]]:
+        clauses, params = ["session_id = ?"], [session_id]
+        for column, value in (("phase", phase), ("name", name), ("model", model)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        sql = f"SELECT * FROM metrics WHERE {' AND '.join(clauses)} ORDER BY phase, model, name, step"
+        return self._query(sql, params)
+
+    def delete_metrics_after(self, session_id: str, phase: str, model: str, step: int) -> None:
+        """Drop metrics logged past a checkpoint, so a resumed run rewrites them (no duplicates)."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM metrics WHERE session_id=? AND phase=? AND model=? AND step>?",
+                         (session_id, phase, model, step))
+
+    # maintenance --------------------------------------------------------------------------------------
+    def checkpoint_wal(self) -> None:
+        with self._lock:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE);")
+
+    def vacuum_incremental(self, pages: int = 100) -> None:
+        with self._lock:
+            self.conn.execute(f"PRAGMA incremental_vacuum({int(pages)});")
+
+    def file_sizes(self) -> dict[str, int]:
+        wal = Path(f"{self.path}-wal")
+        return {"db_bytes": self.path.stat().st_size, "wal_bytes": wal.stat().st_size if wal.exists() else 0}

@@ -1,0 +1,48 @@
+"""A comparable picture of one session's registry contents.
+
+Two runs of the same configuration (one interrupted and resumed, one not) must end with the same registry.
+Session ids, timestamps, durations and wall-clock figures legitimately differ, so they are normalised away;
+everything else (models, weights' checksums, lineage, hand-offs, phase outcomes, metric values) is kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent_forge.storage.registry import ModelRegistry
+
+VOLATILE_MARKS = ("seconds", "time", "system/", "per_s", "tokens_s", "latency", "_ms", "speed", "throughput",
+                  "rss", "memory_mb", "peak")
+
+
+def is_volatile(name: str) -> bool:
+    lowered = name.lower()
+    return any(mark in lowered for mark in VOLATILE_MARKS)
+
+
+def _strip(value: Any, session_id: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(session_id, "<session>")
+    if isinstance(value, list):
+        return [_strip(v, session_id) for v in value]
+    if isinstance(value, dict):
+        return {k: _strip(v, session_id) for k, v in value.items() if not is_volatile(k)}
+    return value
+
+
+def registry_snapshot(registry: ModelRegistry, session_id: str, digits: int = 6) -> dict[str, Any]:
+    models = {
+        m["model_name"] + "@" + m["phase_name"]: _strip(
+            {"parameters": m["parameters"], "tags": m["tags"], "parents": m["parents"],
+             "files": m["metadata"].get("files", {})}, session_id)
+        for m in registry.search_models(session=session_id)
+    }
+    handoffs = [(h["source_phase"], h["target_phase"], h["validation_status"])
+                for h in registry.handoff_history(session_id)]
+    phases = [_strip({"phase": r["phase_name"], "status": r["status"], "outputs": r.get("output_models"),
+                      "metrics": r.get("metrics")}, session_id) for r in registry.phase_runs(session_id)]
+    metrics = sorted(
+        (r["phase"], r["model"], r["step"], r["name"], round(r["value"], digits))
+        for r in registry.metrics(session_id) if not is_volatile(r["name"])
+    )
+    return {"models": models, "handoffs": sorted(handoffs), "phases": phases, "metrics": metrics}

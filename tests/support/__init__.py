@@ -1,0 +1,1 @@
+"""Shared test support: small real phase implementations and helpers."""

@@ -1,0 +1,100 @@
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent_forge.config import available_presets, config_diff, load_config, parse_override
+from agent_forge.config.loader import deep_merge, read_config_file
+from agent_forge.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", ["tiny", "smoke", "spec25m"])
+def test_every_shipped_preset_loads(name: str) -> None:
+    config = load_config(name)
+    assert config.preset == name
+    assert "cognate->evomerge" in config.handoff
+
+
+def test_presets_listed() -> None:
+    assert set(available_presets()) >= {"tiny", "smoke", "spec25m"}
+
+
+def test_unknown_preset() -> None:
+    with pytest.raises(ConfigError, match="unknown preset 'huge'.*tiny"):
+        load_config("huge")
+
+
+def test_file_and_set_overrides_merge(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("phase1:\n  trunk_steps: 7\n  train: {batch_size: 3}\n")
+    config = load_config("smoke", path, ["phase5.grokfast=false", "phase2.generations=4"])
+    assert config.phase1.trunk_steps == 7 and config.phase1.train.batch_size == 3
+    assert config.phase1.train.eval_every == 10  # kept from the preset
+    assert config.phase5.grokfast is False and config.phase2.generations == 4
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("phase1.bogus=1", "unknown config key 'phase1.bogus'"),
+        ("phase1.trunk_steps=abc", "config key 'phase1.trunk_steps'"),
+        ("phase1.trunk_steps=-5", "config key 'phase1.trunk_steps'"),
+        ("phase5.band_down=0.9", "band_down"),
+        ("model.num_heads=3", "divisible"),
+        ("handoff.a->b.num_models=1", "handoff key"),
+        ("nope", "has no '='"),
+        (".x=1", "empty key"),
+    ],
+)
+def test_bad_values_name_the_key(override: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle) as info:
+        load_config("smoke", overrides=[override])
+    assert "\n" not in str(info.value)
+
+
+def test_missing_and_corrupt_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("tiny", tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("phase1: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        read_config_file(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        read_config_file(listy)
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError):
+        read_config_file(binary)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert read_config_file(empty) == {}
+
+
+def test_override_parsing_and_diff() -> None:
+    assert parse_override("a.b=3") == {"a": {"b": 3}}
+    assert parse_override("a=") == {"a": ""}
+    assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 5}}) == {"a": {"b": 5, "c": 2}}
+    assert config_diff({"a": {"b": 1}, "c": 1}, {"a": {"b": 2}, "c": 1, "d": 0}) == ["a.b", "d"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["phase1.trunk_steps", "phase2.generations", "model.hidden_size", "data.seq_len",
+                             "phase5.band_up", "phase4.pack_format", "runtime.device", "phase1.nope", "zzz"]),
+            st.one_of(st.integers(-5, 5), st.floats(allow_nan=True), st.text(max_size=5), st.booleans(),
+                      st.none()),
+        ),
+        max_size=4,
+    )
+)
+def test_fuzzed_overrides_fail_in_one_line_or_load(pairs: list[tuple[str, object]]) -> None:
+    overrides = [f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}" for key, value in pairs]
+    try:
+        load_config("smoke", overrides=overrides)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(exc)

@@ -1,0 +1,99 @@
+"""Packed token batches: exact packing, deterministic order, resumable position, rank shards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DistributedSampler
+
+from agent_forge.data.dataset import BatchStream, PackedDataset, encode_examples, pack_tokens
+from agent_forge.data.tasks import mix_tasks, training_text
+from agent_forge.data.tokenizer import BOS_ID, EOS_ID, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return mix_tasks(600, seed=1)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(examples):
+    return train_tokenizer([training_text(e) for e in examples], vocab_size=600)
+
+
+@pytest.fixture(scope="module")
+def dataset(tokenizer, examples) -> PackedDataset:
+    return PackedDataset.from_examples(tokenizer, examples, seq_len=64, batch_size=4, seed=3)
+
+
+def test_each_example_is_bos_prompt_answer_eos(tokenizer, examples):
+    encoded = encode_examples(tokenizer, examples[:20])
+    for example, ids in zip(examples[:20], encoded, strict=True):
+        assert ids[0] == BOS_ID and ids[-1] == EOS_ID
+        assert tokenizer.decode(ids[1:-1]) == example.prompt + example.answer
+        assert ids[1:-1] == tokenizer.encode(example.prompt) + tokenizer.encode(example.answer)
+
+
+def test_packing_keeps_the_stream_and_drops_only_the_tail():
+    lists = [[1, 5, 6, 2], [1, 7, 2], [1, 8, 9, 10, 2]]
+    rows = pack_tokens(lists, seq_len=5)
+    assert rows.dtype == torch.long and rows.tolist() == [[1, 5, 6, 2, 1], [7, 2, 1, 8, 9]]
+
+
+def test_batches_are_deterministic_and_addressable(dataset, tokenizer, examples):
+    same = PackedDataset.from_examples(tokenizer, examples, seq_len=64, batch_size=4, seed=3)
+    other_seed = PackedDataset.from_examples(tokenizer, examples, seq_len=64, batch_size=4, seed=4)
+    assert dataset.batch(0).shape == (4, 64)
+    assert all(torch.equal(dataset.batch(s), same.batch(s)) for s in (0, 5, 77))
+    assert not torch.equal(dataset.batch(0), other_seed.batch(0))
+
+
+def test_an_epoch_visits_every_row_once_and_the_next_epoch_reshuffles(dataset):
+    per_epoch, size = dataset.batches_per_epoch, dataset.batch_size
+    order = dataset.epoch_indices(0)
+    assert sorted(order) == list(range(len(dataset)))  # one rank: a permutation of all rows
+    for step in range(per_epoch):
+        assert torch.equal(dataset.batch(step), dataset.rows[order[step * size : (step + 1) * size]])
+    assert dataset.position(per_epoch) == dataset.position(per_epoch)  # pure
+    assert dataset.position(per_epoch).epoch == 1 and dataset.position(per_epoch).batch_in_epoch == 0
+    assert dataset.epoch_indices(0) != dataset.epoch_indices(1)
+
+
+def test_resuming_continues_at_the_exact_position(dataset):
+    stream = BatchStream(dataset)
+    for _ in range(7):
+        next(stream)
+    state = stream.state_dict()
+    expected = [next(stream) for _ in range(3)]
+    resumed = BatchStream(dataset)
+    resumed.load_state_dict(state)
+    assert resumed.position.step == 7
+    assert all(torch.equal(a, next(resumed)) for a in expected)
+
+
+def test_resuming_against_other_data_is_refused(dataset, tokenizer, examples):
+    state = BatchStream(dataset, step=3).state_dict()
+    shorter = PackedDataset.from_examples(tokenizer, examples[:300], seq_len=64, batch_size=4, seed=3)
+    with pytest.raises(ValueError, match="different data"):
+        BatchStream(shorter).load_state_dict(state)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_rank_shards_match_distributed_sampler_and_are_disjoint(dataset, world_size):
+    shards = [dataset.shard(rank, world_size) for rank in range(world_size)]
+    for epoch in (0, 2):
+        seen: set[int] = set()
+        for rank, shard in enumerate(shards):
+            sampler = DistributedSampler(
+                dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=dataset.seed, drop_last=True
+            )
+            sampler.set_epoch(epoch)
+            assert shard.epoch_indices(epoch) == list(sampler)
+            assert seen.isdisjoint(shard.epoch_indices(epoch))
+            seen |= set(shard.epoch_indices(epoch))
+    assert shards[0].batches_per_epoch == len(dataset) // world_size // dataset.batch_size
+
+
+def test_too_little_data_for_one_batch_is_a_clear_error(tokenizer, examples):
+    with pytest.raises(ValueError, match="cannot fill one batch"):
+        PackedDataset.from_examples(tokenizer, examples[:2], seq_len=64, batch_size=4, seed=0)

@@ -1,0 +1,143 @@
+from pathlib import Path
+
+import pytest
+from support.tiny_phases import TEST_PHASES, TinyTrainPhase
+
+from agent_forge.config import load_config
+from agent_forge.errors import HandoffError, NotFoundError
+from agent_forge.pipeline import Orchestrator, Phase, PhaseFailedError, PhaseResult
+from agent_forge.pipeline.handoff import validate_handoff
+from agent_forge.pipeline.phase import ModelRef
+from agent_forge.storage.registry import ModelRegistry
+from agent_forge.storage.snapshot import registry_snapshot
+from agent_forge.storage.workspace import Workspace
+
+
+def _orch(tmp_path: Path, phases=None) -> Orchestrator:
+    ws = Workspace(tmp_path / "ws")
+    return Orchestrator(ws, ModelRegistry(ws.registry_path), quiet=True, phases=phases or TEST_PHASES)
+
+
+TEST_RULES = ["handoff.cognate->evomerge.num_models=2", "handoff.cognate->evomerge.required_metadata=[final_loss]",
+              "handoff.cognate->evomerge.min_loss_drop=0.5", "handoff.evomerge->quietstar.min_fitness=0.01",
+              "handoff.evomerge->quietstar.required_metadata=[fitness]"]
+
+
+def _config(*overrides: str):
+    return load_config("smoke", overrides=[*TEST_RULES, *overrides])
+
+
+def test_full_run_records_everything(tmp_path: Path) -> None:
+    orch = _orch(tmp_path)
+    session = orch.create_session(_config())
+    summary = orch.run(session)
+    assert summary.status == "completed"
+    reg = orch.registry
+    assert reg.get_session(session)["progress_percent"] == 100.0
+    runs = {r["phase_name"]: r for r in reg.phase_runs(session)}
+    assert runs["cognate"]["status"] == runs["evomerge"]["status"] == "completed"
+    assert runs["cognate"]["after"]["loss"] < runs["cognate"]["before"]["loss"]
+    merged = reg.search_models(tag="champion")[0]
+    assert len(merged["parents"]) == 2
+    assert [h["validation_status"] for h in reg.handoff_history(session)] == ["passed", "passed"]
+    assert reg.metrics(session, phase="cognate", name="train/loss")
+
+
+def test_second_run_skips_completed_phases(tmp_path: Path) -> None:
+    orch = _orch(tmp_path)
+    session = orch.create_session(_config())
+    orch.run(session)
+    before = registry_snapshot(orch.registry, session)
+    summary = orch.run(session)
+    assert summary.status == "completed"
+    assert registry_snapshot(orch.registry, session) == before
+
+
+def test_failed_handoff_stops_and_force_records(tmp_path: Path) -> None:
+    orch = _orch(tmp_path)
+    config = _config("handoff.cognate->evomerge.min_loss_drop=0.999")
+    session = orch.create_session(config)
+    with pytest.raises(HandoffError, match="loss_drop"):
+        orch.run(session, config=config)
+    assert orch.registry.get_session(session)["status"] == "failed"
+    summary = orch.run(session, config=config, force=True)
+    assert summary.status == "completed"
+    statuses = {h["source_phase"]: (h["validation_status"], h["forced"]) for h in orch.registry.handoff_history()}
+    assert statuses["cognate"] == ("forced", True)
+
+
+def test_window_and_missing_input(tmp_path: Path) -> None:
+    orch = _orch(tmp_path)
+    session = orch.create_session(_config())
+    with pytest.raises(NotFoundError, match="has not completed"):
+        orch.run(session, start="evomerge")
+    summary = orch.run(session, stop="cognate")
+    assert summary.status == "partial"
+    with pytest.raises(NotFoundError, match="unknown phase"):
+        orch.run(session, start="bogus")
+    with pytest.raises(NotFoundError, match="empty"):
+        orch.run(session, start="evomerge", stop="cognate")
+    assert orch.run(session, start="evomerge").status == "completed"
+
+
+class BrokenPhase(Phase):
+    name = "cognate"
+    expected_inputs = 0
+
+    def run(self, ctx, inputs):
+        raise ZeroDivisionError("boom")
+
+
+def test_phase_exception_marks_failed(tmp_path: Path) -> None:
+    orch = _orch(tmp_path, {"cognate": BrokenPhase})
+    session = orch.create_session(_config())
+    with pytest.raises(PhaseFailedError, match="ZeroDivisionError: boom"):
+        orch.run(session)
+    run = orch.registry.phase_runs(session)[0]
+    assert run["status"] == "failed" and "boom" in run["error"]
+    assert orch.registry.get_session(session)["status"] == "failed"
+
+
+class InterruptedPhase(Phase):
+    name = "cognate"
+    expected_inputs = 0
+
+    def run(self, ctx, inputs):
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_marks_paused(tmp_path: Path) -> None:
+    orch = _orch(tmp_path, {"cognate": InterruptedPhase})
+    session = orch.create_session(_config())
+    with pytest.raises(KeyboardInterrupt):
+        orch.run(session)
+    assert orch.registry.get_session(session)["status"] == "paused"
+
+
+class PickyPhase(TinyTrainPhase):
+    expected_inputs = 1
+
+
+def test_invalid_input_count(tmp_path: Path) -> None:
+    orch = _orch(tmp_path, {"cognate": PickyPhase})
+    session = orch.create_session(_config())
+    with pytest.raises(HandoffError, match="expects 1 input"):
+        orch.run(session)
+
+
+def test_handoff_rules_cover_every_check() -> None:
+    config = load_config("spec25m")
+    refs = [ModelRef("a", Path("."), {"specialization": "r", "final_loss": 1.0, "seed": 1, "loss_drop": 0.8},
+                     parameters=25_000_000)]
+    result = PhaseResult(True, "cognate", refs, {})
+    outcome = validate_handoff("cognate", "evomerge", config.handoff["cognate->evomerge"], result)
+    assert not outcome.passed and outcome.failures() == ["expected 3 model(s), got 1"]
+    rule = config.handoff["bitnet->forge"]
+    bad = PhaseResult(True, "bitnet", [ModelRef("b", Path("."), {"compression_ratio": 3.0}, size_mb=30)],
+                      {"accuracy_retention": 0.9, "size_mb": 30.0})
+    failures = validate_handoff("bitnet", "forge", rule, bad).failures()
+    assert any("compression_ratio 3 must be >= 7" in f for f in failures)
+    assert any("size_mb 30 must be <= 20" in f for f in failures)
+    missing = validate_handoff("bitnet", "forge", rule, PhaseResult(True, "bitnet", [ModelRef("c", Path("."))], {}))
+    assert any("was not measured" in f for f in missing.failures())
+    assert validate_handoff("x", "y", None, bad).passed
