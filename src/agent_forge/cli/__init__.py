@@ -5,6 +5,12 @@ from __future__ import annotations
 import sys
 
 import click
+import typer
+
+try:  # typer >= 0.20 carries its own copy of click's exceptions
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - older typer re-uses click
+    from click.exceptions import NoArgsIsHelpError, UsageError
 
 from agent_forge.cli import registry_cmds  # noqa: F401 - registers the registry commands
 from agent_forge.cli.app import app
@@ -19,16 +25,19 @@ def main(argv: list[str] | None = None) -> None:
     except ForgeError as exc:
         print_error(str(exc))
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         print_error("interrupted; continue with `agent-forge resume SESSION`")
         sys.exit(130)
-    except click.UsageError as exc:
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(0)
+    except (click.UsageError, UsageError) as exc:
         print_error(f"{exc.format_message()}; fix: see `agent-forge --help`")
         sys.exit(2)
     except KeyboardInterrupt:
         print_error("interrupted; continue with `agent-forge resume SESSION`")
         sys.exit(130)
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         sys.exit(exc.exit_code)
 
 

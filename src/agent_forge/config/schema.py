@@ -157,6 +157,12 @@ class Phase2Section(Strict):
     fitness: FitnessWeights = Field(default_factory=FitnessWeights)
     fisher_batches: int = Field(2, ge=1)
     seed: int = 7
+    elites: int = Field(2, ge=1)
+    children_per_elite: int = Field(3, ge=1)
+    loser_groups: int = Field(2, ge=0)
+    fitness_lm_sequences: int | None = Field(None, ge=1)  # held-out LM rows fitness reads (None: all)
+    fitness_examples: int | None = Field(None, ge=1)  # held-out tasks fitness reads (None: all)
+    eval_batch_size: int = Field(32, ge=1)
 
 
 class Phase3Section(Strict):
@@ -172,6 +178,16 @@ class Phase3Section(Strict):
     coherence_threshold: float = Field(0.70, ge=0.0, le=1.0)
     eval_examples: int = Field(64, ge=4)
     train: TrainSection = Field(default_factory=TrainSection)
+    lookahead: int = Field(4, ge=1)  # true tokens each thought is scored on (Quiet-STaR: 4)
+    rl_batch_size: int = Field(4, ge=1)
+    positive_only: bool = False  # reinforce only better-than-average thoughts (official Quiet-STaR)
+    plain_share: float = Field(0.25, ge=0.0, lt=1.0)  # plain prompt->answer rows kept in the baking data
+    bake_lr_scale: float = Field(1.0, gt=0.0)
+    rl_lr_scale: float = Field(1.0, gt=0.0)
+    max_thought_tokens: int = Field(64, ge=4)  # greedy budget for <think> ... answer <eos> in evaluation
+    convergence_threshold: float = Field(0.85, ge=0.0, le=1.0)
+    semantic: bool = True  # all-MiniLM-L6-v2 similarity in the coherence score
+    seed: int = 3
 
 
 class Phase4Section(Strict):
@@ -179,11 +195,13 @@ class Phase4Section(Strict):
 
     scale: Literal["tensor", "channel"] = "tensor"
     pack_format: Literal["tq2_0", "tq1_0"] = "tq1_0"
-    embedding_bits: Literal[16, 8, 4] = 16
+    embedding_bits: Literal[16, 8] = 16  # 16: fp16 like the other floats; 8: int8 rows (spec25m's 7x needs it)
+    keep: list[str] = Field(default_factory=lambda: ["lm_head"])  # linears left in full precision
     calibration_samples: int = Field(64, ge=1)
     finetune_steps: int = Field(60, ge=0)
-    finetune_trigger_drop: float = Field(0.10, ge=0.0, le=1.0)
+    finetune_trigger_drop: float = Field(0.10, ge=0.0, le=1.0)  # 0 = always fine-tune
     ramp: bool = True
+    ramp_fraction: float = Field(0.75, gt=0.0, le=1.0)  # share of the QAT steps over which ramp goes 0 -> 1
     compare_ramp: bool = False
     train: TrainSection = Field(default_factory=TrainSection)
 
@@ -220,8 +238,13 @@ class Phase6Section(Strict):
     steps_per_bake: int = Field(60, ge=1)
     continuations: int = Field(64, ge=1)
     continuation_len: int = Field(24, ge=1)
+    samples_per_query: int = Field(4, ge=1)
+    temperature: float = Field(1.0, gt=0.0)
     lora_rank: int = Field(0, ge=0)
+    lr_scale: float = Field(1.0, gt=0.0)
     eval_examples: int = Field(32, ge=4)
+    eval_new_tokens: int = Field(24, ge=4)
+    max_calls: int = Field(2, ge=1)
     train: TrainSection = Field(default_factory=TrainSection)
 
 
@@ -248,6 +271,8 @@ class Phase8Section(Strict):
     vptq_codebook: int = Field(256, ge=2)
     vptq_residual: bool = False
     zstd_level: int = Field(19, ge=1, le=22)
+    float_dtype: Literal["float16", "float32"] = "float16"
+    min_lossy_numel: int = Field(4096, ge=1)
 
 
 class HandoffRule(Strict):

@@ -87,7 +87,7 @@ def run_all_steps(core: TRMCore, act: ACTHead, x: torch.Tensor, t_max: int, norm
     out = StepOutputs([], [], [])
     for t in range(t_max):
         if t:
-            y, z = y.detach(), z.detach()
+            y, z = x + (y - x).detach(), z.detach()
         y, z = core.step(x, y, z)
         out.hidden.append(norm(y))
         out.act_logits.append(act(z))

@@ -187,14 +187,16 @@ def _tensor_entry(item: EncodedTensor, offset: int) -> dict:
     }
 
 
-def assemble(encoded: Sequence[EncodedTensor]) -> bytes:
-    """Lay encoded tensors out as one container (header + blobs)."""
+def assemble(encoded: Sequence[EncodedTensor], metadata: Mapping | None = None) -> bytes:
+    """Lay encoded tensors out as one container (header + blobs); ``metadata`` (JSON-ready) rides in the
+    header so a decoder can rebuild a whole model from the file alone."""
     entries, offset = [], 0
     for item in encoded:
         entries.append(_tensor_entry(item, offset))
         offset += item.stored_bytes
     blobs = [stream.blob for item in encoded for stream in item.streams.values()]
-    header = json.dumps({"version": FORMAT_VERSION, "tensors": entries}, sort_keys=True).encode()
+    document = {"version": FORMAT_VERSION, "tensors": entries, "metadata": dict(metadata or {})}
+    header = json.dumps(document, sort_keys=True).encode()
     preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header), hashlib.sha256(header).digest())
     return b"".join([preamble, header, *blobs])
 
@@ -212,7 +214,10 @@ class CompressedModel:
 
 
 def compress_tensors(
-    tensors: Mapping[str, Tensor], plan: CompressionPlan, importance: Mapping[str, Tensor] | None = None
+    tensors: Mapping[str, Tensor],
+    plan: CompressionPlan,
+    importance: Mapping[str, Tensor] | None = None,
+    metadata: Mapping | None = None,
 ) -> CompressedModel:
     """Encode every tensor under ``plan``; ``importance`` (per-column, by tensor name) feeds VPTQ."""
     importance = importance or {}
@@ -222,14 +227,17 @@ def compress_tensors(
         )
         for name, tensor in tensors.items()
     }
-    return CompressedModel(assemble(list(encoded.values())), encoded)
+    return CompressedModel(assemble(list(encoded.values()), metadata), encoded)
 
 
 def encode_model(
-    tensors: Mapping[str, Tensor], plan: CompressionPlan, importance: Mapping[str, Tensor] | None = None
+    tensors: Mapping[str, Tensor],
+    plan: CompressionPlan,
+    importance: Mapping[str, Tensor] | None = None,
+    metadata: Mapping | None = None,
 ) -> bytes:
     """The container bytes for ``tensors`` under ``plan``."""
-    return compress_tensors(tensors, plan, importance).data
+    return compress_tensors(tensors, plan, importance, metadata).data
 
 
 def write_model(path: str | Path, data: bytes) -> Path:
@@ -262,6 +270,11 @@ def read_header(data: bytes) -> dict:
     if hashlib.sha256(header).digest() != digest:
         raise ArtifactCorruptError("compressed model header fails its sha256", "re-run Phase 8 to rebuild it")
     return json.loads(header)
+
+
+def read_metadata(data: bytes) -> dict:
+    """The metadata stored with :func:`assemble` (empty when none was given)."""
+    return read_header(data).get("metadata", {})
 
 
 def _stream_symbols(data: bytes, base: int, entry: dict, tensor: str) -> np.ndarray:

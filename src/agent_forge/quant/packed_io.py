@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import Tensor, nn
 
 from agent_forge.errors import ArtifactCorruptError
@@ -135,12 +135,27 @@ def _plain_tensors(
     return out, int8_keys
 
 
+def _canonical_header(blob: bytes) -> bytes:
+    """The same file with its JSON header keys sorted.
+
+    safetensors writes the header from a hash map, so key order (and the file's sha256) changes from one
+    process to the next; sorted keys make equal models give equal bytes. Same length: offsets hold.
+    """
+    length = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + length])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(text) > length:
+        raise ValueError("canonical safetensors header is longer than the original")
+    return blob[:8] + text.ljust(length, b" ") + blob[8 + length :]
+
+
 def _write_atomic(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    blob = _canonical_header(save(tensors, metadata=metadata))
     fd, tmp_name = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        save_file(tensors, tmp_name, metadata=metadata)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(blob)
         os.replace(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):

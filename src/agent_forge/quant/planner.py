@@ -170,11 +170,11 @@ def _choose(
 
 
 def _container_stage(
-    stage: str, items: Sequence[EncodedTensor], evaluate: Evaluator, original: int
+    stage: str, items: Sequence[EncodedTensor], evaluate: Evaluator, original: int, metadata: Mapping | None
 ) -> tuple[StageRow, bytes]:
     """Assemble a container, decode it back and evaluate what came out (the figure a user would get)."""
     start = time.perf_counter()
-    data = assemble(items)
+    data = assemble(items, metadata)
     assemble_seconds = time.perf_counter() - start
     start = time.perf_counter()
     decoded = decode_container(data)
@@ -185,10 +185,14 @@ def _container_stage(
 
 
 def _stages(
-    chosen: Sequence[EncodedTensor], lossless: Sequence[EncodedTensor], search: _Search, baseline: float
+    chosen: Sequence[EncodedTensor],
+    lossless: Sequence[EncodedTensor],
+    search: _Search,
+    baseline: float,
+    metadata: Mapping | None,
 ) -> tuple[tuple[StageRow, ...], bytes]:
     original = sum(item.original_bytes for item in lossless)
-    entropy_row, _ = _container_stage("entropy only", lossless, search.evaluate, original)
+    entropy_row, _ = _container_stage("entropy only", lossless, search.evaluate, original, metadata)
     packed = sum(item.packed_bytes for item in chosen)
     methods_row = StageRow(
         "methods, before entropy",
@@ -198,7 +202,7 @@ def _stages(
         sum(item.method_seconds for item in chosen),
         sum(item.decode_seconds for item in chosen),
     )
-    final_row, data = _container_stage("methods + entropy", chosen, search.evaluate, original)
+    final_row, data = _container_stage("methods + entropy", chosen, search.evaluate, original, metadata)
     original_row = StageRow("original", original, 1.0, baseline, 0.0, 0.0)
     return (original_row, entropy_row, methods_row, final_row), data
 
@@ -210,24 +214,29 @@ def plan_compression(
     config: PlannerConfig | None = None,
     classify: Classifier | None = None,
     importance: Mapping[str, Tensor] | None = None,
+    reference: float | None = None,
+    metadata: Mapping | None = None,
 ) -> PlanResult:
     """Choose a method per tensor under the quality budget and build the container.
 
     ``candidates`` maps a tensor class (see :func:`classify_tensor`, or the caller's ``classify``) to the
     lossy methods worth trying; every tensor is entropy coded whatever its method. ``importance`` holds
-    per-column weights by tensor name for VPTQ.
+    per-column weights by tensor name for VPTQ. The budget is measured from ``reference`` (e.g. the
+    uncompressed model's loss, when ``tensors`` are already a step away from it), else from ``tensors``.
+    ``metadata`` is stored in the container's header.
     """
     cfg = config or PlannerConfig()
     classify = classify or (lambda name, tensor: classify_tensor(name, tensor, cfg.min_lossy_numel))
     baseline = float(evaluate(tensors))
-    search = _Search(dict(tensors), baseline, quality_limit(baseline, cfg), evaluate, cfg, importance or {})
+    limit = quality_limit(baseline if reference is None else float(reference), cfg)
+    search = _Search(dict(tensors), baseline, limit, evaluate, cfg, importance or {})
     picked: dict[str, tuple[MethodSpec, EncodedTensor, EncodedTensor, TensorDecision]] = {}
     for name in sorted(tensors, key=lambda n: -tensors[n].numel() * tensors[n].element_size()):
         tensor_class = classify(name, tensors[name])
         specs = candidates.get(tensor_class, ())
         picked[name] = _choose(search, name, tensors[name], specs, tensor_class)
     chosen = [picked[name][1] for name in tensors]
-    stages, data = _stages(chosen, [picked[name][2] for name in tensors], search, baseline)
+    stages, data = _stages(chosen, [picked[name][2] for name in tensors], search, baseline, metadata)
     methods = {name: p[0] for name, p in picked.items() if not isinstance(p[0], RawSpec)}
     return PlanResult(
         plan=CompressionPlan(methods, cfg.zstd_level, cfg.codecs),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime
 import torch
-from conftest import build_model, random_ids
+from model_builders import build_model, random_ids
 
 
 class LogitsOnly(torch.nn.Module):

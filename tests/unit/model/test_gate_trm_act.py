@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import build_model, random_ids
+from model_builders import build_model, random_ids
 
 from agent_forge.model import ForgeConfig
 from agent_forge.model.act import ACTHead, act_loss, act_targets, halting_probability, halting_steps

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import build_model, random_ids
+from model_builders import build_model, random_ids
 
 from agent_forge.model import ForgeForCausalLM
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import build_model, random_ids
+from model_builders import build_model, random_ids
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 
 from agent_forge.model import ForgeCache, ForgeForCausalLM

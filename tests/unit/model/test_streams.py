@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import build_model, random_ids
+from model_builders import build_model, random_ids
 
 BATCH_INDEX = torch.tensor([0, 1, 0, 1, 0, 1])
 ANCHORS = torch.tensor([24, 25, 31, 40, 3, 0])  # chunk 8: positions p+1 .. p+4 stay inside one chunk

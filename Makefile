@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine with Python 3.10+:
+#   make run    - create .venv, install (CPU PyTorch pinned), run the pipeline on the default `tiny` preset
+#   make test   - same set-up, then the test suite (what CI runs)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+# Elsewhere, to be sure of a CPU build: make run TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_INDEX ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" $(TORCH_INDEX)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	-$(PY) -m playwright install chromium > /dev/null 2>&1
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/agent-forge run --preset tiny
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --cov --cov-report=term --timeout=900
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do case $$b in *_common.py) ;; *) $(PY) $$b --quick || exit 1;; esac; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .coverage .coverage.* htmlcov

@@ -1,0 +1,124 @@
+"""Bake data: continuations sampled from the prompted frozen teacher, its log-probabilities, batches.
+
+A row is a query ``q`` (a task prompt) and a continuation ``x`` the teacher sampled after ``<bos> u q``.
+The teacher scores ``<bos> u q x``, the student ``<bos> q x``; position ``len(<bos> [u] q) - 1 + j``
+predicts ``x_j`` in both. Rows are right-padded: the model is causal, so trailing padding changes no
+scored position and no attention mask is needed. The teacher's log-probabilities are computed once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agent_forge.baking.loss import token_kl
+from agent_forge.data.tokenizer import BOS_ID, PAD_ID
+from agent_forge.tools.runtime import decode
+
+
+@dataclass
+class BakeSet:
+    """Queries, the prompt they were sampled under, and one sampled continuation per row."""
+
+    prompt: list[int]
+    queries: list[list[int]]
+    continuations: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    @property
+    def width(self) -> int:
+        return max((len(x) for x in self.continuations), default=0)
+
+    def rows(self, indices: Sequence[int], prompted: bool) -> tuple[list[list[int]], list[int]]:
+        """Token rows and, per row, the index of the position that predicts the first continuation token."""
+        prefix = self.prompt if prompted else []
+        rows = [[BOS_ID, *prefix, *self.queries[i], *self.continuations[i]] for i in indices]
+        starts = [len(prefix) + len(self.queries[i]) for i in indices]
+        return rows, starts
+
+
+def sample_bake_set(teacher: nn.Module, prompt: Sequence[int], queries: Sequence[Sequence[int]],
+                    samples_per_query: int, length: int, generator: torch.Generator,
+                    temperature: float = 1.0) -> BakeSet:
+    """``samples_per_query`` continuations of ``length`` tokens (fewer after ``<eos>``) per query."""
+    rows = [list(q) for q in queries for _ in range(samples_per_query)]
+    decoded = decode(teacher, [[BOS_ID, *prompt, *q] for q in rows], length, temperature=temperature,
+                     generator=generator)
+    return BakeSet(list(prompt), rows, [d.tokens for d in decoded])
+
+
+def _padded(rows: list[list[int]], device: torch.device) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [PAD_ID] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
+
+
+def scored_index(bake: BakeSet, indices: Sequence[int], starts: Sequence[int]) -> tuple[torch.Tensor, ...]:
+    """(B, X) positions to read logits at and the (B, X) mask of real continuation tokens."""
+    width = bake.width
+    offsets = torch.arange(width)
+    lengths = torch.tensor([len(bake.continuations[i]) for i in indices])
+    mask = offsets[None, :] < lengths[:, None]
+    index = torch.tensor(list(starts))[:, None] + offsets[None, :]
+    return index, mask
+
+
+def gather_positions(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """logits (B, L, V) at positions index (B, X), clamped into the row: (B, X, V)."""
+    index = index.clamp(max=logits.shape[1] - 1).to(logits.device)
+    return logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1]))
+
+
+@torch.no_grad()
+def teacher_logprobs(teacher: nn.Module, bake: BakeSet, batch_size: int) -> torch.Tensor:
+    """(N, X, V) float32 log-probabilities of the prompted teacher at every continuation position."""
+    was_training = teacher.training
+    teacher.eval()
+    device = next(teacher.parameters()).device
+    parts = []
+    for first in range(0, len(bake), batch_size):
+        indices = list(range(first, min(first + batch_size, len(bake))))
+        rows, starts = bake.rows(indices, prompted=True)
+        index, _ = scored_index(bake, indices, starts)
+        logits = teacher(input_ids=_padded(rows, device)).logits
+        parts.append(F.log_softmax(gather_positions(logits, index).float(), dim=-1).cpu())
+    teacher.train(was_training)
+    return torch.cat(parts)
+
+
+def make_batch(bake: BakeSet, teacher_lp: torch.Tensor, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+    """The student's inputs, where to score them, the mask and the teacher's log-probabilities."""
+    rows, starts = bake.rows(indices, prompted=False)
+    index, mask = scored_index(bake, indices, starts)
+    picked = torch.as_tensor(list(indices), dtype=torch.long)
+    return {"input_ids": _padded(rows, torch.device("cpu")), "index": index, "mask": mask,
+            "teacher": teacher_lp.index_select(0, picked)}
+
+
+def batch_kl(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The bake loss of one batch: the student reads the rows without the prompt."""
+    logits = model(input_ids=batch["input_ids"]).logits
+    student = gather_positions(logits, batch["index"])
+    return token_kl(batch["teacher"].to(student.device), student, batch["mask"].to(student.device))
+
+
+@torch.no_grad()
+def mean_kl(model: nn.Module, bake: BakeSet, teacher_lp: torch.Tensor, batch_size: int) -> float:
+    """Token-weighted mean KL(prompted teacher || model without the prompt) over a whole bake set."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, tokens = 0.0, 0.0
+    for first in range(0, len(bake), batch_size):
+        indices = list(range(first, min(first + batch_size, len(bake))))
+        batch = {k: v.to(device) for k, v in make_batch(bake, teacher_lp, indices).items()}
+        count = float(batch["mask"].sum())
+        total += float(batch_kl(model, batch)) * count
+        tokens += count
+    model.train(was_training)
+    return total / max(tokens, 1.0)

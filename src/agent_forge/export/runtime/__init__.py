@@ -1,0 +1,18 @@
+"""Standalone runtime of an Agent Forge edge bundle: numpy only (``tokenizers`` for text in and out).
+
+It imports nothing from torch, transformers or agent_forge, so a bundle folder that carries a copy of this
+package runs anywhere numpy does: ``python -m forge_runtime . --prompt "..."`` inside the bundle.
+"""
+
+from .bundle import Bundle, TextCodec, greedy_generate, load_bundle
+from .config import RuntimeConfig
+from .manifest import BUNDLE_FORMAT, MANIFEST, ManifestError, describe_files, verify_manifest
+from .model import Cache, ForgeRuntimeModel
+from .ternary import unpack
+from .weights import Weights, WeightsError, load_weights
+
+__all__ = [
+    "BUNDLE_FORMAT", "MANIFEST", "Bundle", "Cache", "ForgeRuntimeModel", "ManifestError",
+    "RuntimeConfig", "TextCodec", "Weights", "WeightsError", "describe_files", "greedy_generate",
+    "load_bundle", "load_weights", "unpack", "verify_manifest",
+]

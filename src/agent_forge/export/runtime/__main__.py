@@ -1,0 +1,47 @@
+"""``python -m forge_runtime BUNDLE [--prompt TEXT | --ids 1,2,3] [--max-new-tokens N]``.
+
+Without a prompt it reads prompts line by line from standard input until EOF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .bundle import Bundle, greedy_generate, load_bundle
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="forge_runtime", description="Greedy decoding from an edge bundle.")
+    parser.add_argument("bundle", nargs="?", default=".", help="bundle folder (default: here)")
+    parser.add_argument("--prompt", help="one prompt; without it, prompts are read line by line from stdin")
+    parser.add_argument("--ids", help="comma-separated token ids instead of text (no tokenizers needed)")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--no-verify", action="store_true", help="skip the manifest checksums")
+    return parser.parse_args(argv)
+
+
+def _answer(bundle: Bundle, ids: list[int], max_new: int, as_text: bool) -> str:
+    start = time.perf_counter()
+    out = greedy_generate(bundle.model, ids, max_new, bundle.config.eos_token_id)
+    ms = (time.perf_counter() - start) * 1000.0 / max(len(out), 1)
+    body = bundle.codec().decode(out) if as_text else ",".join(str(t) for t in out)
+    return f"{body}\n[{len(out)} tokens, {ms:.2f} ms/token]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    bundle = load_bundle(args.bundle, verify=not args.no_verify)
+    if args.ids:
+        print(_answer(bundle, [int(t) for t in args.ids.split(",")], args.max_new_tokens, as_text=False))
+        return 0
+    codec = bundle.codec()
+    prompts = [args.prompt] if args.prompt is not None else (line.rstrip("\n") for line in sys.stdin)
+    for prompt in prompts:
+        print(_answer(bundle, codec.encode(prompt), args.max_new_tokens, as_text=True), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Open a bundle folder: verify the manifest, read the config and settings, build the numpy model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import RuntimeConfig
+from .manifest import read_manifest, verify_manifest
+from .model import ForgeRuntimeModel
+from .weights import load_weights
+
+SETTINGS = "runtime.json"
+
+
+class TextCodec:
+    """Text <-> ids with the bundle's ``tokenizer.json`` (needs the ``tokenizers`` package)."""
+
+    def __init__(self, path: Path, bos_id: int | None) -> None:
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as err:  # the runtime still works on token ids without it
+            raise ImportError("text needs the `tokenizers` package; pass token ids instead") from err
+        self.tokenizer = Tokenizer.from_file(str(path))
+        self.bos_id = bos_id
+
+    def encode(self, text: str) -> list[int]:
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        return ([self.bos_id] if self.bos_id is not None else []) + ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+
+@dataclass
+class Bundle:
+    folder: Path
+    config: RuntimeConfig
+    settings: dict[str, Any]
+    manifest: dict[str, Any]
+    model: ForgeRuntimeModel
+
+    def codec(self) -> TextCodec:
+        return TextCodec(self.folder / "tokenizer.json", self.settings.get("bos_token_id"))
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_bundle(folder: str | Path, verify: bool = True) -> Bundle:
+    """Verify every file against the manifest (unless told not to), then load the ternary model."""
+    folder = Path(folder)
+    manifest = verify_manifest(folder) if verify else read_manifest(folder)
+    settings = _json(folder / SETTINGS)
+    if not settings.get("weights"):
+        raise ValueError(f"bundle {folder} has no packed ternary weights (formats {settings.get('formats')})")
+    config = RuntimeConfig.from_dict(_json(folder / "config.json"))
+    weights = load_weights(folder / settings["weights"], int(settings.get("activation_bits", 8)),
+                           float(settings.get("activation_eps", 1e-5)))
+    return Bundle(folder, config, settings, manifest, ForgeRuntimeModel(weights, config))
+
+
+def greedy_generate(model: ForgeRuntimeModel, prompt_ids: list[int], max_new_tokens: int,
+                    eos_id: int | None = None) -> list[int]:
+    """Greedy decoding with the cache: one prefill, then one single-token forward per new token."""
+    cache = model.new_cache()
+    logits, _ = model.forward(np.asarray(prompt_ids), cache, last_only=True)
+    generated: list[int] = []
+    for _ in range(max_new_tokens):
+        token = int(np.argmax(logits[-1]))
+        generated.append(token)
+        if eos_id is not None and token == eos_id:
+            break
+        logits, _ = model.forward(np.asarray([token]), cache, last_only=True)
+    return generated

@@ -1,0 +1,223 @@
+"""Phase 6 Baking (D5, Prompt Baking of Bhargava et al. 2024): a tool-use prompt, then a persona, into the weights.
+
+Each bake samples continuations from the frozen prompted model, then trains the unprompted model to match
+it token by token (KL) with the Phase 6 optimizer, fully or through low-rank adapters merged back at the end;
+BitLinear layers stay ternary throughout. Measured: KL before/after each bake on held-out queries without
+the prompt, tool-call format validity and tool-use accuracy (runtime really executing the calls) without
+the prompt against the prompted reference, persona adherence, and the D6 record.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from agent_forge.baking import (
+    BakeData,
+    LoRAConfig,
+    apply_lora,
+    batch_kl,
+    load_prompt,
+    marker_share,
+    mean_kl,
+    mean_pair_cosine,
+    merge_lora,
+    prepare_bake,
+    refreeze,
+    release_ternary,
+    ternary_flip_share,
+    ternary_values,
+)
+from agent_forge.data.tokenizer import BOS_ID, EOS_ID, ForgeTokenizer
+from agent_forge.optim import MuGrokConfig, build_optimizer
+from agent_forge.phases.common import (
+    bitlinear_meta,
+    eval_record,
+    load_model,
+    model_writer,
+    parameter_count,
+    record_metrics,
+    session_data,
+    training_examples,
+)
+from agent_forge.pipeline.context import PhaseContext
+from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
+from agent_forge.quant.bitlinear import BitLinearConfig
+from agent_forge.tools import decode, evaluate_tool_use, tool_tasks
+from agent_forge.train.distributed import world, wrap_ddp
+from agent_forge.train.loop import StepOutput, TrainLoop
+from agent_forge.train.precision import resolve_device, use_bf16
+
+PROMPT_DIR = Path(__file__).parent / "prompts"
+BAKE_SEEDS = {"tools": 61, "persona": 62}
+
+
+def kl_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
+    loss = batch_kl(model, batch)
+    return StepOutput(loss, {"kl": float(loss.detach())})
+
+
+def optimizer_config(section: Any) -> MuGrokConfig:
+    base = MuGrokConfig.from_phase("6")
+    return dataclasses.replace(base, muon_lr=base.muon_lr * section.lr_scale,
+                               fallback_lr=base.fallback_lr * section.lr_scale)
+
+
+def generations(model: nn.Module, queries: list[list[int]], prefix: list[int], tokens: int) -> list[list[int]]:
+    """Greedy continuations of ``<bos> prefix query`` (the model's own text, <eos> excluded)."""
+    decoded = decode(model, [[BOS_ID, *prefix, *q] for q in queries], tokens)
+    return [[t for t in d.tokens if t != EOS_ID] for d in decoded]
+
+
+def tool_figures(ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer, prefix: list[int],
+                 name: str) -> dict[str, float]:
+    """Format validity and accuracy on the held-out tool tasks, the runtime executing the calls."""
+    section = ctx.phase_config
+    tasks = tool_tasks(section.eval_examples, ctx.config.data.seed, "heldout")
+    report = evaluate_tool_use(model, tokenizer, tasks, prefix, section.eval_new_tokens, section.max_calls)
+    ctx.logger.info("tool use", stage=name, format_valid=report.format_valid, sample=report.texts[0][:160])
+    return report.metrics(name)
+
+
+@register_phase
+class BakingPhase(Phase):
+    name = "baking"
+
+    def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
+        start = time.perf_counter()
+        section, data = ctx.phase_config, session_data(ctx)
+        tokenizer, ref = data.tokenizer, inputs[0]
+        device = resolve_device(ctx.config.runtime.device)
+        model = load_model(ref).to(device)
+        before = eval_record(model, data.heldout, ref.size_mb)
+        metrics = record_metrics("before", before)
+        flips_from = ternary_values(model)
+        metrics.update(self._tool_stage(ctx, model, tokenizer, section, device))
+        metrics.update(self._persona_stage(ctx, model, tokenizer, section, device, data))
+        metrics["bitlinear/ternary_flip_share"] = ternary_flip_share(flips_from, model)
+        metrics["bitlinear/layers"] = len(flips_from)
+        after = eval_record(model, data.heldout, ref.size_mb)
+        metrics.update(record_metrics("after", after))
+        metrics["wall_seconds"] = time.perf_counter() - start
+        out = self._save(ctx, model, tokenizer, ref, metrics)
+        after.size_mb = out.size_mb
+        metrics["after/size_mb"] = out.size_mb
+        return PhaseResult(True, self.name, [out], metrics, duration_seconds=time.perf_counter() - start,
+                           before=before, after=after)
+
+    # ---- the two stages ------------------------------------------------------------------------------------
+
+    def _tool_stage(self, ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer, section: Any,
+                    device: torch.device) -> dict[str, Any]:
+        prompt = tokenizer.encode(load_prompt(section.tool_prompt, PROMPT_DIR, "phase6.tool_prompt").text)
+        seed = ctx.config.data.seed
+        queries = -(-section.continuations // section.samples_per_query)
+        train_q = tokenizer.encode_batch([e.prompt for e in tool_tasks(queries, seed, "train")])
+        held_q = tokenizer.encode_batch([e.prompt for e in tool_tasks(section.eval_examples, seed, "heldout")])
+        figures = {"tools/prompt_tokens": len(prompt), **tool_figures(ctx, model, tokenizer, prompt, "tools_prompted"),
+                   **tool_figures(ctx, model, tokenizer, [], "tools_before")}
+        figures.update(self._bake(ctx, "tools", model, prompt, train_q, held_q, section, device))
+        figures.update(tool_figures(ctx, model, tokenizer, [], "tools_after"))
+        return figures
+
+    def _persona_stage(self, ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer, section: Any,
+                       device: torch.device, data: Any) -> dict[str, Any]:
+        persona = load_prompt(section.persona_prompt, PROMPT_DIR, "phase6.persona_prompt")
+        prompt = tokenizer.encode(persona.text)
+        queries = -(-section.continuations // section.samples_per_query)
+        train = training_examples(ctx.config, queries, ctx.config.data.seed + BAKE_SEEDS["persona"])
+        train_q = tokenizer.encode_batch([e.prompt for e in train])
+        held_q = tokenizer.encode_batch([e.prompt for e in data.heldout.examples[: section.eval_examples]])
+        tokens = section.eval_new_tokens
+        reference = generations(model, held_q, prompt, tokens)
+        unprompted = generations(model, held_q, [], tokens)
+        figures = self._bake(ctx, "persona", model, prompt, train_q, held_q, section, device)
+        baked = generations(model, held_q, [], tokens)
+        text = [tokenizer.decode(g) for g in (*reference, *unprompted, *baked)]
+        n = len(held_q)
+        markers = persona.markers
+        figures.update({
+            "persona/prompt_tokens": len(prompt), "persona/markers": ",".join(markers),
+            "persona/marker_share_prompted": marker_share(text[:n], markers),
+            "persona/marker_share_before": marker_share(text[n : 2 * n], markers),
+            "persona/marker_share_after": marker_share(text[2 * n :], markers),
+            "persona/similarity_before": mean_pair_cosine(unprompted, reference),
+            "persona/similarity_after": mean_pair_cosine(baked, reference),
+        })
+        figures.update(tool_figures(ctx, model, tokenizer, [], "tools_final"))
+        return figures
+
+    # ---- one bake ------------------------------------------------------------------------------------------
+
+    def _bake(self, ctx: PhaseContext, name: str, model: nn.Module, prompt: list[int], train_q: list[list[int]],
+              held_q: list[list[int]], section: Any, device: torch.device) -> dict[str, float]:
+        """Bake ``prompt`` into ``model`` in place; returns the bake's KL figures."""
+        started = time.perf_counter()
+        batch_size = section.train.batch_size
+        teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        bake = prepare_bake(teacher, prompt, train_q, held_q, section.samples_per_query, section.continuation_len,
+                            ctx.config.data.seed * 100 + BAKE_SEEDS[name], batch_size, section.temperature)
+        del teacher
+        figures = {f"{name}/kl_heldout_before": mean_kl(model, bake.heldout, bake.heldout_lp, batch_size),
+                   f"{name}/kl_train_before": mean_kl(model, bake.train, bake.train_lp, batch_size),
+                   f"{name}/continuations": len(bake.train)}
+        frozen = release_ternary(model)
+        handle = apply_lora(model, LoRAConfig(section.lora_rank), torch.Generator().manual_seed(BAKE_SEEDS[name])) \
+            if section.lora_rank else None
+        losses = self._train(ctx, name, model, bake, section, device, lora=handle is not None)
+        if handle is not None:
+            figures[f"{name}/kl_heldout_adapter"] = mean_kl(model, bake.heldout, bake.heldout_lp, batch_size)
+            figures[f"{name}/lora_modules"] = len(handle.names)
+            merge_lora(model, handle)
+        refreeze(model, frozen)
+        model.eval()
+        figures[f"{name}/kl_heldout_after"] = mean_kl(model, bake.heldout, bake.heldout_lp, batch_size)
+        figures[f"{name}/kl_train_after"] = mean_kl(model, bake.train, bake.train_lp, batch_size)
+        figures[f"{name}/first_loss"], figures[f"{name}/last_loss"] = losses[0], losses[-1]
+        figures[f"{name}/seconds"] = time.perf_counter() - started
+        return figures
+
+    def _train(self, ctx: PhaseContext, name: str, model: nn.Module, bake: BakeData, section: Any,
+               device: torch.device, lora: bool) -> list[float]:
+        optimizer = build_optimizer(model, optimizer_config(section), qk_clip_modules=[] if lora else None)
+        rank, size = world()
+        batch_size = section.train.batch_size
+
+        def evaluate(m: nn.Module) -> dict[str, float]:
+            return {"kl_heldout": mean_kl(m, bake.heldout, bake.heldout_lp, batch_size)}
+
+        settings = {**section.model_dump(mode="json"), "bake": name}
+        loop = TrainLoop(ctx=ctx, run_name=f"bake_{name}", model=wrap_ddp(model, device), optimizer=optimizer,
+                         batch_fn=lambda position: bake.batch(position, batch_size, rank, size), step_fn=kl_step,
+                         total_steps=section.steps_per_bake, train=section.train, config=settings,
+                         eval_fn=evaluate, device=device, bf16=use_bf16(section.train.bf16, device))
+        return loop.run().losses
+
+    # ---- output --------------------------------------------------------------------------------------------
+
+    def _save(self, ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer, ref: ModelRef,
+              metrics: dict[str, Any]) -> ModelRef:
+        section = ctx.phase_config
+        metadata: dict[str, Any] = {
+            "baked_prompts": [section.tool_prompt, section.persona_prompt], "lora_rank": section.lora_rank,
+            "kl_tools_before": metrics["tools/kl_heldout_before"],
+            "kl_tools_after": metrics["tools/kl_heldout_after"],
+            "kl_persona_before": metrics["persona/kl_heldout_before"],
+            "kl_persona_after": metrics["persona/kl_heldout_after"],
+            "tool_format_valid": metrics["tools_final/format_valid"],
+            "tool_accuracy": metrics["tools_final/accuracy"],
+            "persona_adherence": metrics["persona/marker_share_after"],
+        }
+        quant = ref.metadata.get("bitlinear")
+        if quant:
+            config = BitLinearConfig(granularity=quant["granularity"],
+                                     activation_bits=quant["activation_bits"])
+            metadata["bitlinear"] = bitlinear_meta(model, config)
+        return ctx.save_model("baked", model_writer(model, tokenizer), metadata, metrics=metrics,
+                              parameters=parameter_count(model), parents=[ref.model_id])

@@ -1,0 +1,345 @@
+"""Phase 4, BitNet b1.58: ternary weights and 8-bit activations, quality recovered by QAT.
+
+Recipe: measure the Phase 3 model (D6); swap every linear except the kept ones for a ``BitLinear`` (the
+head tied to the embedding is never swapped); calibrate on training samples (per-layer output error,
+loss in full precision and ternary); evaluate the quantized model; when quality fell by more than
+``finetune_trigger_drop``, fine-tune with the Phase 4 MuonGrokfast preset (straight-through estimator on
+full-precision shadow weights), the blend rising from full precision to ternary over the first
+``ramp_fraction`` of the steps when ``ramp`` is on. ``compare_ramp`` also trains the other schedule
+from the same start and records both recoveries.
+
+The output "ternary" keeps the shadow weights (Phase 5 continues QAT from them) and the packed TQ1_0 /
+TQ2_0 file. The storage precision of the file's other tensors (fp16, or int8 embedding rows) is absorbed
+into the model before the final evaluation, so the registered model, its checkpoint and the packed file
+are one model: a copy rebuilt from the packed file alone must give identical logits (the phase fails
+otherwise).
+
+Quality drop (the QAT trigger) is the larger of the relative fall of held-out accuracy and the relative
+rise of held-out perplexity. Accuracy counts only when the input model answers at least
+``MIN_CORRECT`` held-out examples right: below that, accuracy ratios are sampling noise (small models
+often score ~0), while perplexity always measures. ``accuracy_retention`` is accuracy after / before on
+the same condition, otherwise perplexity before / after ("perplexity retention"); metadata names the basis.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from agent_forge.config.schema import Phase4Section
+from agent_forge.data.dataset import encode_examples, pack_tokens
+from agent_forge.data.tokenizer import ForgeTokenizer
+from agent_forge.eval.heldout import HeldoutSet, model_logits
+from agent_forge.eval.metrics import summed_token_nll
+from agent_forge.optim import MuGrokConfig, build_optimizer
+from agent_forge.phases.common import (
+    bitlinear_meta,
+    decode_latency_ms,
+    eval_record,
+    lm_step,
+    load_model,
+    model_writer,
+    packed_dataset,
+    parameter_count,
+    record_metrics,
+    session_data,
+    training_examples,
+)
+from agent_forge.pipeline.context import PhaseContext
+from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, register_phase
+from agent_forge.quant.bitlinear import BitLinear, BitLinearConfig, replace_linears, set_ramp
+from agent_forge.quant.calibration import CalibrationReport, calibrate
+from agent_forge.quant.fast_linear import to_packed_inference
+from agent_forge.quant.packed_io import PackedSaveConfig, packed_size_breakdown
+from agent_forge.quant.packed_model import absorb_storage_precision, packed_logits_gap
+from agent_forge.train.loop import StepOutput, TrainLoop
+from agent_forge.train.precision import resolve_device, use_bf16
+
+MIN_CORRECT = 10
+CALIBRATION_SEED = 401
+QAT_SEED = 402
+TOKENS_PER_EXAMPLE = 24  # a low estimate of a task example's length, to size one epoch of QAT data
+
+
+class PackedMismatchError(RuntimeError):
+    """The packed file does not reproduce the model it was written from."""
+
+
+@dataclass
+class QatOutcome:
+    """One fine-tuning schedule: its final held-out record and how many steps it ran."""
+
+    ramp: bool
+    record: EvalRecord
+    steps: int
+    final_loss: float
+
+
+def packed_save_config(section: Phase4Section) -> PackedSaveConfig:
+    """Phase 4's file format (Phase 5 packs into the same)."""
+    return PackedSaveConfig(ternary_format=section.pack_format, float_dtype="float16",
+                            int8_embeddings=section.embedding_bits == 8)
+
+
+def packed_file_name(section: Phase4Section) -> str:
+    return f"model.{section.pack_format}.safetensors"
+
+
+def quality_drop(before: EvalRecord, after: EvalRecord, n_examples: int) -> float:
+    """Relative perplexity rise, or relative accuracy fall when accuracy is measurable: the larger."""
+    drop = (after.perplexity - before.perplexity) / before.perplexity
+    if _accuracy_counts(before, n_examples):
+        drop = max(drop, (before.accuracy - after.accuracy) / before.accuracy)
+    return float(drop)
+
+
+def accuracy_retention(before: EvalRecord, after: EvalRecord, n_examples: int) -> tuple[float, str]:
+    """``after/before`` accuracy when the input answers >= MIN_CORRECT examples, else perplexity retention."""
+    if _accuracy_counts(before, n_examples):
+        return after.accuracy / before.accuracy, "accuracy"
+    return before.perplexity / after.perplexity, "perplexity"
+
+
+def _accuracy_counts(record: EvalRecord, n_examples: int) -> bool:
+    return record.accuracy is not None and record.accuracy * n_examples >= MIN_CORRECT
+
+
+def recovery_percent(before: float, quantized: float, recovered: float) -> float:
+    """Share of the perplexity lost to quantization that fine-tuning won back (100 = all of it)."""
+    lost = quantized - before
+    return 100.0 * (quantized - recovered) / lost if lost > 0 else 0.0
+
+
+def heldout_loss(model: nn.Module, heldout: HeldoutSet, batch_size: int = 16) -> float:
+    """Mean next-token loss on the held-out rows (the cheap in-training evaluation)."""
+    device = next(model.parameters()).device
+    nats, tokens = 0.0, 0
+    for batch in heldout.lm_batches(batch_size):
+        ids, mask, targets = (t.to(device) for t in batch)
+        batch_nats, batch_tokens = summed_token_nll(model_logits(model, ids, mask), targets)
+        nats, tokens = nats + batch_nats, tokens + batch_tokens
+    return nats / max(tokens, 1)
+
+
+def calibration_batches(ctx: PhaseContext, tokenizer: ForgeTokenizer,
+                        section: Phase4Section) -> list[torch.Tensor]:
+    """``calibration_samples`` training examples packed into rows (never a held-out example)."""
+    seed = ctx.config.data.seed + CALIBRATION_SEED
+    examples = training_examples(ctx.config, section.calibration_samples, seed)
+    tokens = encode_examples(tokenizer, examples)
+    rows = pack_tokens(tokens, ctx.config.data.seq_len)
+    if len(rows) == 0:
+        rows = torch.tensor([[t for seq in tokens for t in seq]], dtype=torch.long)
+    return list(rows.split(section.train.batch_size))
+
+
+def _module_bytes(model: nn.Module) -> int:
+    """Bytes of the unique parameters and buffers (tied tensors once)."""
+    seen: dict[int, int] = {}
+    for tensor in [*model.parameters(), *model.buffers()]:
+        seen[tensor.data_ptr()] = tensor.numel() * tensor.element_size()
+    return sum(seen.values())
+
+
+@register_phase
+class BitNetPhase(Phase):
+    """Ternary quantization with calibration, QAT recovery and a packed, exactly reloadable file."""
+
+    name = "bitnet"
+
+    def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
+        start = time.perf_counter()
+        section: Phase4Section = ctx.phase_config
+        data = session_data(ctx)
+        device = resolve_device(ctx.config.runtime.device)
+        work = ctx.phase_dir / "work"
+        model = load_model(inputs[0]).to(device)
+        fp32_bytes = _fp32_file_bytes(model, work / "fp32")
+        fp32_memory = _module_bytes(model)
+        before = eval_record(model, data.heldout, fp32_bytes / 1e6)
+        bit_config = BitLinearConfig(granularity=section.scale)
+        replaced = replace_linears(model, keep=set(section.keep), config=bit_config)
+        calib_start = time.perf_counter()
+        calib = calibrate(model, [b.to(device) for b in calibration_batches(ctx, data.tokenizer, section)],
+                          lambda m, b: lm_step(m, b).loss)
+        calib_seconds = time.perf_counter() - calib_start
+        _log_calibration(ctx, calib)
+        quantized = eval_record(model, data.heldout, None, latency=False)
+        drop = quality_drop(before, quantized, data.heldout.n_examples)
+        trigger = section.finetune_trigger_drop
+        wanted = section.finetune_steps > 0 and (drop > trigger or trigger == 0.0)
+        outcomes = self._finetune_all(ctx, model, data.heldout, section, device) if wanted else []
+        packed = work / packed_file_name(section)
+        packed_bytes = absorb_storage_precision(model, packed, packed_save_config(section))
+        probe = data.heldout.lm_batches(2)[0][0].to(device)
+        gap = packed_logits_gap(model, packed, probe)
+        if gap != 0.0:
+            raise PackedMismatchError(f"the packed file changes the logits by up to {gap}")
+        after = eval_record(model, data.heldout, packed_bytes / 1e6, latency=False)
+        speed = _inference_figures(model, before, fp32_memory, device)
+        after.latency_ms = speed.get("performance/packed_latency_ms")
+        retention, basis = accuracy_retention(before, after, data.heldout.n_examples)
+        metrics = {
+            **record_metrics("before", before), **record_metrics("quantized", quantized),
+            **record_metrics("after", after), **speed,
+            **_compression_metrics(model, replaced, fp32_bytes, packed, calib),
+            **_quality_metrics(before, quantized, after, retention, basis, drop),
+            **_qat_metrics(outcomes, section, before, quantized),
+            "calibration/loss_full_precision": calib.loss_full_precision,
+            "calibration/loss_ternary": calib.loss_ternary,
+            "performance/calibration_time_seconds": calib_seconds, "packed/logits_max_abs_diff": gap,
+        }
+        metrics["phase/duration_seconds"] = time.perf_counter() - start
+        metrics["phase/success"] = 1
+        metadata = {
+            "bitlinear": bitlinear_meta(model, bit_config), "compression_ratio": fp32_bytes / packed_bytes,
+            "accuracy_retention": retention, "accuracy_retention_basis": basis, "size_mb": packed_bytes / 1e6,
+            "packed_file": packed.name, "pack_format": section.pack_format,
+            "embedding_bits": section.embedding_bits, "finetuned": bool(outcomes),
+            "perplexity": after.perplexity, "accuracy": after.accuracy,
+        }
+        ref = ctx.save_model("ternary", _writer(model, data.tokenizer, packed), metadata, metrics,
+                             parameters=parameter_count(model), parents=[inputs[0].model_id])
+        return PhaseResult(True, self.name, [ref], metrics, duration_seconds=time.perf_counter() - start,
+                           before=before, after=after)
+
+    def _finetune_all(self, ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: Phase4Section,
+                      device: torch.device) -> list[QatOutcome]:
+        """The configured schedule on ``model``; with ``compare_ramp`` the other one first on a copy."""
+        outcomes = []
+        if section.compare_ramp:
+            other = copy.deepcopy(model)
+            outcomes.append(finetune(ctx, other, heldout, section, device, use_ramp=not section.ramp))
+            del other
+        outcomes.append(finetune(ctx, model, heldout, section, device, use_ramp=section.ramp))
+        return outcomes
+
+
+def finetune(ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: Phase4Section,
+             device: torch.device, use_ramp: bool) -> QatOutcome:
+    """Quantization-aware fine-tuning through TrainLoop; the ramp is a pure function of the step."""
+    steps, batch_size = section.finetune_steps, section.train.batch_size
+    seq_len = ctx.config.data.seq_len
+    n_examples = min(ctx.config.data.train_examples,
+                     max(batch_size * 8, steps * batch_size * seq_len // TOKENS_PER_EXAMPLE))
+    seed = ctx.config.data.seed + QAT_SEED
+    examples = training_examples(ctx.config, n_examples, seed)
+    dataset = packed_dataset(ctx, session_data(ctx).tokenizer, examples, batch_size, seed)
+    ramp_steps = max(1, round(section.ramp_fraction * steps))
+
+    def batch_fn(position: int) -> dict[str, torch.Tensor]:
+        ids = dataset.batch(position)
+        ramp = min(1.0, position / ramp_steps) if use_ramp else 1.0
+        return {"ids": ids, "ramp": torch.full((len(ids),), ramp)}
+
+    def step_fn(net: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
+        set_ramp(net, float(batch["ramp"][0]))
+        out = lm_step(net, batch["ids"])
+        out.metrics["ramp"] = float(batch["ramp"][0])
+        return out
+
+    def eval_fn(net: nn.Module) -> dict[str, float]:
+        set_ramp(net, 1.0)
+        return {"heldout_loss_ternary": heldout_loss(net, heldout)}
+
+    run_name = "qat_ramp" if use_ramp else "qat_direct"
+    optimizer = build_optimizer(model, MuGrokConfig.from_phase("4"))
+    loop = TrainLoop(ctx=ctx, run_name=run_name, model=model, optimizer=optimizer, batch_fn=batch_fn,
+                     step_fn=step_fn, total_steps=steps, train=section.train,
+                     config={**section.model_dump(), "schedule": run_name}, eval_fn=eval_fn, device=device,
+                     bf16=use_bf16(section.train.bf16, device))
+    result = loop.run()
+    set_ramp(model, 1.0)
+    model.eval()
+    record = eval_record(model, heldout, None, latency=False)
+    final_loss = result.losses[-1] if result.losses else float("nan")
+    return QatOutcome(use_ramp, record, result.state.step, final_loss)
+
+
+def _fp32_file_bytes(model: nn.Module, folder: Path) -> int:
+    """Size of the model's fp32 safetensors file: the reference of the compression ratio."""
+    model.save_pretrained(folder, safe_serialization=True)
+    return (folder / "model.safetensors").stat().st_size
+
+
+def _writer(model: nn.Module, tokenizer: ForgeTokenizer, packed: Path) -> Any:
+    base = model_writer(model, tokenizer)
+
+    def write(folder: Path) -> None:
+        base(folder)
+        (folder / packed.name).write_bytes(packed.read_bytes())
+
+    return write
+
+
+def _log_calibration(ctx: PhaseContext, calib: CalibrationReport) -> None:
+    figures = {f"calibration/relative_error/{name}": s.relative_error for name, s in calib.layers.items()}
+    figures.update({f"calibration/input_absmax/{name}": s.input_absmax for name, s in calib.layers.items()})
+    ctx.log(0, figures, model="calibration")
+
+
+def _inference_figures(model: nn.Module, before: EvalRecord, fp32_memory: int,
+                       device: torch.device) -> dict[str, float]:
+    """Decode latency and weight memory of the packed integer path (CPU), against the fp32 input."""
+    packed = copy.deepcopy(model).cpu().eval()
+    to_packed_inference(packed)
+    figures = {"performance/memory_reduction": fp32_memory / _module_bytes(packed),
+               "performance/packed_memory_mb": _module_bytes(packed) / 1e6}
+    latency = decode_latency_ms(packed)
+    figures["performance/packed_latency_ms"] = latency
+    figures["performance/bitlinear_latency_ms"] = decode_latency_ms(model)
+    if device.type == "cpu" and before.latency_ms:
+        figures["performance/inference_speedup"] = before.latency_ms / latency
+    return figures
+
+
+def _compression_metrics(model: nn.Module, replaced: list[str], fp32_bytes: int, packed: Path,
+                         calib: CalibrationReport) -> dict[str, float]:
+    kept = [n for n, m in model.named_modules()
+            if isinstance(m, (nn.Linear, nn.Embedding)) and not isinstance(m, BitLinear)]
+    sizes = packed_size_breakdown(packed)
+    packed_bytes = packed.stat().st_size
+    return {
+        "compression/original_size_mb": fp32_bytes / 1e6,
+        "compression/compressed_size_mb": packed_bytes / 1e6,
+        "compression/compression_ratio": fp32_bytes / packed_bytes,
+        "compression/layers_compressed": len(replaced), "compression/layers_preserved": len(kept),
+        "compression/sparsity_ratio": calib.sparsity,
+        **{f"packed/{kind}_bytes": value for kind, value in sizes.items()},
+    }
+
+
+def _quality_metrics(before: EvalRecord, quantized: EvalRecord, after: EvalRecord, retention: float,
+                     basis: str, drop: float) -> dict[str, Any]:
+    return {
+        "quality/pre_compression_perplexity": before.perplexity,
+        "quality/post_compression_perplexity": quantized.perplexity,
+        "quality/perplexity_degradation_percent": 100.0 * (quantized.perplexity / before.perplexity - 1.0),
+        "quality/post_finetuning_perplexity": after.perplexity,
+        "quality/perplexity_recovery_percent": recovery_percent(before.perplexity, quantized.perplexity,
+                                                                after.perplexity),
+        "quality/final_perplexity_increase_percent": 100.0 * (after.perplexity / before.perplexity - 1.0),
+        "quality/pre_accuracy": before.accuracy, "quality/quantized_accuracy": quantized.accuracy,
+        "quality/post_accuracy": after.accuracy, "quality/accuracy_retention": retention,
+        "quality/accuracy_retention_basis": basis, "quality/quality_drop": drop,
+    }
+
+
+def _qat_metrics(outcomes: list[QatOutcome], section: Phase4Section, before: EvalRecord,
+                 quantized: EvalRecord) -> dict[str, Any]:
+    figures: dict[str, Any] = {"qat/triggered": int(bool(outcomes)), "qat/ramp": int(section.ramp)}
+    for outcome in outcomes:
+        key = "ramp" if outcome.ramp else "direct"
+        figures[f"qat/{key}_steps"] = outcome.steps
+        figures[f"qat/{key}_final_train_loss"] = outcome.final_loss
+        figures[f"qat/{key}_perplexity"] = outcome.record.perplexity
+        figures[f"qat/{key}_accuracy"] = outcome.record.accuracy
+        figures[f"qat/{key}_recovery_percent"] = recovery_percent(
+            before.perplexity, quantized.perplexity, outcome.record.perplexity)
+    return figures

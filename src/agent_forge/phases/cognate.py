@@ -1,0 +1,129 @@
+"""Phase 1 Cognate: train a shared trunk, then three specialists from it (D2).
+
+The specialists share every shape and start from the trunk's weights; they differ only in non-shape
+hyperparameters (ACT threshold, memory capacity, surprise/novelty weights) and in their data (order and
+kind weights), so Phase 2 can merge them and use the trunk as the base for task arithmetic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import torch
+
+from agent_forge.config.schema import Phase1Section, SpecialistSection
+from agent_forge.eval.heldout import evaluate
+from agent_forge.model import ForgeForCausalLM
+from agent_forge.optim import MuGrokConfig, build_optimizer
+from agent_forge.phases.common import (
+    eval_record,
+    forge_config,
+    fp32_size_mb,
+    lm_step,
+    model_writer,
+    packed_dataset,
+    parameter_count,
+    record_metrics,
+    session_data,
+    training_examples,
+)
+from agent_forge.pipeline.context import PhaseContext
+from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
+from agent_forge.train.distributed import init_from_env, wrap_ddp
+from agent_forge.train.loop import LoopResult, TrainLoop
+from agent_forge.train.precision import resolve_device, use_bf16
+
+
+def optimizer_config(section: Phase1Section) -> MuGrokConfig:
+    """The D11 Phase 1 preset, scaled by the preset's lr_scale, Grokfast switchable."""
+    base = MuGrokConfig.from_phase("1")
+    return dataclasses.replace(base, muon_lr=base.muon_lr * section.lr_scale,
+                               fallback_lr=base.fallback_lr * section.lr_scale, grokfast=section.grokfast)
+
+
+def specialist_values(spec: SpecialistSection) -> dict[str, Any]:
+    """The non-shape hyperparameters that make a specialist (D2)."""
+    return {"act_threshold": spec.act_threshold, "mem_capacity": spec.mem_capacity,
+            "surprise_weight": spec.surprise_weight, "novelty_weight": spec.novelty_weight}
+
+
+@register_phase
+class CognatePhase(Phase):
+    """Trunk + three specialists of the TRM x Titans-MAG model."""
+
+    name = "cognate"
+    expected_inputs = 0
+
+    def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
+        started = time.perf_counter()
+        section: Phase1Section = ctx.phase_config
+        data = session_data(ctx)
+        device = resolve_device(ctx.config.runtime.device)
+        init_from_env(device)
+        torch.manual_seed(ctx.config.runtime.seed)
+        model = ForgeForCausalLM(forge_config(ctx.config)).to(device)
+        before = eval_record(model, data.heldout, fp32_size_mb(model))
+        trunk_loop = self._train(ctx, model, "trunk", section.trunk_steps, ctx.config.data.seed, None)
+        trunk_ref = ctx.save_model("trunk", model_writer(model, data.tokenizer),
+                                   {"role": "trunk", "final_loss": trunk_loop.losses[-1]},
+                                   parameters=parameter_count(model), tags=["trunk"])
+        trunk_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        refs, records = [], []
+        for spec in section.specialists:
+            ref, record = self._specialist(ctx, spec, trunk_state, trunk_ref, before)
+            refs.append(ref)
+            records.append(record)
+        best = min(records, key=lambda r: r.loss or float("inf"))
+        metrics = {**record_metrics("before", before), **record_metrics("after", best),
+                   "trunk/final_train_loss": trunk_loop.losses[-1]}
+        for ref, record in zip(refs, records, strict=True):
+            metrics.update(record_metrics(ref.metadata["specialization"], record))
+            metrics[f"{ref.metadata['specialization']}/loss_drop"] = ref.metadata["loss_drop"]
+        return PhaseResult(True, self.name, refs, metrics, before=before, after=best,
+                           duration_seconds=time.perf_counter() - started)
+
+    def _specialist(self, ctx: PhaseContext, spec: SpecialistSection, trunk_state: dict[str, torch.Tensor],
+                    trunk_ref: ModelRef, before: Any) -> tuple[ModelRef, Any]:
+        """Start from the trunk, set the specialist's non-shape values, train on its own data mix."""
+        section: Phase1Section = ctx.phase_config
+        data = session_data(ctx)
+        device = resolve_device(ctx.config.runtime.device)
+        model = ForgeForCausalLM(forge_config(ctx.config, **specialist_values(spec))).to(device)
+        model.load_state_dict(trunk_state)
+        loop = self._train(ctx, model, spec.name, section.specialist_steps, spec.seed, spec.kind_weights)
+        record = eval_record(model, data.heldout, fp32_size_mb(model))
+        drop = 1.0 - record.loss / before.loss
+        metadata = {"specialization": spec.name, "seed": spec.seed, "final_loss": record.loss,
+                    "initial_loss": before.loss, "loss_drop": drop, "final_train_loss": loop.losses[-1],
+                    "trunk_model_id": trunk_ref.model_id, "param_breakdown": model.param_breakdown(),
+                    **specialist_values(spec)}
+        ref = ctx.save_model(spec.name, model_writer(model, data.tokenizer), metadata,
+                             metrics=record_metrics("heldout", record), parameters=parameter_count(model),
+                             parents=[trunk_ref.model_id], tags=["specialist"])
+        return ref, record
+
+    def _train(self, ctx: PhaseContext, model: ForgeForCausalLM, run: str, steps: int, seed: int,
+               kind_weights: dict[str, float] | None) -> LoopResult:
+        section: Phase1Section = ctx.phase_config
+        data = session_data(ctx)
+        device = resolve_device(ctx.config.runtime.device)
+        examples = training_examples(ctx.config, ctx.config.data.train_examples, seed, kind_weights=kind_weights)
+        dataset = packed_dataset(ctx, data.tokenizer, examples, section.train.batch_size, seed)
+        optimizer = build_optimizer(model, optimizer_config(section))
+        settings = {"run": run, "steps": steps, "seed": seed, "phase1": section.model_dump(mode="json"),
+                    "model": ctx.config.model.model_dump(mode="json")}
+        loop = TrainLoop(ctx=ctx, run_name=run, model=wrap_ddp(model, device), optimizer=optimizer,
+                         batch_fn=dataset.batch, step_fn=lm_step, total_steps=steps, train=section.train,
+                         config=settings, eval_fn=lambda m: _heldout_figures(m, data.heldout), device=device,
+                         bf16=use_bf16(section.train.bf16, device))
+        result = loop.run()
+        model.eval()
+        return result
+
+
+def _heldout_figures(model: ForgeForCausalLM, heldout: Any) -> dict[str, float]:
+    result = evaluate(model, heldout)
+    return {"loss": result.loss, "perplexity": result.perplexity, "accuracy": result.accuracy,
+            "bits_per_byte": result.bits_per_byte}

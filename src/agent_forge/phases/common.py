@@ -1,0 +1,199 @@
+"""What every phase recipe shares: the session's tokenizer and held-out set, model I/O, the D6 record.
+
+The tokenizer is trained once per session (Phase 1) and stored in the session folder; the held-out set is
+rebuilt from the config's seed, so every phase measures the same examples (D6). Models are stored the
+Hugging Face way (``config.json`` + ``model.safetensors`` + ``tokenizer.json``); a quantized model also
+records its BitLinear set-up in its metadata so that ``load_model`` rebuilds the same modules.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from transformers.utils import logging as hf_logging
+
+from agent_forge.config.schema import PipelineConfig
+from agent_forge.data.dataset import PackedDataset
+from agent_forge.data.sources import SourceConfig, load_mixture
+from agent_forge.data.tasks import TaskExample, training_text
+from agent_forge.data.tokenizer import ForgeTokenizer, train_tokenizer
+from agent_forge.errors import ArtifactCorruptError
+from agent_forge.eval.heldout import HeldoutSet, evaluate
+from agent_forge.model import ForgeConfig, ForgeForCausalLM
+from agent_forge.pipeline.phase import EvalRecord, ModelRef
+from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears
+from agent_forge.storage.atomic import atomic_dir
+from agent_forge.train.loop import StepOutput
+
+hf_logging.disable_progress_bar()
+
+TOKENIZER_CORPUS = 4000
+LATENCY_TOKENS = 16
+
+
+@dataclass
+class SessionData:
+    """The session's tokenizer, its training examples and the held-out set all phases share."""
+
+    tokenizer: ForgeTokenizer
+    heldout: HeldoutSet
+    sources: list[SourceConfig]
+
+
+def source_configs(config: PipelineConfig) -> list[SourceConfig]:
+    return [SourceConfig(**s.model_dump()) for s in config.data.sources]
+
+
+def training_examples(
+    config: PipelineConfig,
+    n: int,
+    seed: int,
+    *,
+    kind_weights: dict[str, float] | None = None,
+    max_level: int | None = None,
+) -> list[TaskExample]:
+    """``n`` training examples of the configured mixture (never any held-out example)."""
+    data = config.data
+    return load_mixture(source_configs(config), seed, n_examples=n, split="train", kinds=data.kinds,
+                        max_level=max_level or data.max_level, kind_weights=kind_weights)
+
+
+def heldout_examples(config: PipelineConfig) -> list[TaskExample]:
+    data = config.data
+    return load_mixture(source_configs(config), data.seed, n_examples=data.heldout_examples, split="heldout",
+                        kinds=data.kinds, max_level=data.max_level)
+
+
+def session_data(ctx: Any) -> SessionData:
+    """Load (or on first use train and store) the session tokenizer; build the held-out set once."""
+    if "session_data" in ctx.shared:
+        return ctx.shared["session_data"]
+    folder = ctx.workspace.session_dir(ctx.session_id) / "tokenizer"
+    if (folder / "tokenizer.json").exists():
+        tokenizer = ForgeTokenizer.load(folder)
+    else:
+        tokenizer = build_tokenizer(ctx.config)
+        if ctx.is_main:
+            with atomic_dir(folder) as tmp:
+                tokenizer.save(tmp)
+    held = HeldoutSet.build(tokenizer, heldout_examples(ctx.config), ctx.config.data.seq_len,
+                            max_lm_sequences=ctx.config.data.heldout_lm_sequences)
+    ctx.shared["session_data"] = SessionData(tokenizer, held, source_configs(ctx.config))
+    return ctx.shared["session_data"]
+
+
+def build_tokenizer(config: PipelineConfig) -> ForgeTokenizer:
+    """Byte-level BPE trained on a training-split sample of the configured data."""
+    corpus = training_examples(config, TOKENIZER_CORPUS, config.data.seed + 101)
+    return train_tokenizer((training_text(e) for e in corpus), config.model.vocab_size)
+
+
+def forge_config(config: PipelineConfig, **non_shape: Any) -> ForgeConfig:
+    """The model config of the preset, with optional non-shape values (a specialist's)."""
+    return ForgeConfig(**{**config.model.model_dump(), **non_shape})
+
+
+def packed_dataset(ctx: Any, tokenizer: ForgeTokenizer, examples: list[TaskExample], batch_size: int,
+                   seed: int) -> PackedDataset:
+    from agent_forge.train.distributed import world
+
+    rank, size = world()
+    return PackedDataset.from_examples(tokenizer, examples, ctx.config.data.seq_len, batch_size, seed,
+                                       rank=rank, world_size=size)
+
+
+def lm_step(model: nn.Module, batch: torch.Tensor) -> StepOutput:
+    """The model's own training objective on a packed batch (labels = inputs; the model shifts them)."""
+    out = model(input_ids=batch, labels=batch)
+    parts = {"lm_loss": out.lm_loss, "act_loss": out.act_loss, "mean_halt_step": out.mean_halt_step}
+    return StepOutput(out.loss, {name: float(value.detach()) for name, value in parts.items()})
+
+
+# ---- model files ----------------------------------------------------------------------------------------
+
+def model_writer(model: ForgeForCausalLM, tokenizer: ForgeTokenizer) -> Any:
+    """A ``write_files`` callback for ``ctx.save_model``: HF config + safetensors weights + tokenizer."""
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save(folder)
+
+    return write
+
+
+def bitlinear_meta(model: nn.Module, config: BitLinearConfig) -> dict[str, Any]:
+    """What ``load_model`` needs to rebuild the BitLinear layers of a quantized model."""
+    return {"modules": sorted(bitlinear_modules(model)), "granularity": config.granularity,
+            "activation_bits": config.activation_bits}
+
+
+def load_model(ref: ModelRef) -> ForgeForCausalLM:
+    """Rebuild a stored model (with its BitLinear layers when it was quantized) in eval mode."""
+    config = ForgeConfig.from_pretrained(ref.path)
+    model = ForgeForCausalLM(config)
+    quant = ref.metadata.get("bitlinear")
+    if quant:
+        wanted = set(quant["modules"])
+        bit_config = BitLinearConfig(granularity=quant["granularity"], activation_bits=quant["activation_bits"])
+        replace_linears(model, keep=lambda name: name not in wanted, config=bit_config)
+    state = load_file(str(ref.path / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:
+        raise ArtifactCorruptError(f"model {ref.model_id} does not match its config "
+                                   f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})",
+                                   "re-run the phase that produced it with --force")
+    model.tie_weights()
+    return model.eval()
+
+
+def load_tokenizer(ref: ModelRef) -> ForgeTokenizer:
+    return ForgeTokenizer.load(ref.path)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---- the D6 record ----------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def decode_latency_ms(model: ForgeForCausalLM, tokens: int = LATENCY_TOKENS) -> float:
+    """Milliseconds per generated token at batch 1 with the cache (after one warm-up token)."""
+    model.eval()
+    ids = torch.ones(1, 8, dtype=torch.long, device=next(model.parameters()).device)
+    out = model(input_ids=ids, use_cache=True)
+    cache, next_id = out.cache, out.logits[:, -1:].argmax(-1)
+    start = time.perf_counter()
+    for _ in range(tokens):
+        out = model(input_ids=next_id, cache=cache, use_cache=True)
+        next_id = out.logits[:, -1:].argmax(-1)
+    return (time.perf_counter() - start) * 1000.0 / tokens
+
+
+def eval_record(model: ForgeForCausalLM, heldout: HeldoutSet, size_mb: float | None,
+                latency: bool = True) -> EvalRecord:
+    """Held-out perplexity, loss, bits/byte and accuracy (+ size and decode latency) of one model."""
+    result = evaluate(model, heldout)
+    extra = {f"accuracy_level_{k}": v for k, v in result.accuracy_by_level.items()}
+    extra.update({f"accuracy_{k}": v for k, v in result.accuracy_by_kind.items()})
+    return EvalRecord(perplexity=result.perplexity, loss=result.loss, bits_per_byte=result.bits_per_byte,
+                      accuracy=result.accuracy, size_mb=size_mb,
+                      latency_ms=decode_latency_ms(model) if latency else None, extra=extra)
+
+
+def fp32_size_mb(model: nn.Module) -> float:
+    """Bytes of the unique parameters at fp32 (tied weights once), in MB: the reference for ratios."""
+    return parameter_count(model) * 4 / 1e6
+
+
+def record_metrics(prefix: str, record: EvalRecord) -> dict[str, float]:
+    """Flatten an EvalRecord into registry metrics named ``prefix/field``."""
+    values = {k: v for k, v in record.to_dict().items() if k != "extra" and v is not None}
+    values.update(record.extra)
+    return {f"{prefix}/{k}": float(v) for k, v in values.items()}

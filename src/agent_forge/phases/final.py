@@ -1,0 +1,205 @@
+"""Phase 8, Final compression (D5, D12): SeedLM / VPTQ on the remaining fp tensors, entropy coding on all.
+
+The Phase 7 model's BitLinear layers become their Phase 4 packed blocks; the planner then tries VPTQ and
+SeedLM on each large floating tensor (the tied embedding/head) and keeps the smallest whose held-out
+perplexity stays within ``max_ppl_increase`` of the input model; every stream is entropy coded. The file
+is decoded back into a model, checked bit-exact against the in-memory reconstruction, and the decoded
+model is what the D6 "after" record measures. Every stage's size is reported with its perplexity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from agent_forge.config.schema import Phase8Section
+from agent_forge.data.tokenizer import ForgeTokenizer
+from agent_forge.eval.heldout import HeldoutSet, model_logits
+from agent_forge.eval.metrics import summed_token_nll
+from agent_forge.model import ForgeConfig, ForgeForCausalLM
+from agent_forge.phases.common import (
+    bitlinear_meta,
+    eval_record,
+    load_model,
+    parameter_count,
+    record_metrics,
+    session_data,
+)
+from agent_forge.pipeline.context import PhaseContext
+from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
+from agent_forge.quant.bitlinear import BitLinearConfig
+from agent_forge.quant.container import decode_container, read_metadata, write_model
+from agent_forge.quant.model_codec import ModelCodecConfig, ModelLayout, load_tensors_into, model_tensors
+from agent_forge.quant.planner import PlannerConfig, PlanResult, plan_compression
+from agent_forge.quant.seedlm import SeedLMConfig
+from agent_forge.quant.vptq import VPTQConfig
+
+COMPRESSED_FILE = "model.afqz"
+REPORT_FILE = "compression_report.json"
+
+
+@torch.no_grad()
+def heldout_loss(model: ForgeForCausalLM, heldout: HeldoutSet, batch_size: int = 32) -> float:
+    """Mean next-token loss (nats) on the held-out LM rows: the loss behind D6's perplexity."""
+    nats, tokens = 0.0, 0
+    with torch.inference_mode():
+        for ids, mask, targets in heldout.lm_batches(batch_size):
+            batch_nats, batch_tokens = summed_token_nll(model_logits(model, ids, mask), targets)
+            nats, tokens = nats + batch_nats, tokens + batch_tokens
+    return nats / max(1, tokens)
+
+
+def candidates(section: Phase8Section) -> dict[str, list]:
+    """Lossy methods for large floating tensors, as the preset sets them (the planner measures each)."""
+    vptq = VPTQConfig(vector=section.vptq_vector, codebook=section.vptq_codebook)
+    methods: list = [vptq]
+    if section.vptq_residual:
+        methods.append(VPTQConfig(vector=section.vptq_vector, codebook=section.vptq_codebook,
+                                  residual=section.vptq_codebook))
+    methods.append(SeedLMConfig(block=section.seedlm_block, coeffs=section.seedlm_coeffs,
+                                lfsr_bits=section.seedlm_lfsr_bits, coeff_bits=section.seedlm_bits))
+    return {"matrix": methods}
+
+
+def rebuild(tensors: Mapping[str, Tensor], metadata: Mapping[str, Any]) -> ForgeForCausalLM:
+    """A runnable model from container tensors and the metadata stored in the container's header."""
+    model = ForgeForCausalLM(ForgeConfig.from_dict(dict(metadata["model_config"])))
+    load_tensors_into(model, tensors, ModelLayout.from_json(metadata["layout"]))
+    return model.eval()
+
+
+def decode_file(path: Path) -> ForgeForCausalLM:
+    """The decoder: the compressed file alone gives back the model."""
+    data = Path(path).read_bytes()
+    return rebuild(decode_container(data), read_metadata(data))
+
+
+def _stage(nbytes: int, fp32_bytes: int, loss: float, seconds: float = 0.0) -> dict[str, float]:
+    return {"bytes": int(nbytes), "ratio": fp32_bytes / max(1, nbytes), "perplexity": math.exp(loss),
+            "seconds": seconds}
+
+
+def stage_table(plan: PlanResult, fp32_bytes: int, input_loss: float) -> dict[str, dict[str, float]]:
+    """Sizes per stage against the fp32 size of the same parameters, each with its perplexity."""
+    original, entropy_only, methods, final = plan.stages
+    return {
+        "fp32": _stage(fp32_bytes, fp32_bytes, input_loss),
+        "ternary_packed": _stage(original.bytes, fp32_bytes, original.value),
+        "ternary_packed+entropy": _stage(entropy_only.bytes, fp32_bytes, entropy_only.value,
+                                         entropy_only.encode_seconds),
+        "+seedlm/vptq": _stage(methods.bytes, fp32_bytes, methods.value, methods.encode_seconds),
+        "+seedlm/vptq+entropy": _stage(final.bytes, fp32_bytes, final.value, final.encode_seconds),
+    }
+
+
+def _verify_bit_exact(decoded: ForgeForCausalLM, in_memory: ForgeForCausalLM) -> None:
+    state_a, state_b = decoded.state_dict(), in_memory.state_dict()
+    differing = [k for k in state_b if k not in state_a or not torch.equal(state_a[k], state_b[k])]
+    if differing or state_a.keys() != state_b.keys():
+        raise RuntimeError(f"decoded model differs from the in-memory reconstruction at {differing[:3]}")
+
+
+def _report(plan: PlanResult, stages: dict, entropy_saved: int) -> dict[str, Any]:
+    decisions = [{"tensor": d.name, "class": d.tensor_class, "chosen": d.chosen,
+                  "stored_bytes": d.stored_bytes, "bits_per_weight": d.bits_per_weight,
+                  "attempts": [{"method": a.method, "bytes": a.stored_bytes, "loss": a.value,
+                                "accepted": a.accepted, "encode_s": a.encode_seconds} for a in d.attempts]}
+                 for d in plan.decisions]
+    return {"stages": stages, "decisions": decisions, "entropy_saved_bytes": entropy_saved,
+            "loss_limit": plan.limit, "stage_table": plan.stage_table()}
+
+
+def _writer(data: bytes, model: ForgeForCausalLM, tokenizer: ForgeTokenizer, report: dict) -> Any:
+    def write(folder: Path) -> None:
+        write_model(folder / COMPRESSED_FILE, data)
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save(folder)
+        (folder / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True))
+
+    return write
+
+
+@register_phase
+class FinalPhase(Phase):
+    """Phase 8: plan, write, decode, verify, measure."""
+
+    name = "final"
+
+    def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
+        start = time.perf_counter()
+        section: Phase8Section = ctx.phase_config
+        data = session_data(ctx)
+        model = load_model(inputs[0])
+        fp32_bytes = parameter_count(model) * 4
+        codec = ModelCodecConfig(ctx.config.phase4.pack_format, section.float_dtype)
+        tensors, layout = model_tensors(model, codec)
+        packed_mb = sum(t.numel() * t.element_size() for t in tensors.values()) / 1e6
+        with ctx.progress.task("final: compress", total=4) as task:
+            before = eval_record(model, data.heldout, packed_mb)
+            task.advance()
+            plan = self._plan(section, model, tensors, layout, data.heldout, before.loss)
+            task.advance()
+            decoded = self._decode_and_verify(ctx, plan)
+            task.advance()
+            after = eval_record(decoded, data.heldout, len(plan.compressed.data) / 1e6)
+            task.advance()
+        return self._finish(ctx, inputs[0], plan, layout, decoded, data.tokenizer, before, after, fp32_bytes,
+                            time.perf_counter() - start)
+
+    def _plan(self, section: Phase8Section, model: ForgeForCausalLM, tensors: dict[str, Tensor],
+              layout: ModelLayout, heldout: HeldoutSet, input_loss: float) -> PlanResult:
+        skeleton = ForgeForCausalLM(model.config).eval()
+
+        def evaluate(candidate: Mapping[str, Tensor]) -> float:
+            return heldout_loss(load_tensors_into(skeleton, candidate, layout), heldout)
+
+        config = PlannerConfig(max_increase=section.max_ppl_increase, evaluator_kind="loss",
+                               zstd_level=section.zstd_level, min_lossy_numel=section.min_lossy_numel)
+        metadata = {"layout": layout.to_json(), "model_config": json.loads(model.config.to_json_string())}
+        return plan_compression(tensors, evaluate, candidates(section), config, reference=input_loss,
+                                metadata=metadata)
+
+    def _decode_and_verify(self, ctx: PhaseContext, plan: PlanResult) -> ForgeForCausalLM:
+        """Write the file to scratch, decode it back and compare with the in-memory reconstruction."""
+        scratch = write_model(ctx.phase_dir / "scratch" / COMPRESSED_FILE, plan.compressed.data)
+        decoded = decode_file(scratch)
+        metadata = read_metadata(plan.compressed.data)
+        _verify_bit_exact(decoded, rebuild(plan.compressed.reconstruction, metadata))
+        scratch.unlink()
+        return decoded
+
+    def _finish(self, ctx: PhaseContext, parent: ModelRef, plan: PlanResult, layout: ModelLayout,
+                decoded: ForgeForCausalLM, tokenizer: ForgeTokenizer, before: Any, after: Any,
+                fp32_bytes: int, seconds: float) -> PhaseResult:
+        stages = stage_table(plan, fp32_bytes, before.loss)
+        entropy_saved = sum(s.saved_bytes for item in plan.compressed.tensors.values()
+                            for s in item.streams.values())
+        size = len(plan.compressed.data)
+        metadata: dict[str, Any] = {
+            "ppl_increase": after.perplexity / before.perplexity - 1.0,
+            "compression_ratio": fp32_bytes / size, "size_mb": size / 1e6, "stages": stages,
+            "compressed_file": COMPRESSED_FILE,
+            "methods": {d.name: d.chosen for d in plan.decisions if d.chosen != "raw"},
+        }
+        if layout.ternary:
+            metadata["bitlinear"] = bitlinear_meta(decoded, BitLinearConfig(**layout.bitlinear))
+        metrics: dict[str, Any] = {**record_metrics("before", before), **record_metrics("after", after)}
+        metrics.update({k: metadata[k] for k in ("ppl_increase", "compression_ratio", "size_mb")})
+        metrics.update({f"stage/{name}/{k}": v for name, row in stages.items() for k, v in row.items()})
+        metrics.update({"entropy_saved_bytes": entropy_saved, "decode_bit_exact": 1, "seconds": seconds})
+        for step, (name, row) in enumerate(stages.items()):
+            ctx.log(step, {"bytes": row["bytes"], "ratio": row["ratio"], "perplexity": row["perplexity"]},
+                    model=f"stage:{name}")
+        report = _report(plan, stages, entropy_saved)
+        writer = _writer(plan.compressed.data, decoded, tokenizer, report)
+        ref = ctx.save_model("final", writer, metadata, metrics=metrics, parameters=parameter_count(decoded),
+                             parents=[parent.model_id])
+        return PhaseResult(True, self.name, [ref], metrics, artifacts={"report": report},
+                           duration_seconds=seconds, before=before, after=after)

@@ -1,0 +1,336 @@
+"""Phase 3 Quiet-STaR: prompt baking of reasoning first, then parallel thoughts trained with REINFORCE.
+
+Step 1 fine-tunes the merged model on reasoning examples (seven strategies inside ``<think>``, built from
+training-split tasks, plus a share of plain prompt->answer rows) with the D11 "3_bake" optimizer, then
+checks convergence: the share of held-out prompts where the model thinks in a well-formed block and
+answers in the right format. Step 2 trains the model and a mixing head with Quiet-STaR (D11 "3_rl", KL to
+the frozen baked model). The output "reasoner" keeps the thinking tokens (same tokenizer) and stores the
+mixing head beside its weights (``mixing_head.safetensors``); its metadata carries the measured figures.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agent_forge.config.schema import Phase3Section
+from agent_forge.data.dataset import PackedDataset, encode_examples, pack_tokens
+from agent_forge.data.tokenizer import ForgeTokenizer
+from agent_forge.model import ForgeForCausalLM
+from agent_forge.optim import MuGrokConfig, build_optimizer
+from agent_forge.phases.common import (
+    eval_record,
+    fp32_size_mb,
+    lm_step,
+    load_model,
+    packed_dataset,
+    parameter_count,
+    record_metrics,
+    session_data,
+    training_examples,
+)
+from agent_forge.pipeline.context import PhaseContext
+from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
+from agent_forge.reasoning.data import build_reasoning_examples, encode_reasoning, select_examples
+from agent_forge.reasoning.evaluation import ThinkingReport, evaluate_thinking
+from agent_forge.reasoning.evidence import has_evidence
+from agent_forge.reasoning.mixing import MixingHead
+from agent_forge.reasoning.quietstar import QuietStarModel, QuietStarSettings, quietstar_figures
+from agent_forge.reasoning.semantic import SentenceEmbedder
+from agent_forge.reasoning.strategies import STRATEGY_NAMES
+from agent_forge.reasoning.thoughts import sample_anchors
+from agent_forge.train.distributed import init_from_env, world, wrap_ddp
+from agent_forge.train.loop import StepOutput, TrainLoop
+from agent_forge.train.precision import resolve_device, use_bf16
+
+THINKING_TOKENS = (
+    "<think>",
+    "</think>",
+    "<step>",
+    "<reason>",
+    "<mece>",
+    "<falsify>",
+    "<expert>",
+    "<ortho>",
+    "<doubt>",
+    "<bayes>",
+    "<domain>",
+)
+REPORT_FILE = "quietstar_report.json"
+QS_EVAL_ROWS = 8
+
+
+def scaled(preset: str, scale: float) -> MuGrokConfig:
+    base = MuGrokConfig.from_phase(preset)
+    return dataclasses.replace(base, muon_lr=base.muon_lr * scale, fallback_lr=base.fallback_lr * scale)
+
+
+@register_phase
+class QuietStarPhase(Phase):
+    """Reasoning prompt baking, convergence check, Quiet-STaR RL, anti-theater evaluation."""
+
+    name = "quietstar"
+
+    def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
+        started = time.perf_counter()
+        section: Phase3Section = ctx.phase_config
+        data = session_data(ctx)
+        device = resolve_device(ctx.config.runtime.device)
+        init_from_env(device)
+        model = load_model(inputs[0]).to(device)
+        before = eval_record(model, data.heldout, fp32_size_mb(model))
+        tasks = [t for t in data.heldout.examples if has_evidence(t)][: section.eval_examples]
+        check_thinking_tokens(data.tokenizer, model)
+        embedder = SentenceEmbedder(device=device) if section.semantic else None
+        think = functools.partial(
+            evaluate_thinking,
+            tokenizer=data.tokenizer,
+            tasks=tasks,
+            max_tokens=section.max_thought_tokens,
+            embedder=embedder,
+            coherence_threshold=section.coherence_threshold,
+        )
+        initial = think(model)
+        bake = self._bake(ctx, model, data.tokenizer, device)
+        baked = think(model)
+        policy, rl_losses = self._quietstar(ctx, model, device)
+        final = think(model)
+        qs = quietstar_figures(
+            policy, self._qs_rows(data.heldout.lm_rows, device), section.positions_per_seq, section.seed
+        )
+        after = eval_record(model, data.heldout, fp32_size_mb(model))
+        metrics = self._metrics(before, after, initial, baked, final, qs, bake, rl_losses, section)
+        metrics["phase/duration_seconds"] = time.perf_counter() - started
+        ref = self._save(ctx, model, policy.mixer, data.tokenizer, inputs[0], metrics, final)
+        return PhaseResult(
+            True,
+            self.name,
+            [ref],
+            metrics,
+            before=before,
+            after=after,
+            artifacts={
+                "mixing_head": str(ref.path / "mixing_head.safetensors"),
+                "report": str(ref.path / REPORT_FILE),
+            },
+            duration_seconds=time.perf_counter() - started,
+        )
+
+    # ---- step 1: prompt baking ------------------------------------------------------------------------
+    def _bake(
+        self, ctx: PhaseContext, model: ForgeForCausalLM, tokenizer: ForgeTokenizer, device: torch.device
+    ) -> dict[str, float]:
+        section: Phase3Section = ctx.phase_config
+        lists, counts = bake_token_lists(ctx, tokenizer, section)
+        rank, size = world()
+        dataset = PackedDataset(
+            pack_tokens(lists, ctx.config.data.seq_len), section.train.batch_size, section.seed, rank, size
+        )
+        settings = {"run": "bake", "phase3": section.model_dump(mode="json"), "rows": len(dataset)}
+        loop = TrainLoop(
+            ctx=ctx,
+            run_name="bake",
+            model=wrap_ddp(model, device),
+            optimizer=build_optimizer(model, scaled("3_bake", section.bake_lr_scale)),
+            batch_fn=dataset.batch,
+            step_fn=lm_step,
+            total_steps=section.bake_steps,
+            train=section.train,
+            config=settings,
+            device=device,
+            bf16=use_bf16(section.train.bf16, device),
+        )
+        result = loop.run()
+        model.eval()
+        return {
+            **counts,
+            "bake/first_loss": result.losses[0],
+            "bake/final_loss": result.losses[-1],
+            "bake/rows": float(len(dataset)),
+        }
+
+    # ---- step 2: Quiet-STaR -----------------------------------------------------------------------------
+    def _quietstar(
+        self, ctx: PhaseContext, model: ForgeForCausalLM, device: torch.device
+    ) -> tuple[QuietStarModel, list[float]]:
+        section: Phase3Section = ctx.phase_config
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
+        torch.manual_seed(section.seed)
+        settings = QuietStarSettings(
+            section.num_thoughts,
+            section.thought_len,
+            section.lookahead,
+            section.kl_coeff,
+            section.positive_only,
+        )
+        policy = QuietStarModel(model, MixingHead(model.config.hidden_size), settings).to(device)
+        examples = training_examples(
+            ctx.config, max(64, section.rl_batch_size * section.rl_steps * 2), section.seed + 1
+        )
+        tokenizer = session_data(ctx).tokenizer
+        dataset = packed_dataset(ctx, tokenizer, examples, section.rl_batch_size, section.seed + 1)
+
+        def batch_fn(position: int) -> dict[str, torch.Tensor]:
+            ids = dataset.batch(position)
+            generator = torch.Generator().manual_seed(section.seed * 1_000_003 + position)
+            anchors = sample_anchors(
+                ids.shape[1], ids.shape[0], section.positions_per_seq, section.lookahead, generator
+            )
+            seeds = torch.full((ids.shape[0],), section.seed * 1_000_003 + position, dtype=torch.long)
+            return {"ids": ids, "anchors": anchors, "seed": seeds}
+
+        def step_fn(module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
+            with torch.no_grad():
+                reference_logits = reference(input_ids=batch["ids"]).logits
+            loss, figures = module(batch["ids"], batch["anchors"], batch["seed"], reference_logits)
+            return StepOutput(loss, figures)
+
+        config = {"run": "quietstar", "phase3": section.model_dump(mode="json")}
+        loop = TrainLoop(
+            ctx=ctx,
+            run_name="quietstar",
+            model=wrap_ddp(policy, device),
+            optimizer=build_optimizer(policy, scaled("3_rl", section.rl_lr_scale)),
+            batch_fn=batch_fn,
+            step_fn=step_fn,
+            total_steps=section.rl_steps,
+            train=section.train,
+            config=config,
+            device=device,
+            bf16=use_bf16(section.train.bf16, device),
+        )
+        result = loop.run() if section.rl_steps else None
+        policy.eval()
+        return policy, (result.losses if result else [])
+
+    @staticmethod
+    def _qs_rows(rows: list[list[int]], device: torch.device) -> torch.Tensor:
+        width = max(len(r) for r in rows)
+        full = [r for r in rows if len(r) == width][:QS_EVAL_ROWS]
+        return torch.tensor(full, dtype=torch.long, device=device)
+
+    # ---- results ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _metrics(
+        before: Any,
+        after: Any,
+        initial: ThinkingReport,
+        baked: ThinkingReport,
+        final: ThinkingReport,
+        qs: dict[str, float],
+        bake: dict[str, float],
+        rl_losses: list[float],
+        section: Phase3Section,
+    ) -> dict[str, Any]:
+        metrics: dict[str, Any] = {
+            **record_metrics("before", before),
+            **record_metrics("after", after),
+            **bake,
+        }
+        for prefix, report in (("initial", initial), ("baked", baked)):
+            metrics.update({f"{prefix}/{k}": v for k, v in report.metrics.items()})
+        metrics.update({f"phase/{k}": v for k, v in final.metrics.items()})
+        metrics.update({f"phase/{k}": v for k, v in qs.items()})
+        metrics["convergence/validity_rate"] = baked.metrics["validity_rate"]
+        metrics["convergence/threshold"] = section.convergence_threshold
+        metrics["convergence/passed"] = float(baked.metrics["validity_rate"] >= section.convergence_threshold)
+        if rl_losses:
+            metrics["rl/first_loss"], metrics["rl/final_loss"] = rl_losses[0], rl_losses[-1]
+        return metrics
+
+    def _save(
+        self,
+        ctx: PhaseContext,
+        model: ForgeForCausalLM,
+        mixer: MixingHead,
+        tokenizer: ForgeTokenizer,
+        parent: ModelRef,
+        metrics: dict[str, Any],
+        final: ThinkingReport,
+    ) -> ModelRef:
+        figures = final.metrics
+        metadata = {
+            "coherence_score": float(figures["avg_coherence"]),
+            "validity_rate": float(figures["validity_rate"]),
+            "accuracy_with_thoughts": float(figures["accuracy_with_thoughts"]),
+            "accuracy_without_thoughts": float(figures["accuracy_without_thoughts"]),
+            "theater_detected": final.theater_detected,
+            "convergence_validity_rate": float(metrics["convergence/validity_rate"]),
+            "converged": bool(metrics["convergence/passed"]),
+            "mixing_head": "mixing_head.safetensors",
+            "thinking_tokens": list(THINKING_TOKENS),
+            "qs_ll_gain": float(metrics["phase/qs_ll_gain"]),
+            "param_breakdown": model.param_breakdown(),
+        }
+        samples = [
+            {"thought": t, "valid": p.valid, "coherence": c.score}
+            for t, p, c in list(zip(final.thoughts, final.parsed, final.coherence, strict=True))[:8]
+        ]
+
+        def write(folder: Path) -> None:
+            model.save_pretrained(folder, safe_serialization=True)
+            tokenizer.save(folder)
+            mixer.save(folder)
+            report = {
+                "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                "samples": samples,
+            }
+            (folder / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True))
+
+        return ctx.save_model(
+            "reasoner",
+            write,
+            metadata,
+            metrics=metrics,
+            parameters=parameter_count(model),
+            parents=[parent.model_id],
+            tags=["reasoner"],
+        )
+
+
+def check_thinking_tokens(tokenizer: ForgeTokenizer, model: ForgeForCausalLM) -> None:
+    """The thinking tokens must exist in the tokenizer and inside the model's vocabulary (D3)."""
+    for token in THINKING_TOKENS:
+        index = tokenizer.special_id(token)
+        if tokenizer.encode(token) != [index] or index >= model.config.vocab_size:
+            raise ValueError(f"thinking token {token} is not a single in-vocabulary token")
+
+
+def bake_token_lists(
+    ctx: PhaseContext, tokenizer: ForgeTokenizer, section: Phase3Section
+) -> tuple[list[list[int]], dict[str, float]]:
+    """Reasoning examples that fit one row, plus plain rows, shuffled (all from the training split)."""
+    seq_len = ctx.config.data.seq_len
+    tasks = training_examples(ctx.config, 2 * section.bake_examples, section.seed)
+    reasoning = build_reasoning_examples(tasks, section.seed)
+    encoded = encode_reasoning(tokenizer, reasoning)
+    kept = select_examples(list(zip(reasoning, encoded, strict=True)), section.bake_examples, seq_len)
+    fitting = sum(len(e.tokens) <= seq_len for _, e in kept)
+    if fitting < len(kept):
+        ctx.logger.warning(
+            "some reasoning examples are longer than a row and will be split",
+            longer=len(kept) - fitting,
+            seq_len=seq_len,
+        )
+    plain = training_examples(ctx.config, int(section.bake_examples * section.plain_share), section.seed + 2)
+    lists = [e.tokens for _, e in kept] + encode_examples(tokenizer, plain)
+    random.Random(section.seed).shuffle(lists)
+    counts = {
+        f"bake/examples_{name}": float(sum(r.strategy == name for r, _ in kept)) for name in STRATEGY_NAMES
+    }
+    counts.update(
+        {
+            "bake/reasoning_examples": float(len(kept)),
+            "bake/plain_examples": float(len(plain)),
+            "bake/fit_share": sum(len(e.tokens) <= seq_len for e in encoded) / max(1, len(encoded)),
+        }
+    )
+    return lists, counts

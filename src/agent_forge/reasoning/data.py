@@ -1,0 +1,106 @@
+"""Reasoning examples for prompt baking: a task, one strategy's thought in ``<think>``, then the answer.
+
+The thought sits between the task's body and its answer cue (``Answer:``, or the ``def ...: return``
+line of a code task): ``body <think> thought </think> cue answer <eos>``. So ``body cue`` is still the
+plain prompt every phase is measured on (D6): the answer after the cue is learned with and without a
+thought, and "with against without" is a clean ablation of the same model on the same prompt.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agent_forge.data.tasks import EOS_TEXT, TaskExample, mix_tasks
+from agent_forge.data.tokenizer import EOS_ID, ForgeTokenizer
+from agent_forge.reasoning.evidence import has_evidence, task_evidence
+from agent_forge.reasoning.strategies import STRATEGY_NAMES, THINK_CLOSE, THINK_OPEN
+from agent_forge.reasoning.thought_text import write_thought
+
+_CUE = re.compile(r"\s*Answer:\s*$")
+
+
+@dataclass(frozen=True)
+class ReasoningExample:
+    """One baking example; ``text`` is what the model trains on."""
+
+    task: TaskExample
+    strategy: str
+    thought: str
+    body: str
+    cue: str
+
+    @property
+    def text(self) -> str:
+        return self.body + THINK_OPEN + self.thought + THINK_CLOSE + self.cue + self.task.answer + EOS_TEXT
+
+
+def split_prompt(example: TaskExample) -> tuple[str, str]:
+    """(body, cue) with ``body + cue == prompt``: the cue is what the answer directly follows."""
+    prompt = example.prompt
+    prefix = (example.meta or {}).get("code_prefix") or ""
+    if example.kind == "code" and prefix and prompt.endswith(prefix):
+        return prompt[: len(prompt) - len(prefix)], prefix
+    match = _CUE.search(prompt)
+    if match:
+        return prompt[: match.start()], prompt[match.start() :]
+    return prompt, ""
+
+
+def reasoning_example(task: TaskExample, strategy_name: str, rng: random.Random) -> ReasoningExample:
+    body, cue = split_prompt(task)
+    thought = write_thought(task_evidence(task), strategy_name, rng)
+    return ReasoningExample(task, strategy_name, thought, body, cue)
+
+
+def build_reasoning_examples(tasks: Sequence[TaskExample], seed: int) -> list[ReasoningExample]:
+    """One example per usable task, strategies assigned round-robin so all seven are equally present."""
+    rng = random.Random(f"{seed}:reasoning")
+    usable = [t for t in tasks if has_evidence(t)]
+    return [reasoning_example(t, STRATEGY_NAMES[i % len(STRATEGY_NAMES)], rng) for i, t in enumerate(usable)]
+
+
+def reasoning_dataset(
+    n: int,
+    seed: int,
+    split: str = "train",
+    kinds: Sequence[str] = ("arith", "mc", "code"),
+    levels: Sequence[int] = (1, 2, 3, 4, 5),
+) -> list[ReasoningExample]:
+    """``n`` reasoning examples drawn from the task generator's ``split`` (never the other one)."""
+    return build_reasoning_examples(mix_tasks(n, seed, split=split, kinds=kinds, levels=levels), seed)
+
+
+@dataclass(frozen=True)
+class EncodedReasoning:
+    """Token ids of one example: ``<bos> body <think> thought </think> cue answer <eos>``."""
+
+    tokens: list[int]
+    body_len: int  # tokens of <bos> + body: the anchor of a thought is body_len - 1
+    answer_start: int  # index of the first answer token
+
+
+def encode_reasoning(
+    tokenizer: ForgeTokenizer, examples: Sequence[ReasoningExample]
+) -> list[EncodedReasoning]:
+    """Body, thought, cue and answer encoded apart, so their token boundaries match generation."""
+    bodies = tokenizer.encode_batch([e.body for e in examples], bos=True)
+    thoughts = tokenizer.encode_batch([THINK_OPEN + e.thought + THINK_CLOSE for e in examples])
+    cues = tokenizer.encode_batch([e.cue for e in examples])
+    answers = tokenizer.encode_batch([e.task.answer for e in examples])
+    encoded = []
+    for body, thought, cue, answer in zip(bodies, thoughts, cues, answers, strict=True):
+        head = body + thought + cue
+        encoded.append(EncodedReasoning(head + answer + [EOS_ID], len(body), len(head)))
+    return encoded
+
+
+def select_examples(
+    pairs: Sequence[tuple[ReasoningExample, EncodedReasoning]], n: int, seq_len: int
+) -> list[tuple[ReasoningExample, EncodedReasoning]]:
+    """``n`` examples, those that fit one row of ``seq_len`` first (in order), then the shortest others."""
+    fits = [p for p in pairs if len(p[1].tokens) <= seq_len]
+    longer = sorted((p for p in pairs if len(p[1].tokens) > seq_len), key=lambda p: len(p[1].tokens))
+    return (fits + longer)[:n]

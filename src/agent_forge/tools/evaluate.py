@@ -1,0 +1,60 @@
+"""Tool-use figures of a model on tasks with known answers, measured by really running the tool runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from torch import nn
+
+from agent_forge.data.tasks import TaskExample
+from agent_forge.data.tokenizer import BOS_ID, ForgeTokenizer
+from agent_forge.tools.calls import parse_calls
+from agent_forge.tools.runtime import ToolGeneration, generate_many_with_tools
+
+
+@dataclass
+class ToolReport:
+    """Shares over the examples; ``format_valid``: at least one call and every call well-formed."""
+
+    format_valid: float
+    call_rate: float
+    result_correct: float  # a call ran and returned the task's expected result
+    accuracy: float  # the final answer equals the expected answer
+    n: int
+    texts: list[str] = field(default_factory=list)
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        keys = ("format_valid", "call_rate", "result_correct", "accuracy")
+        return {f"{prefix}/{key}": float(getattr(self, key)) for key in keys}
+
+
+def same_answer(given: str, expected: str) -> bool:
+    """Numbers compare by value (``"2000.0"`` == ``"2000"``), anything else as stripped text."""
+    given, expected = given.strip(), expected.strip()
+    try:
+        return Fraction(given) == Fraction(expected)
+    except (ValueError, ZeroDivisionError):
+        return given == expected
+
+
+def score_generation(generation: ToolGeneration, example: TaskExample) -> tuple[bool, bool, bool, bool]:
+    """(format valid, made a call, result correct, answer correct) of one generation."""
+    parsed = parse_calls(generation.text)
+    expected = str(example.meta.get("result", example.answer.strip()))
+    result_ok = any(o.ok and same_answer(o.value, expected) for o in generation.outcomes)
+    valid = bool(parsed) and all(p.ok for p in parsed)
+    return valid, bool(parsed), result_ok, same_answer(generation.answer, example.answer)
+
+
+def evaluate_tool_use(model: nn.Module, tokenizer: ForgeTokenizer, examples: Sequence[TaskExample],
+                      prefix_ids: Sequence[int] = (), max_new_tokens: int = 48,
+                      max_calls: int = 2) -> ToolReport:
+    """Greedy generation with the runtime on each example (after ``prefix_ids``, e.g. a prompt), scored."""
+    prompts = [[BOS_ID, *prefix_ids, *ids] for ids in tokenizer.encode_batch([e.prompt for e in examples])]
+    generations = generate_many_with_tools(model, tokenizer, prompts, max_new_tokens, max_calls)
+    scores = [score_generation(g, e) for g, e in zip(generations, examples, strict=True)]
+    n = max(len(scores), 1)
+    share = [sum(s[i] for s in scores) / n for i in range(4)]
+    return ToolReport(*share, n=len(scores), texts=[g.text for g in generations])

@@ -1,0 +1,75 @@
+"""Tool-use tasks with verifiable answers: arithmetic for the calculator, conversions for the converter.
+
+Each example carries the call that solves it and the result the runtime returns, so it serves three
+uses: queries for the tool bake, held-out evaluation of format and accuracy, and reference solutions.
+The train/held-out split is the task split of ``agent_forge.data.tasks`` (a hash of the uid).
+"""
+
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+
+from agent_forge.data.tasks import Split, TaskExample, make_example, split_of
+from agent_forge.tools.calculator import calculate
+from agent_forge.tools.calls import RESULT_CLOSE, RESULT_OPEN, ToolCall, format_call
+from agent_forge.tools.units import convert, convert_value
+
+TOOL_KIND = "tool"
+_OPS = ("+", "-", "*")
+_CONVERSIONS = (("km", "m"), ("m", "cm"), ("kg", "g"), ("h", "min"), ("min", "s"), ("l", "ml"),
+                ("day", "h"), ("ft", "in"), ("week", "day"), ("g", "mg"))
+_CALC_TEMPLATES = ("What is {expr}? Answer:", "Compute {expr}. Answer:", "Calculate {expr}. Answer:")
+_CONVERT_TEMPLATES = ("How many {target} are in {value} {source}? Answer:",
+                      "Convert {value} {source} to {target}. Answer:")
+
+
+def _calculator_task(rng: random.Random, level: int) -> tuple[str, ToolCall]:
+    digits = min(level + 1, 4)
+    terms = [str(rng.randint(10 ** (digits - 1), 10**digits - 1)) for _ in range(2 + (level > 2))]
+    expr = terms[0]
+    for term in terms[1:]:
+        expr += f" {rng.choice(_OPS)} {term}"
+    return rng.choice(_CALC_TEMPLATES).format(expr=expr), ToolCall("calculator", expr)
+
+
+def _convert_task(rng: random.Random, level: int) -> tuple[str, ToolCall]:
+    source, target = rng.choice(_CONVERSIONS)
+    if convert_value(Fraction(1), source, target) < 1:
+        source, target = target, source
+    value = rng.randint(2, 10 ** min(level, 3))
+    prompt = rng.choice(_CONVERT_TEMPLATES).format(value=value, source=source, target=target)
+    return prompt, ToolCall("convert", f"{value} {source} to {target}")
+
+
+def make_tool_example(prompt: str, call: ToolCall, level: int) -> TaskExample:
+    run = calculate if call.name == "calculator" else convert
+    result = run(call.args)
+    meta = {"tool": call.name, "args": call.args, "result": result, "source": "tools"}
+    return make_example(TOOL_KIND, level, prompt, f" {result}", meta)
+
+
+def tool_tasks(n: int, seed: int, split: Split = "train", max_level: int = 3) -> list[TaskExample]:
+    """``n`` distinct tool tasks of ``split``, half for each tool, levels 1..max_level, reproducible."""
+    rng = random.Random(f"{seed}:tools:{split}")
+    examples: list[TaskExample] = []
+    seen: set[str] = set()
+    budget = 1000 + 100 * n
+    while len(examples) < n and budget > 0:
+        budget -= 1
+        level = rng.randint(1, max_level)
+        make = _calculator_task if len(examples) % 2 == 0 else _convert_task
+        example = make_tool_example(*make(rng, level), level)
+        if split_of(example.uid) != split or example.uid in seen:
+            continue
+        seen.add(example.uid)
+        examples.append(example)
+    if len(examples) < n:
+        raise ValueError(f"only {len(examples)} distinct {split} tool tasks; ask for fewer")
+    return examples
+
+
+def tool_solution(example: TaskExample) -> str:
+    """The reference completion: the call, the runtime's result, the answer, ``<eos>``."""
+    call = ToolCall(example.meta["tool"], example.meta["args"])
+    return f"{format_call(call)}{RESULT_OPEN}{example.meta['result']}{RESULT_CLOSE}{example.answer}<eos>"

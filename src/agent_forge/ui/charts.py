@@ -1,0 +1,107 @@
+"""Plotly figures of ``ui.data`` results: the same figure in the dashboard, the report and a notebook."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from agent_forge.config.schema import PHASE_NAMES
+from agent_forge.ui.data import ChartGroup, PhaseRow, parse_time
+
+STATUS_COLOURS = {"completed": "#2e7d32", "running": "#1565c0", "failed": "#c62828", "interrupted": "#ef6c00",
+                  "pending": "#9e9e9e"}
+TRAJECTORY_PANELS = (("perplexity", "held-out perplexity"), ("accuracy", "task accuracy"),
+                     ("size_mb", "size (MB)"), ("latency_ms", "decode latency (ms/token)"))
+
+
+def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin={"l": 50, "r": 20, "t": 50, "b": 40},
+                      template="plotly_white", legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+def timeline_figure(rows: list[PhaseRow], now: datetime | None = None) -> go.Figure:
+    """The eight phases as bars on a clock-time axis; pending phases keep their row, empty."""
+    now = now or datetime.now(timezone.utc)
+    fig = go.Figure()
+    for status in STATUS_COLOURS:
+        chosen = [r for r in rows if r.status == status and parse_time(r.started_at) is not None]
+        if not chosen:
+            continue
+        starts = [parse_time(r.started_at) for r in chosen]
+        ends = [parse_time(r.ended_at) or now for r in chosen]
+        fig.add_trace(go.Bar(
+            y=[r.phase for r in chosen], base=[_utc_text(s) for s in starts], orientation="h", name=status,
+            x=[max((e - s) / timedelta(milliseconds=1), 1.0) for s, e in zip(starts, ends, strict=True)],
+            marker_color=STATUS_COLOURS[status],
+            customdata=[[_seconds(r.duration_s), r.handoff or "-"] for r in chosen],
+            hovertemplate="%{y}: %{customdata[0]}, hand-off %{customdata[1]}<extra>" + status + "</extra>"))
+    fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(PHASE_NAMES)),
+                     range=[-0.5, len(PHASE_NAMES) - 0.5])
+    fig.update_xaxes(type="date", title_text="time (UTC)")
+    return _layout(fig, "phase timeline", height=340)
+
+
+def _utc_text(moment: datetime) -> str:
+    """Plotly.js reads dates without a zone offset, so pass UTC wall-clock text."""
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ", timespec="milliseconds")
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+def series_figure(group: ChartGroup, champion: dict[str, Any] | None = None) -> go.Figure:
+    """One chart of a group's curves against the step (a generation, a stage, a training step)."""
+    fig = go.Figure()
+    for trace in group.traces:
+        mode = "lines" if len(trace.series.steps) > 30 else "lines+markers"
+        fig.add_trace(go.Scatter(x=trace.series.steps, y=trace.series.values, mode=mode, name=trace.label))
+    title = group.title
+    if champion and "fitness" in group.key:
+        shown = ", ".join(f"{k.rpartition('/')[2]}={_short(v)}" for k, v in champion.items())
+        title += f" | champion {shown}"
+    fig.update_xaxes(title_text="step")
+    return _layout(fig, title)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def trajectory_figure(rows: list[dict[str, Any]]) -> go.Figure:
+    """D6: held-out perplexity, accuracy, size and latency after each phase (before as open markers)."""
+    fig = make_subplots(rows=2, cols=2, subplot_titles=[title for _, title in TRAJECTORY_PANELS])
+    phases = [r["phase"] for r in rows]
+    for index, (name, title) in enumerate(TRAJECTORY_PANELS):
+        row, col = index // 2 + 1, index % 2 + 1
+        after = go.Scatter(x=phases, y=[r.get(name) for r in rows], mode="lines+markers",
+                           name=f"{title} after", showlegend=False, marker_color="#1565c0")
+        before = go.Scatter(x=phases, y=[r.get(f"before_{name}") for r in rows], mode="markers",
+                            name=f"{title} before", showlegend=False,
+                            marker={"symbol": "circle-open", "size": 9, "color": "#757575"})
+        fig.add_trace(after, row=row, col=col)
+        fig.add_trace(before, row=row, col=col)
+    return _layout(fig, "held-out trajectory (D6): after each phase (filled), before it (open)", height=560)
+
+
+def lineage_dot(nodes: dict[str, dict[str, Any]], edges: list[tuple[str, str]], root: str) -> str:
+    """Graphviz DOT text of a lineage (drawn in the browser by Streamlit; no graphviz binary needed)."""
+    lines = ["digraph lineage {", "  rankdir=LR;",
+             '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb"];']
+    for model_id, node in sorted(nodes.items()):
+        label = f"{node.get('phase_name', '?')}\\n{node.get('model_name', model_id)}"
+        extra = ', fillcolor="#ffe082"' if model_id == root else ""
+        lines.append(f'  "{_dot(model_id)}" [label="{_dot(label)}"{extra}];')
+    lines.extend(f'  "{_dot(parent)}" -> "{_dot(child)}";' for parent, child in edges)
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _dot(text: str) -> str:
+    return str(text).replace('"', '\\"')

@@ -1,0 +1,141 @@
+"""Phase 2 EvoMerge end to end on the smoke preset: a trunk and three specialists forked from it, as Phase 1
+registers them, then the real phase (merges, fitness, evolution, checkpoints, champion)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from support.phase_harness import harness_config, make_context, register_model
+
+from agent_forge.config.schema import PipelineConfig
+from agent_forge.eval.fitness import FitnessMeasurement, composite_fitness, heldout_subset, measure
+from agent_forge.model import ForgeForCausalLM
+from agent_forge.phases.common import (
+    forge_config,
+    load_model,
+    packed_dataset,
+    session_data,
+    training_examples,
+)
+from agent_forge.phases.evomerge import EvoMergePhase
+from agent_forge.pipeline.context import PhaseContext
+from agent_forge.pipeline.phase import ModelRef, PhaseResult
+from agent_forge.storage.atomic import sha256_file
+
+SPECIALISTS = (("reasoning", 42, 0.95), ("memory_integration", 1337, 0.90), ("adaptive_computation", 2023, 0.99))
+
+
+def _train(model: ForgeForCausalLM, ctx: PhaseContext, steps: int, seed: int) -> None:
+    """A few AdamW steps of the model's own objective on training-split batches."""
+    data = session_data(ctx)
+    examples = training_examples(ctx.config, 400, seed)
+    dataset = packed_dataset(ctx, data.tokenizer, examples, batch_size=8, seed=seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(steps):
+        loss = model(input_ids=(batch := dataset.batch(step)), labels=batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+
+def register_inputs(root: Path, config: PipelineConfig) -> list[ModelRef]:
+    """Phase 1's hand-over: a trained trunk, then three specialists trained on from it (D2)."""
+    ctx = make_context(root, "cognate", config)
+    torch.manual_seed(0)
+    trunk = ForgeForCausalLM(forge_config(ctx.config))
+    _train(trunk, ctx, 25, seed=0)
+    trunk_ref = register_model(ctx, trunk, "trunk", {"role": "trunk"})
+    refs = []
+    for name, seed, threshold in SPECIALISTS:
+        model = ForgeForCausalLM(forge_config(ctx.config, act_threshold=threshold))
+        model.load_state_dict(trunk.state_dict())
+        _train(model, ctx, 6, seed=seed)
+        metadata = {"specialization": name, "seed": seed, "final_loss": 0.0, "trunk_model_id": trunk_ref.model_id}
+        refs.append(register_model(ctx, model, name, metadata))
+    return refs
+
+
+def run_phase(root: Path, config: PipelineConfig, inputs: list[ModelRef]) -> PhaseResult:
+    return EvoMergePhase().run(make_context(root, "evomerge", config), inputs)
+
+
+@pytest.fixture(scope="module")
+def smoke_config() -> PipelineConfig:
+    return harness_config("smoke", ["phase2.generations=3"])
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, smoke_config) -> tuple[Path, list[ModelRef], PhaseResult]:
+    root = tmp_path_factory.mktemp("evomerge")
+    inputs = register_inputs(root, smoke_config)
+    return root, inputs, run_phase(root, smoke_config, inputs)
+
+
+def test_champion_is_saved_loadable_and_scored_as_recorded(first_run, smoke_config) -> None:
+    root, inputs, result = first_run
+    assert result.success and len(result.models) == 1
+    ref = make_context(root, "evomerge", smoke_config).load_ref(result.models[0].model_id)  # verifies checksums
+    meta = ref.metadata
+    assert ref.model_id.endswith("__champion")
+    assert {"fitness", "merge_technique", "combo_id", "generation", "fitness_components"} <= set(meta)
+    assert set(meta["fitness_components"]) == {"perplexity", "accuracy", "speed", "memory"}
+    assert 0 <= meta["combo_id"] < 8 and meta["merge_technique"].startswith(f"{meta['combo_id']} (")
+    champion = load_model(ref)
+    # re-measure the stored champion against the stored specialists: the recorded fitness is what it scores
+    data = session_data(make_context(root, "evomerge", smoke_config))
+    section = smoke_config.phase2
+    subset = heldout_subset(data.heldout, section.fitness_lm_sequences, section.fitness_examples)
+    reference = FitnessMeasurement.mean([measure(load_model(r), subset) for r in inputs])
+    rescored = composite_fitness(measure(champion, subset), reference)
+    assert rescored.value == pytest.approx(meta["fitness"], rel=1e-6)
+    assert result.before is not None and result.after is not None
+    assert result.after.perplexity == pytest.approx(result.metrics["after/perplexity"])
+
+
+def test_champion_beats_every_generation0_combo_and_metrics_are_complete(first_run) -> None:
+    root, _, result = first_run
+    metrics = result.metrics
+    assert metrics["generations_completed"] == 3
+    assert metrics["final_fitness"] >= metrics["initial_fitness"]
+    assert metrics["fitness_improvement"] == pytest.approx(metrics["final_fitness"] - metrics["initial_fitness"])
+    curve = result.artifacts["fitness_curve"]
+    assert len(curve) == 4 and curve == sorted(curve)  # the champion never gets worse
+    for key in ("before/perplexity", "after/perplexity", "best_specialist_fitness", "final_accuracy"):
+        assert torch.isfinite(torch.tensor(float(metrics[key])))
+    ctx = make_context(root, "evomerge", harness_config("smoke", ["phase2.generations=3"]))
+    logged = ctx.registry.metrics(ctx.session_id, phase="evomerge", name="max_fitness", model="evolution")
+    assert [row["step"] for row in logged] == [0, 1, 2, 3]  # generation 0 = the eight combos
+    assert all(metrics["final_fitness"] >= row["value"] for row in logged)
+    assert logged[0]["value"] == metrics["initial_fitness"]
+    usage = ctx.registry.metrics(ctx.session_id, phase="evomerge", model="evolution")
+    gen0_usage = [row["value"] for row in usage if row["step"] == 0 and row["name"].startswith("combo_usage_")]
+    assert gen0_usage == [1.0] * 8  # every combo once in generation 0
+
+
+def test_same_seed_same_champion_and_resume_reuses_generations(first_run, smoke_config, tmp_path) -> None:
+    root, inputs, result = first_run
+    weights = sha256_file(result.models[0].path / "model.safetensors")
+    resumed = run_phase(root, smoke_config, inputs)  # every generation is checkpointed: nothing to redo
+    assert resumed.metrics["final_fitness"] == result.metrics["final_fitness"]
+    assert resumed.metrics["fitness_evaluations"] == 3  # only the specialists' reference measurements
+    assert sha256_file(resumed.models[0].path / "model.safetensors") == weights
+
+    fresh_inputs = register_inputs(tmp_path, smoke_config)  # an independent workspace, same seeds
+    short = harness_config("smoke", ["phase2.generations=1"])
+    run_phase(tmp_path, short, fresh_inputs)  # stops after generation 1 ...
+    again = run_phase(tmp_path, smoke_config, fresh_inputs)  # ... and resumes there up to generation 3
+    assert again.metrics["final_fitness"] == result.metrics["final_fitness"]
+    assert again.metrics["champion_combo_id"] == result.metrics["champion_combo_id"]
+    assert again.artifacts["fitness_curve"] == result.artifacts["fitness_curve"]
+    assert sha256_file(again.models[0].path / "model.safetensors") == weights
+
+
+def test_specialists_without_a_shared_trunk_are_rejected(first_run, smoke_config) -> None:
+    root, inputs, _ = first_run
+    broken = [inputs[0], inputs[1], ModelRef(inputs[2].model_id, inputs[2].path, {"specialization": "x"})]
+    ok, reason = EvoMergePhase().validate_input(make_context(root, "evomerge", smoke_config), broken)
+    assert not ok and "trunk_model_id" in reason

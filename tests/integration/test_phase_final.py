@@ -1,0 +1,82 @@
+"""Phase 8 on the smoke preset: a BitLinear edge model compressed, written, decoded, verified, measured."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from agent_forge.model import ForgeForCausalLM
+from agent_forge.phases.common import bitlinear_meta, forge_config, load_model
+from agent_forge.phases.final import COMPRESSED_FILE, REPORT_FILE, FinalPhase, decode_file
+from agent_forge.pipeline.handoff import validate_handoff
+from agent_forge.pipeline.phase import ModelRef
+from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears
+from tests.support.phase_harness import harness_config, make_context, register_model
+
+
+def edge_model(root: Path, overrides: list[str]) -> ModelRef:
+    """A BitLinear model registered as Phase 7 would register it."""
+    config = harness_config("smoke", overrides)
+    ctx = make_context(root, "edge", config)
+    torch.manual_seed(0)
+    model = ForgeForCausalLM(forge_config(config))
+    bit_config = BitLinearConfig()
+    replace_linears(model, config=bit_config)
+    return register_model(ctx, model, "edge", metadata={"bitlinear": bitlinear_meta(model, bit_config)})
+
+
+def logits(model: ForgeForCausalLM) -> torch.Tensor:
+    ids = torch.randint(0, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_final_compresses_within_budget_and_the_file_decodes_to_the_saved_model(tmp_path: Path) -> None:
+    overrides = ["phase8.max_ppl_increase=0.10"]
+    ref = edge_model(tmp_path, overrides)
+    ctx = make_context(tmp_path, "final", harness_config("smoke", overrides))
+    result = FinalPhase().run(ctx, [ref])
+
+    assert result.success and [m.model_id for m in result.models] == [ctx.model_id("final")]
+    out = result.models[0]
+    meta = out.metadata
+    assert 0.0 <= meta["ppl_increase"] <= 0.10 + 1e-9 or meta["ppl_increase"] < 0.0
+    assert meta["ppl_increase"] == result.after.perplexity / result.before.perplexity - 1.0
+    assert meta["compression_ratio"] > 8.0
+    file_bytes = (out.path / COMPRESSED_FILE).stat().st_size
+    assert meta["size_mb"] == file_bytes / 1e6 and result.after.size_mb == file_bytes / 1e6
+    stages = meta["stages"]
+    assert list(stages) == ["fp32", "ternary_packed", "ternary_packed+entropy", "+seedlm/vptq",
+                            "+seedlm/vptq+entropy"]
+    assert stages["+seedlm/vptq+entropy"]["bytes"] == file_bytes
+    assert stages["fp32"]["bytes"] > stages["ternary_packed"]["bytes"] > stages["+seedlm/vptq"]["bytes"]
+    assert stages["ternary_packed"]["bytes"] > stages["ternary_packed+entropy"]["bytes"] > file_bytes
+    assert all(math.isfinite(row["perplexity"]) for row in stages.values())
+    assert math.isclose(stages["+seedlm/vptq+entropy"]["perplexity"], result.after.perplexity, rel_tol=1e-5)
+    assert meta["methods"]["model.embed_tokens.weight"].split("(")[0] in ("vptq", "seedlm")
+    assert all(math.isfinite(float(v)) for v in result.metrics.values() if isinstance(v, (int, float)))
+    assert result.metrics["entropy_saved_bytes"] > 0
+
+    saved = load_model(out)
+    assert set(bitlinear_modules(saved)) == set(meta["bitlinear"]["modules"]) and meta["bitlinear"]["modules"]
+    assert torch.equal(logits(decode_file(out.path / COMPRESSED_FILE)), logits(saved))
+    assert not torch.equal(logits(saved), logits(load_model(ref)))  # the embedding was really quantized
+    report = json.loads((out.path / REPORT_FILE).read_text())
+    assert {d["tensor"] for d in report["decisions"]} >= {"model.embed_tokens.weight"}
+    outcome = validate_handoff("final", "output", ctx.config.handoff.get("final->output"), result)
+    assert outcome.passed, outcome.summary()
+
+
+def test_zero_budget_at_fp32_is_lossless_end_to_end(tmp_path: Path) -> None:
+    overrides = ["phase8.max_ppl_increase=0.0", "phase8.float_dtype=float32"]
+    ref = edge_model(tmp_path, overrides)
+    ctx = make_context(tmp_path, "final", harness_config("smoke", overrides))
+    result = FinalPhase().run(ctx, [ref])
+    meta = result.models[0].metadata
+    assert meta["methods"] == {}
+    assert result.after.perplexity == result.before.perplexity and meta["ppl_increase"] == 0.0
+    assert torch.equal(logits(load_model(result.models[0])), logits(load_model(ref)))
+    assert meta["compression_ratio"] > 2.0  # ternary layers packed and entropy coded; fp32 embedding

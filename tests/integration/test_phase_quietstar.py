@@ -1,0 +1,64 @@
+"""Phase 3 on the smoke preset: baking, Quiet-STaR, a stored reasoner with its mixing head and figures."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+
+from agent_forge.phases.common import load_model, load_tokenizer
+from agent_forge.phases.quietstar import THINKING_TOKENS, QuietStarPhase
+from agent_forge.reasoning.mixing import MixingHead
+from support.phase_harness import make_context, seed_model
+
+
+def run_phase(tmp_path):
+    ref = seed_model(tmp_path, "evomerge", name="champion", metadata={"fitness": 1.0, "merge_technique": "x"})
+    ctx = make_context(tmp_path, "quietstar")
+    return ref, ctx, QuietStarPhase().run(ctx, [ref])
+
+
+def test_quietstar_bakes_trains_and_stores_a_reasoner(tmp_path):
+    parent, _, result = run_phase(tmp_path)
+    assert result.success and len(result.models) == 1
+    ref = result.models[0]
+    meta = ref.metadata
+    assert isinstance(meta["coherence_score"], float) and isinstance(meta["validity_rate"], float)
+    assert 0.0 <= meta["validity_rate"] <= 1.0 and 0.0 <= meta["coherence_score"] <= 1.0
+    assert meta["parents"] == [parent.model_id]
+    metrics = result.metrics
+    assert metrics["bake/final_loss"] < metrics["bake/first_loss"]
+    assert all(metrics[f"bake/examples_{s}"] > 0 for s in ("mece", "falsification", "multi_domain"))
+    for key in (
+        "phase/validity_rate",
+        "phase/avg_coherence",
+        "phase/accuracy_with_thoughts",
+        "phase/accuracy_without_thoughts",
+        "phase/qs_ll_gain",
+        "phase/ms_per_thought",
+        "convergence/validity_rate",
+        "before/loss",
+        "after/loss",
+    ):
+        assert math.isfinite(metrics[key]), key
+    model, tokenizer = load_model(ref), load_tokenizer(ref)
+    assert all(tokenizer.encode(t) == [tokenizer.special_id(t)] for t in THINKING_TOKENS)
+    parent_model = load_model(parent)
+    changed = any(
+        not torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), parent_model.state_dict().values(), strict=True)
+    )
+    assert changed
+    head = MixingHead.load(ref.path)
+    assert head.hidden_size == model.config.hidden_size
+    report = json.loads((ref.path / "quietstar_report.json").read_text())
+    assert report["samples"] and "validity_rate" in json.dumps(report["metrics"])
+    assert result.before.loss is not None and result.after.loss is not None
+
+
+def test_quietstar_rerun_resumes_to_the_same_reasoner(tmp_path):
+    parent, _, first = run_phase(tmp_path)
+    again = QuietStarPhase().run(make_context(tmp_path, "quietstar"), [parent])
+    assert again.models[0].model_id == first.models[0].model_id
+    assert again.metrics["rl/final_loss"] == first.metrics["rl/final_loss"]

@@ -1,0 +1,91 @@
+"""The CLI as a user meets it: one-line errors, registry commands, JSON output, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.run_tiny_pipeline import main as run_tiny_pipeline
+
+from agent_forge.cli import main
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def filled_workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ws")
+    run_tiny_pipeline(str(root), "cli-session")
+    return root
+
+
+def test_unknown_preset_is_one_line_error(tmp_path, capsys):
+    code, out, err = _cli(capsys, "--workspace", str(tmp_path), "run", "--preset", "nope")
+    text = (out + err).strip()
+    assert code == 2
+    assert "nope" in text and "Traceback" not in text and len(text.splitlines()) == 1
+
+
+def test_bad_override_names_the_key(tmp_path, capsys):
+    code, out, err = _cli(capsys, "--workspace", str(tmp_path), "run", "--preset", "smoke",
+                          "--set", "phase1.trunk_steps=-3")
+    text = out + err
+    assert code == 2 and "phase1.trunk_steps" in text and "Traceback" not in text
+
+
+def test_unknown_phase_and_missing_session(tmp_path, capsys):
+    code, out, err = _cli(capsys, "--workspace", str(tmp_path), "phase", "warp")
+    assert code == 2 and "warp" in out + err
+    code, out, err = _cli(capsys, "--workspace", str(tmp_path), "resume", "no-such-session")
+    assert code == 2 and "no-such-session" in out + err
+
+
+def test_usage_error_is_one_line(tmp_path, capsys):
+    code, out, err = _cli(capsys, "--workspace", str(tmp_path), "run", "--no-such-flag")
+    assert code == 2 and "Traceback" not in out + err
+
+
+def test_registry_commands_on_a_filled_workspace(filled_workspace, capsys):
+    ws = str(filled_workspace)
+    code, out, _ = _cli(capsys, "--workspace", ws, "sessions", "--json")
+    assert code == 0
+    sessions = json.loads(out)
+    assert sessions[0]["session_id"] == "cli-session" and sessions[0]["status"] == "completed"
+    code, out, _ = _cli(capsys, "--workspace", ws, "models", "--json")
+    models = json.loads(out)
+    assert code == 0 and len(models) >= 3
+    code, out, _ = _cli(capsys, "--workspace", ws, "show", models[0]["model_id"], "--json")
+    assert code == 0 and json.loads(out)["model_id"] == models[0]["model_id"]
+    code, out, _ = _cli(capsys, "--workspace", ws, "status", "cli-session")
+    assert code == 0 and "cli-session" in out
+    code, out, err = _cli(capsys, "--workspace", ws, "show", "missing-model")
+    assert code == 2 and "missing-model" in out + err
+
+
+def test_workspace_under_a_file_is_a_clear_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, out, err = _cli(capsys, "--workspace", str(blocker / "ws"), "sessions")
+    text = out + err
+    assert code == 2 and "Traceback" not in text and len(text.strip().splitlines()) == 1
+
+
+def test_console_entry_points_run(tmp_path):
+    env = {**os.environ, "AGENT_FORGE_WORKSPACE": str(tmp_path)}
+    for cmd in ([sys.executable, "-m", "agent_forge", "--help"], [sys.executable, "-m", "agent_forge", "sessions"]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+        assert proc.returncode == 0, proc.stderr
