@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from support.tiny_phases import TEST_PHASES
-
 from agent_forge.config import load_config
 from agent_forge.pipeline import Orchestrator
 from agent_forge.storage.registry import ModelRegistry
 from agent_forge.storage.workspace import Workspace
+from support.tiny_phases import TEST_PHASES
 
 RULES = ["handoff.cognate->evomerge.num_models=2", "handoff.cognate->evomerge.required_metadata=[final_loss]",
          "handoff.evomerge->quietstar.min_fitness=0.01", "handoff.evomerge->quietstar.required_metadata=[fitness]"]

@@ -11,7 +11,6 @@ import typer
 from agent_forge.cli.render import (
     TRAJECTORY_COLUMNS,
     out,
-    print_json,
     print_table,
     trajectory_rows,
 )

@@ -257,6 +257,11 @@ class Phase7Section(Strict):
     decode_tokens: int = Field(32, ge=1)
     agreement_tokens: int = Field(64, ge=1)
     profile_repeats: int = Field(3, ge=1)
+    ternary_format: Literal["tq2_0", "tq1_0"] = "tq2_0"  # TQ1_0: 1.69 bits a weight instead of 2.06
+    float_dtype: Literal["float32", "float16"] = "float16"  # non-ternary tensors of the bundle
+    embedding_bits: Literal[16, 8] = 16  # 8: int8 embedding rows in the bundle
+    agreement_rows: int = Field(4, ge=1)  # held-out rows for the logits comparison
+    agreement_prompts: int = Field(2, ge=1)  # held-out prompts for greedy agreement
 
 
 class Phase8Section(Strict):

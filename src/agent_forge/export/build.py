@@ -199,13 +199,13 @@ def _profile(inputs: EdgeInputs, options: EdgeOptions, formats: dict[str, Export
                         "PyTorch eager with the model's cache")]
     specs += [f.spec for f in formats.values()]
     tokens = list(inputs.profile_tokens)
-    with _thread_limit(options.threads):
+    with blas_threads(options.threads):
         return {s.name: profile_format(s, tokens, list(options.prefill_lengths), options.decode_tokens,
                                        options.profile_repeats, options.threads) for s in specs}
 
 
 @contextlib.contextmanager
-def _thread_limit(threads: int) -> Iterator[None]:
+def blas_threads(threads: int) -> Iterator[None]:
     """One thread count for torch, onnxruntime (set on its sessions) and numpy's BLAS while profiling."""
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -1,8 +1,9 @@
 """Score the numpy runtime with the project's own held-out evaluation (D6 for the exported model).
 
 ``eval.evaluate`` calls ``model(input_ids=..., attention_mask=...)`` on right-padded batches and reads
-logits; ``RuntimeLM`` answers that call with the runtime, one sequence at a time, on each row's real
-tokens (padding comes after them, so a causal model's logits at real positions never depend on it).
+logits; ``RuntimeLM`` answers that call with one batched runtime forward. Padding only ever comes after a
+row's real tokens, and the model is causal (attention, chunked memory, position-wise recursion), so the
+logits at real positions are those of the row alone; the padded positions are never scored.
 """
 
 from __future__ import annotations
@@ -26,12 +27,9 @@ class RuntimeLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 use_cache: bool | None = None, **kwargs: Any) -> torch.Tensor:
         ids = input_ids.cpu().numpy()
-        mask = np.ones_like(ids) if attention_mask is None else attention_mask.cpu().numpy()
-        out = np.zeros((*ids.shape, self.runtime.config.vocab_size), dtype=np.float32)
-        for row in range(ids.shape[0]):
-            n = int(mask[row].sum())
-            if not mask[row, :n].all():
+        if attention_mask is not None:
+            mask = attention_mask.cpu().numpy().astype(bool)
+            if (mask[:, 1:] & ~mask[:, :-1]).any():
                 raise ValueError("RuntimeLM takes right-padded batches only")
-            if n:
-                out[row, :n] = self.runtime.forward(ids[row, :n])[0]
-        return torch.from_numpy(out)
+        logits, _ = self.runtime.forward(ids)
+        return torch.from_numpy(np.ascontiguousarray(logits))

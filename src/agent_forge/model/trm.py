@@ -6,8 +6,11 @@ learned vector. g_phi and h_psi are position-wise residual MLPs, so a position's
 another position: halting one decoded token at a time equals halting inside a full-sequence pass.
 
 Three drivers share one step function:
-- `run_all_steps`: every step for every position (training with deep supervision; y and z detached between
-  steps, x not, so the backbone learns from every step);
+- `run_all_steps`: every step for every position (training with deep supervision). Between steps z and
+  the recursion's own contribution y - x are detached, x is not: y re-enters the next step as
+  x + (y - x).detach(), equal in value, so every step's loss reaches the backbone through the identity path
+  (detaching all of y would leave later steps only the small g_phi path into x, and a step weighting that
+  favours late steps would then starve the backbone);
 - `run_masked`: every step, then halting applied with masks (no data-dependent control flow, for export);
 - `run_early_exit`: positions drop out as they halt and the loop ends when none is left (inference).
 All three give the same logits at the halting step: each selects the normed answer state of the
@@ -81,13 +84,14 @@ class HaltedOutput:
 
 
 def run_all_steps(core: TRMCore, act: ACTHead, x: torch.Tensor, t_max: int, norm: Module) -> StepOutputs:
-    """All T_max steps for all positions; y and z are detached between steps. No logits are formed here:
-    the loss uses the fused head CE and the output head runs once, on the halting-step states."""
+    """All T_max steps for all positions; z and y - x are detached between steps (see the module docstring).
+    No logits are formed here: the loss uses the fused head CE and the output head runs once, on the
+    halting-step states."""
     y, z = core.initial(x)
     out = StepOutputs([], [], [])
     for t in range(t_max):
         if t:
-            y, z = x + (y - x).detach(), z.detach()
+            y, z = (x + (y - x).detach() if y.requires_grad else y), z.detach()
         y, z = core.step(x, y, z)
         out.hidden.append(norm(y))
         out.act_logits.append(act(z))

@@ -284,11 +284,22 @@ def _log_calibration(ctx: PhaseContext, calib: CalibrationReport) -> None:
     ctx.log(0, figures, model="calibration")
 
 
+def packed_inference_model(model: nn.Module) -> nn.Module:
+    """A CPU copy of ``model`` with every BitLinear swapped for the packed integer kernel."""
+    packed = copy.deepcopy(model).cpu().eval()
+    to_packed_inference(packed)
+    return packed
+
+
+def packed_inference_latency_ms(model: nn.Module) -> float:
+    """Decode latency at batch 1 of the packed integer path (how the ternary model is meant to run)."""
+    return decode_latency_ms(packed_inference_model(model))
+
+
 def _inference_figures(model: nn.Module, before: EvalRecord, fp32_memory: int,
                        device: torch.device) -> dict[str, float]:
     """Decode latency and weight memory of the packed integer path (CPU), against the fp32 input."""
-    packed = copy.deepcopy(model).cpu().eval()
-    to_packed_inference(packed)
+    packed = packed_inference_model(model)
     figures = {"performance/memory_reduction": fp32_memory / _module_bytes(packed),
                "performance/packed_memory_mb": _module_bytes(packed) / 1e6}
     latency = decode_latency_ms(packed)

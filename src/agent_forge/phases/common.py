@@ -23,12 +23,13 @@ from agent_forge.data.dataset import PackedDataset
 from agent_forge.data.sources import SourceConfig, load_mixture
 from agent_forge.data.tasks import TaskExample, training_text
 from agent_forge.data.tokenizer import ForgeTokenizer, train_tokenizer
-from agent_forge.errors import ArtifactCorruptError
+from agent_forge.errors import ArtifactCorruptError, ConfigError
 from agent_forge.eval.heldout import HeldoutSet, evaluate
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
 from agent_forge.pipeline.phase import EvalRecord, ModelRef
 from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears
 from agent_forge.storage.atomic import atomic_dir
+from agent_forge.train.distributed import world
 from agent_forge.train.loop import StepOutput
 
 hf_logging.disable_progress_bar()
@@ -101,10 +102,13 @@ def forge_config(config: PipelineConfig, **non_shape: Any) -> ForgeConfig:
 
 def packed_dataset(ctx: Any, tokenizer: ForgeTokenizer, examples: list[TaskExample], batch_size: int,
                    seed: int) -> PackedDataset:
-    from agent_forge.train.distributed import world
-
+    """Batches of the global size ``batch_size``: under torchrun each rank reads its share of every batch
+    (DistributedSampler order), so N processes see exactly the rows one process would."""
     rank, size = world()
-    return PackedDataset.from_examples(tokenizer, examples, ctx.config.data.seq_len, batch_size, seed,
+    if batch_size % size:
+        raise ConfigError(f"batch size {batch_size} cannot be split over {size} processes",
+                          "use a batch_size divisible by the number of processes (--set phaseN.train.batch_size=)")
+    return PackedDataset.from_examples(tokenizer, examples, ctx.config.data.seq_len, batch_size // size, seed,
                                        rank=rank, world_size=size)
 
 

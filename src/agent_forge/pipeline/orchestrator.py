@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +30,8 @@ from agent_forge.storage.workspace import Workspace
 from agent_forge.tracking.logging import configure_logging, get_logger
 from agent_forge.tracking.progress import ProgressReporter
 from agent_forge.tracking.sinks import MetricsTracker, SQLiteSink, WandbSink, is_main_process
+from agent_forge.train.distributed import barrier, broadcast_object, init_from_env
+from agent_forge.train.precision import apply_threads, resolve_device
 
 
 class PhaseFailedError(ForgeError):
@@ -84,13 +86,15 @@ class Orchestrator:
 
     # sessions -----------------------------------------------------------------------------------------
     def create_session(self, config: PipelineConfig, session_id: str | None = None) -> str:
-        session_id = session_id or new_session_id(config.preset)
+        init_from_env(resolve_device(config.runtime.device))
+        session_id = broadcast_object(session_id or new_session_id(config.preset))
         folder = self.workspace.session_dir(session_id)
         data = config.model_dump(mode="json")
         if is_main_process():
             atomic_write_text(self.workspace.config_path(session_id), yaml.safe_dump(data, sort_keys=True))
             self.registry.create_session(session_id, config.preset, data)
         folder.mkdir(parents=True, exist_ok=True)
+        barrier()
         return session_id
 
     def session_config(self, session_id: str) -> PipelineConfig:
@@ -108,7 +112,10 @@ class Orchestrator:
         """Run phases ``start``..``stop`` (inclusive) of a session, skipping the ones already completed."""
         config = config or self.session_config(session_id)
         window = self._window(start, stop)
-        with session_lock(self.workspace.session_dir(session_id)):
+        init_from_env(resolve_device(config.runtime.device))
+        apply_threads(config.runtime.threads)
+        lock = session_lock(self.workspace.session_dir(session_id)) if is_main_process() else nullcontext()
+        with lock:
             remove_stale_temporaries(self.workspace.session_dir(session_id))
             configure_logging(self.workspace.log_path(session_id), quiet=self.quiet)
             tracker = self._tracker(session_id, config)
@@ -153,6 +160,7 @@ class Orchestrator:
                     bar.note(name)
                     summary.results[name] = self._run_phase(ctx, self._inputs_for(session_id, name), force)
                 summary.handoffs.append(self._handoff(session_id, name, summary.results[name], config, force))
+                barrier()  # other ranks read this phase's registry rows next
                 bar.advance()
                 self._set_session(session_id, progress_percent=100.0 * (index + 1) / len(window))
         final = "completed" if window[-1] == self.sequence[-1] else "partial"

@@ -2,11 +2,14 @@
 
 A tensor is stored ``raw`` (its exact bytes: fp16/fp32 tensors, uint8 packed ternary blocks), as ``seedlm``
 or as ``vptq``. Every method yields named symbol streams (bytes, seeds, indices, codebooks...); each stream
-goes through the entropy stage (:mod:`agent_forge.quant.entropy`) and is checked by its sha256 on load.
+goes through the entropy stage (:mod:`agent_forge.quant.entropy`).
 
-Layout: ``b"AFQZ" | version u16 | header length u32 | sha256(header) | header (JSON) | stream blobs``.
+Layout: ``b"AFQZ" | version u16 | header length u32 | sha256(header) | zstd(header JSON) | stream blobs``.
 The header lists, per tensor, its name, method, shape, dtype, method parameters and, per stream, the blob's
-offset, length, codec and sha256. Decoding rebuilds every lossy tensor with the same decoder that produced
+length and CRC32 (blobs follow each other in header order), plus the sha256 of the whole blob section and
+free-form metadata. The sha256s detect any damage; the CRC32s name the damaged stream. The header is
+zstd-compressed because on small models its JSON would otherwise cost more than the entropy stage saves.
+Decoding rebuilds every lossy tensor with the same decoder that produced
 the in-memory reconstruction at encode time, so the two are bit-identical.
 """
 
@@ -19,6 +22,7 @@ import os
 import struct
 import time
 import uuid
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,13 +32,14 @@ import torch
 from torch import Tensor
 
 from agent_forge.errors import ArtifactCorruptError
-from agent_forge.quant.entropy import EncodedStream, decode_symbols, encode_symbols
+from agent_forge.quant.entropy import EncodedStream, decode_symbols, encode_symbols, zstd_decode, zstd_encode
 from agent_forge.quant.seedlm import SeedLMConfig, SeedLMEncoded, seedlm_decode, seedlm_encode
 from agent_forge.quant.vptq import VPTQConfig, VPTQEncoded, vptq_decode, vptq_encode
 
 MAGIC = b"AFQZ"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _PREAMBLE = struct.Struct("<4sHI32s")
+_HEADER_LEVEL = 19
 
 
 @dataclass(frozen=True)
@@ -161,21 +166,12 @@ def encode_tensor(
     )
 
 
-def _tensor_entry(item: EncodedTensor, offset: int) -> dict:
-    """Header entry of one tensor whose first blob starts at ``offset`` of the blob section."""
-    streams = []
-    for key, stream in item.streams.items():
-        streams.append(
-            {
-                "name": key,
-                "offset": offset,
-                "length": len(stream.blob),
-                "codec": stream.codec,
-                "packed_bytes": stream.packed_bytes,
-                "sha256": hashlib.sha256(stream.blob).hexdigest(),
-            }
-        )
-        offset += len(stream.blob)
+def _tensor_entry(item: EncodedTensor) -> dict:
+    """Header entry of one tensor: its blobs follow each other in the order listed."""
+    streams = [
+        {"name": key, "length": len(stream.blob), "crc32": zlib.crc32(stream.blob)}
+        for key, stream in item.streams.items()
+    ]
     dtype = str(item.dtype).removeprefix("torch.")
     return {
         "name": item.name,
@@ -190,15 +186,16 @@ def _tensor_entry(item: EncodedTensor, offset: int) -> dict:
 def assemble(encoded: Sequence[EncodedTensor], metadata: Mapping | None = None) -> bytes:
     """Lay encoded tensors out as one container (header + blobs); ``metadata`` (JSON-ready) rides in the
     header so a decoder can rebuild a whole model from the file alone."""
-    entries, offset = [], 0
-    for item in encoded:
-        entries.append(_tensor_entry(item, offset))
-        offset += item.stored_bytes
-    blobs = [stream.blob for item in encoded for stream in item.streams.values()]
-    document = {"version": FORMAT_VERSION, "tensors": entries, "metadata": dict(metadata or {})}
-    header = json.dumps(document, sort_keys=True).encode()
+    blobs = b"".join(stream.blob for item in encoded for stream in item.streams.values())
+    document = {
+        "version": FORMAT_VERSION,
+        "tensors": [_tensor_entry(item) for item in encoded],
+        "metadata": dict(metadata or {}),
+        "blobs_sha256": hashlib.sha256(blobs).hexdigest(),
+    }
+    header = zstd_encode(json.dumps(document, sort_keys=True, separators=(",", ":")).encode(), _HEADER_LEVEL)
     preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header), hashlib.sha256(header).digest())
-    return b"".join([preamble, header, *blobs])
+    return b"".join([preamble, header, blobs])
 
 
 @dataclass(frozen=True)
@@ -257,8 +254,8 @@ def write_model(path: str | Path, data: bytes) -> Path:
     return path
 
 
-def read_header(data: bytes) -> dict:
-    """Parse and verify the header of container bytes."""
+def _split(data: bytes) -> tuple[dict, memoryview]:
+    """Verify the preamble and header; return the header and the blob section."""
     if len(data) < _PREAMBLE.size:
         raise ArtifactCorruptError("compressed model is truncated", "re-run Phase 8 to rebuild it")
     magic, version, length, digest = _PREAMBLE.unpack_from(data)
@@ -269,7 +266,12 @@ def read_header(data: bytes) -> dict:
     header = data[_PREAMBLE.size : _PREAMBLE.size + length]
     if hashlib.sha256(header).digest() != digest:
         raise ArtifactCorruptError("compressed model header fails its sha256", "re-run Phase 8 to rebuild it")
-    return json.loads(header)
+    return json.loads(zstd_decode(header)), memoryview(data)[_PREAMBLE.size + length :]
+
+
+def read_header(data: bytes) -> dict:
+    """Parse and verify the header of container bytes."""
+    return _split(data)[0]
 
 
 def read_metadata(data: bytes) -> dict:
@@ -277,17 +279,26 @@ def read_metadata(data: bytes) -> dict:
     return read_header(data).get("metadata", {})
 
 
-def _stream_symbols(data: bytes, base: int, entry: dict, tensor: str) -> np.ndarray:
-    blob = data[base + entry["offset"] : base + entry["offset"] + entry["length"]]
-    if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
-        raise ArtifactCorruptError(
-            f"stream {entry['name']!r} of tensor {tensor!r} fails its sha256", "re-run Phase 8 to rebuild it"
-        )
-    return decode_symbols(blob)
+def _stream_blobs(header: dict, blobs: memoryview) -> list[tuple[str, str, bytes]]:
+    """(tensor, stream, blob) for every stream; a damaged file is refused, naming the first bad stream."""
+    out, offset = [], 0
+    for entry in header["tensors"]:
+        for stream in entry["streams"]:
+            out.append((entry["name"], stream["name"], bytes(blobs[offset : offset + stream["length"]])))
+            offset += stream["length"]
+    if offset == len(blobs) and hashlib.sha256(blobs).hexdigest() == header["blobs_sha256"]:
+        return out
+    expected = [s["crc32"] for entry in header["tensors"] for s in entry["streams"]]
+    for (tensor, name, blob), crc in zip(out, expected, strict=True):
+        if zlib.crc32(blob) != crc:
+            raise ArtifactCorruptError(
+                f"stream {name!r} of tensor {tensor!r} fails its checksum (file sha256 mismatch)",
+                "re-run Phase 8 to rebuild it",
+            )
+    raise ArtifactCorruptError("compressed model's streams fail their sha256", "re-run Phase 8 to rebuild it")
 
 
-def _decode_entry(data: bytes, base: int, entry: dict) -> Tensor:
-    streams = {s["name"]: _stream_symbols(data, base, s, entry["name"]) for s in entry["streams"]}
+def _decode_entry(entry: dict, streams: Mapping[str, np.ndarray]) -> Tensor:
     dtype = getattr(torch, entry["dtype"])
     if entry["method"] == "raw":
         return _raw_tensor(streams, entry["shape"], dtype)
@@ -299,10 +310,12 @@ def _decode_entry(data: bytes, base: int, entry: dict) -> Tensor:
 
 
 def decode_container(data: bytes) -> dict[str, Tensor]:
-    """All tensors of container bytes, in the order they were written."""
-    header = read_header(data)
-    base = _PREAMBLE.size + _PREAMBLE.unpack_from(data)[2]
-    return {entry["name"]: _decode_entry(data, base, entry) for entry in header["tensors"]}
+    """All tensors of container bytes, in the order they were written (checked by sha256 first)."""
+    header, blobs = _split(data)
+    symbols: dict[str, dict[str, np.ndarray]] = {entry["name"]: {} for entry in header["tensors"]}
+    for tensor, name, blob in _stream_blobs(header, blobs):
+        symbols[tensor][name] = decode_symbols(blob)
+    return {entry["name"]: _decode_entry(entry, symbols[entry["name"]]) for entry in header["tensors"]}
 
 
 def decode_model(path: str | Path) -> dict[str, Tensor]:

@@ -12,7 +12,7 @@ from agent_forge.tools.calls import (
     last_call,
     parse_calls,
 )
-from agent_forge.tools.evaluate import ToolReport, evaluate_tool_use
+from agent_forge.tools.scoring import ToolReport, evaluate_tool_use
 from agent_forge.tools.runtime import (
     Decoded,
     ToolGeneration,

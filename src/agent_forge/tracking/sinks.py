@@ -30,9 +30,7 @@ def numeric_items(metrics: dict[str, Any]) -> dict[str, float]:
     """Keep the values a time series can hold (bools become 0/1; NaN and text are dropped)."""
     out: dict[str, float] = {}
     for name, value in metrics.items():
-        if isinstance(value, bool):
-            out[name] = float(value)
-        elif isinstance(value, (int, float)) and math.isfinite(float(value)):
+        if isinstance(value, bool) or (isinstance(value, (int, float)) and math.isfinite(float(value))):
             out[name] = float(value)
     return out
 

@@ -8,6 +8,7 @@ wrap their model in DistributedDataParallel. Without torchrun everything is a si
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -46,3 +47,12 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
 def barrier() -> None:
     if world()[1] > 1:
         dist.barrier()
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's value of ``obj`` on every rank (a session id, a decision); ``obj`` itself when alone."""
+    if world()[1] == 1:
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]

@@ -21,9 +21,10 @@ from agent_forge.config.loader import config_diff
 from agent_forge.config.schema import TrainSection
 from agent_forge.errors import ForgeError
 from agent_forge.storage.checkpoints import CheckpointManager, TrainerState
-from agent_forge.train.batching import move_batch, split_batch
-from agent_forge.train.precision import autocast
 from agent_forge.tracking.system import system_metrics
+from agent_forge.train.batching import move_batch, split_batch
+from agent_forge.train.distributed import world
+from agent_forge.train.precision import autocast
 
 
 @dataclass
@@ -48,6 +49,16 @@ class LoopResult:
     losses: list[float]
     last_eval: dict[str, float]
     recoveries: int
+
+
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The loss averaged over DDP ranks, so every rank logs and judges divergence on the same number."""
+    size = world()[1]
+    if size == 1:
+        return value
+    value = value.clone()
+    torch.distributed.all_reduce(value)
+    return value / size
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -127,7 +138,7 @@ class TrainLoop:
             total += out.loss.detach().float() / len(chunks)
             for key, value in out.metrics.items():
                 metrics[key] = metrics.get(key, 0.0) + float(value) / len(chunks)
-        return StepOutput(total, metrics)
+        return StepOutput(mean_over_ranks(total), metrics)
 
     def _step_with_oom_recovery(self, batch: Any) -> StepOutput:
         while True:
@@ -171,10 +182,16 @@ class TrainLoop:
             raise TrainingDivergedError(f"training of {self.run_name} diverged before the first checkpoint",
                                         "lower the learning rate with --set phaseN.lr_scale=0.5")
         self.state.extra.update(lr_scale=scale, recoveries=recoveries)
-        self.scheduler.step(self.state.step)
+        self._apply_lr_now()
         self.ctx.log(self.state.step, {"recovery/lr_scale": scale, "recovery/count": recoveries}, self.run_name)
         self.ctx.logger.warning("loss diverged: reloaded the last checkpoint with half the learning rate",
                                 run=self.run_name, loss=loss, lr_scale=scale)
+
+    def _apply_lr_now(self) -> None:
+        """Set the current learning rates from the schedule (after the lr_scale changed)."""
+        factor = self._lr_factor(self.state.step)
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+            group["lr"] = base * factor
 
     def _apply_update(self) -> None:
         if self.train.grad_clip:

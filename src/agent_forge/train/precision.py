@@ -44,3 +44,9 @@ def autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContextM
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def apply_threads(threads: int) -> None:
+    """Pin torch's intra-op threads when the config asks (0 keeps torch's own choice)."""
+    if threads > 0:
+        torch.set_num_threads(threads)

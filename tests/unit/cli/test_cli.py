@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.run_tiny_pipeline import main as run_tiny_pipeline
 
 from agent_forge.cli import main
+from support.run_tiny_pipeline import main as run_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[3]
 

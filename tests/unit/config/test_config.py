@@ -21,7 +21,7 @@ def test_presets_listed() -> None:
 
 
 def test_unknown_preset() -> None:
-    with pytest.raises(ConfigError, match="unknown preset 'huge'.*tiny"):
+    with pytest.raises(ConfigError, match=r"unknown preset 'huge'.*tiny"):
         load_config("huge")
 
 

@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-from support.tiny_phases import TEST_PHASES, TinyTrainPhase
 
 from agent_forge.config import load_config
 from agent_forge.errors import HandoffError, NotFoundError
@@ -11,6 +10,7 @@ from agent_forge.pipeline.phase import ModelRef
 from agent_forge.storage.registry import ModelRegistry
 from agent_forge.storage.snapshot import registry_snapshot
 from agent_forge.storage.workspace import Workspace
+from support.tiny_phases import TEST_PHASES, TinyTrainPhase
 
 
 def _orch(tmp_path: Path, phases=None) -> Orchestrator:

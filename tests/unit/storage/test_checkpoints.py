@@ -30,7 +30,8 @@ def test_round_trip_restores_everything(tmp_path: Path) -> None:
     state, config = manager.load(manager.latest(), model2, opt2)
     assert (state.step, state.epoch, state.data_position, state.extra) == (3, 1, 7, {"a": [1]})
     assert config == {"lr": 1}
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values()))
+    pairs = zip(model.state_dict().values(), model2.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
     assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
     assert (torch.rand(1), random.random(), np.random.rand()) == expected
 

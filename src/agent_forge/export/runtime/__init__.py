@@ -2,7 +2,18 @@
 
 It imports nothing from torch, transformers or agent_forge, so a bundle folder that carries a copy of this
 package runs anywhere numpy does: ``python -m forge_runtime . --prompt "..."`` inside the bundle.
+
+Batch-1 decoding multiplies small matrices, where extra BLAS threads only spin and, on a busy machine,
+make every call many times slower; so when this package is the first to load numpy it asks for one BLAS
+thread unless the user set a count (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``).
 """
+
+import os as _os
+import sys as _sys
+
+if "numpy" not in _sys.modules:
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        _os.environ.setdefault(_var, "1")
 
 from .bundle import Bundle, TextCodec, greedy_generate, load_bundle
 from .config import RuntimeConfig

@@ -41,7 +41,7 @@ class Rotary:
         return np.cos(angles), np.sin(angles)
 
     def apply(self, x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-        """x: (heads, length, head_dim)."""
+        """x: (..., length, head_dim); cos and sin (length, rotary_dim)."""
         rd, half = self.rotary_dim, self.rotary_dim // 2
         rot = x[..., :rd]
         rotated = np.concatenate((-rot[..., half:], rot[..., :half]), axis=-1)
@@ -49,12 +49,12 @@ class Rotary:
 
 
 def window_attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, window: int) -> np.ndarray:
-    """The last q.shape[1] positions attend to keys at positions j with i - window < j <= i.
+    """The last L positions attend to keys at positions j with i - window < j <= i.
 
-    q (H, L, D); keys, values (H, P + L, D) where the first P are cached earlier positions.
+    q (B, H, L, D); keys, values (B, H, P + L, D) where the first P are cached earlier positions.
     """
-    length, total = q.shape[1], keys.shape[1]
-    scores = (q @ keys.transpose(0, 2, 1)) * np.float32(q.shape[-1] ** -0.5)
+    length, total = q.shape[-2], keys.shape[-2]
+    scores = (q @ keys.swapaxes(-1, -2)) * np.float32(q.shape[-1] ** -0.5)
     if length > 1 or total > window:
         query_pos = np.arange(length)[:, None] + (total - length)
         key_pos = np.arange(total)[None, :]
@@ -66,7 +66,7 @@ def window_attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, window
 
 @dataclass
 class MemoryState:
-    """Titans memory of one layer for one sequence: M, momentum S, statistics of the unfinished chunk."""
+    """Titans memory of one layer, (B, d_mem, d_mem) each: M, momentum S, stats of the unfinished chunk."""
 
     memory: np.ndarray
     momentum: np.ndarray
@@ -74,8 +74,8 @@ class MemoryState:
     pending_vk: np.ndarray
 
     @classmethod
-    def zeros(cls, d_mem: int) -> MemoryState:
-        return cls(*(np.zeros((d_mem, d_mem), np.float32) for _ in range(4)))
+    def zeros(cls, batch: int, d_mem: int) -> MemoryState:
+        return cls(*(np.zeros((batch, d_mem, d_mem), np.float32) for _ in range(4)))
 
 
 @dataclass(frozen=True)
@@ -86,13 +86,14 @@ class MemoryConstants:
 
 
 def _chunk_stats(k: np.ndarray, v: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """A_c = K_c^T K_c and B_c = V_c^T K_c per chunk of the (zero-padded) segment."""
-    n_chunks = -(-k.shape[0] // chunk)
-    pad = n_chunks * chunk - k.shape[0]
+    """A_c = K_c^T K_c and B_c = V_c^T K_c per chunk of the (zero-padded) segment: (B, n, d, d) each."""
+    batch, length = k.shape[:2]
+    n_chunks = -(-length // chunk)
+    pad = n_chunks * chunk - length
     if pad:
-        k, v = (np.pad(t, ((0, pad), (0, 0))) for t in (k, v))
-    kc, vc = k.reshape(n_chunks, chunk, -1), v.reshape(n_chunks, chunk, -1)
-    return kc.transpose(0, 2, 1) @ kc, vc.transpose(0, 2, 1) @ kc
+        k, v = (np.pad(t, ((0, 0), (0, pad), (0, 0))) for t in (k, v))
+    kc, vc = k.reshape(batch, n_chunks, chunk, -1), v.reshape(batch, n_chunks, chunk, -1)
+    return kc.swapaxes(-1, -2) @ kc, vc.swapaxes(-1, -2) @ kc
 
 
 def memory_segment(k: np.ndarray, v: np.ndarray, q: np.ndarray, state: MemoryState, start: int, chunk: int,
@@ -104,25 +105,27 @@ def memory_segment(k: np.ndarray, v: np.ndarray, q: np.ndarray, state: MemorySta
     """
     offset = start % chunk
     if offset:
-        k, v, q = (np.pad(t, ((offset, 0), (0, 0))) for t in (k, v, q))
-    total = k.shape[0]
+        k, v, q = (np.pad(t, ((0, 0), (offset, 0), (0, 0))) for t in (k, v, q))
+    batch, total, d_mem = k.shape
     complete = total // chunk
     kk, vk = _chunk_stats(k, v, chunk)
     if offset:
-        kk[0] += state.pending_kk
-        vk[0] += state.pending_vk
+        kk[:, 0] += state.pending_kk
+        vk[:, 0] += state.pending_vk
     memory, momentum, boundaries = state.memory, state.momentum, [state.memory]
     step = np.float32(2.0 * const.theta)
     for c in range(complete):
-        momentum = np.float32(const.eta) * momentum + step * vk[c] - step * (memory @ kk[c])
+        momentum = np.float32(const.eta) * momentum + step * vk[:, c] - step * (memory @ kk[:, c])
         memory = momentum + np.float32(1.0 - const.alpha) * memory
         boundaries.append(memory)
-    n_read = kk.shape[0]
-    q = np.pad(q, ((0, n_read * chunk - total), (0, 0))) if n_read * chunk > total else q
-    qc = q.reshape(n_read, chunk, -1)
-    reads = (qc @ np.stack(boundaries[:n_read]).transpose(0, 2, 1)).reshape(-1, q.shape[1])[offset:total]
+    n_read = kk.shape[1]
+    if n_read * chunk > total:
+        q = np.pad(q, ((0, 0), (0, n_read * chunk - total), (0, 0)))
+    qc = q.reshape(batch, n_read, chunk, d_mem)
+    reads = qc @ np.stack(boundaries[:n_read], axis=1).swapaxes(-1, -2)
+    reads = reads.reshape(batch, n_read * chunk, d_mem)[:, offset:total]
     if complete < n_read:
-        pending = (kk[complete], vk[complete])
+        pending = (kk[:, complete], vk[:, complete])
     else:
         pending = (np.zeros_like(state.pending_kk), np.zeros_like(state.pending_vk))
     return reads, MemoryState(memory, momentum, *pending)

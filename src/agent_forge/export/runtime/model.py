@@ -1,10 +1,12 @@
-"""The TRM x Titans-MAG forward pass in numpy, with a per-sequence cache for decoding (batch 1).
+"""The TRM x Titans-MAG forward pass in numpy, with a per-sequence cache for decoding.
 
 Per layer: RMSNorm, sliding-window attention with partial RoPE and Titans memory in parallel, blended by the
 MAG gate, then a SwiGLU MLP. Then the TRM recursion with ACT halting: each position stops at the first step
 whose halting probability reaches the threshold (the last step always halts) and the tied head reads the
 normed answer state of that step. The cache keeps the last window-1 keys and values and the memory state
 of every layer, exactly what ``ForgeCache`` keeps, so a token-by-token decode equals a full-sequence pass.
+Arrays carry a leading batch axis (B sequences advanced together, all at the same position); generation
+uses B = 1, the held-out evaluation right-padded batches.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .weights import Weights, fuse
 
 @dataclass
 class LayerCache:
-    keys: np.ndarray  # (H, P, D), P <= window - 1
+    keys: np.ndarray  # (B, H, P, D), P <= window - 1
     values: np.ndarray
     memory: MemoryState
 
@@ -62,10 +64,10 @@ class MAGLayer:
         self.gate_up, self.down = weights.linear(f"{prefix}mlp.gate_up"), weights.linear(f"{prefix}mlp.down")
         self.const = MemoryConstants(config.mem_alpha, config.mem_eta, config.mem_theta)
 
-    def empty_cache(self) -> LayerCache:
+    def empty_cache(self, batch: int) -> LayerCache:
         c = self.config
-        empty = np.zeros((c.num_heads, 0, c.head_dim), np.float32)
-        return LayerCache(empty, empty, MemoryState.zeros(c.d_mem))
+        empty = np.zeros((batch, c.num_heads, 0, c.head_dim), np.float32)
+        return LayerCache(empty, empty, MemoryState.zeros(batch, c.d_mem))
 
     def _projections(self, h: np.ndarray) -> list[np.ndarray]:
         if self.fused is not None:
@@ -75,15 +77,16 @@ class MAGLayer:
     def _attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: LayerCache, start: int
                    ) -> np.ndarray:
         c = self.config
-        heads = [t.reshape(-1, c.num_heads, c.head_dim).transpose(1, 0, 2) for t in (q, k, v)]
-        cos, sin = self.rotary.tables(start, q.shape[0])
+        batch, length = q.shape[:2]
+        heads = [t.reshape(batch, length, c.num_heads, c.head_dim).swapaxes(1, 2) for t in (q, k, v)]
+        cos, sin = self.rotary.tables(start, length)
         q, k = self.rotary.apply(heads[0], cos, sin), self.rotary.apply(heads[1], cos, sin)
-        keys = np.concatenate((cache.keys, k), axis=1)
-        values = np.concatenate((cache.values, heads[2]), axis=1)
+        keys = np.concatenate((cache.keys, k), axis=2)
+        values = np.concatenate((cache.values, heads[2]), axis=2)
         out = window_attention(q, keys, values, c.window)
-        keep = max(keys.shape[1] - (c.window - 1), 0)
-        cache.keys, cache.values = keys[:, keep:], values[:, keep:]
-        return self.o_proj(out.transpose(1, 0, 2).reshape(q.shape[1], -1))
+        keep = max(keys.shape[2] - (c.window - 1), 0)
+        cache.keys, cache.values = keys[:, :, keep:], values[:, :, keep:]
+        return self.o_proj(out.swapaxes(1, 2).reshape(batch, length, -1))
 
     def __call__(self, x: np.ndarray, cache: LayerCache, start: int) -> np.ndarray:
         h = rms_norm(x, self.attn_norm, self.eps)
@@ -97,7 +100,7 @@ class MAGLayer:
         x = x + mem + gate * (attn - mem)
         gate_up = self.gate_up(rms_norm(x, self.mlp_norm, self.eps))
         half = gate_up.shape[-1] // 2
-        return x + self.down(silu(gate_up[:, :half]) * gate_up[:, half:])
+        return x + self.down(silu(gate_up[..., :half]) * gate_up[..., half:])
 
 
 class ResidualMLP:
@@ -127,7 +130,7 @@ class Recursion:
         return self.update(y, y + z), z
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Logits (L, V) and the halting step (0-based) of each position of features x (L, d)."""
+        """Logits (N, V) and the halting step (0-based) of each row of features x (N, d)."""
         t_max = self.config.trm_t_max
         hidden, halt = np.empty_like(x), np.full(x.shape[0], t_max - 1)
         active, y = np.arange(x.shape[0]), x
@@ -161,30 +164,40 @@ class ForgeRuntimeModel:
         head = weights.tensors.get("lm_head.weight", self.embed)
         self.recursion = Recursion(weights, config, head)
 
-    def new_cache(self) -> Cache:
-        return Cache([layer.empty_cache() for layer in self.layers], 0)
+    def new_cache(self, batch: int = 1) -> Cache:
+        return Cache([layer.empty_cache(batch) for layer in self.layers], 0)
 
     def features(self, ids: np.ndarray, cache: Cache) -> np.ndarray:
-        """Backbone features of new tokens, in blocks of at most ``window`` (bounds the score matrix)."""
+        """Backbone features (B, L, d) of new tokens (B, L), in blocks of at most ``window`` positions
+        (bounds the attention score matrix)."""
         outputs = []
         block = max(self.config.window, 1)
-        for begin in range(0, len(ids), block):
-            x = self.embed[ids[begin : begin + block]]
+        for begin in range(0, ids.shape[1], block):
+            x = self.embed[ids[:, begin : begin + block]]
             for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
                 x = layer(x, layer_cache, cache.seen)
-            cache.seen += x.shape[0]
+            cache.seen += x.shape[1]
             outputs.append(rms_norm(x, self.norm, float(self.config.rms_norm_eps)))
-        return np.concatenate(outputs, axis=0)
+        return np.concatenate(outputs, axis=1)
 
     def forward(self, ids: np.ndarray | list[int], cache: Cache | None = None, last_only: bool = False
                 ) -> tuple[np.ndarray, np.ndarray]:
-        """Logits (L, V) (or (1, V) with ``last_only``) and halting steps of the new tokens."""
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        if ids.size == 0:
-            raise ValueError("forward needs at least one token")
+        """Logits and halting steps of the new tokens.
+
+        ``ids`` (L,) gives logits (L, V) (or (1, V) with ``last_only``); ``ids`` (B, L) gives (B, L, V)
+        (or (B, 1, V)) and a cache of batch B.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        single = ids.ndim == 1
+        ids = ids.reshape(1, -1) if single else ids
+        if ids.size == 0 or ids.ndim != 2:
+            raise ValueError("forward needs token ids of shape (L,) or (B, L) with L >= 1")
         if ids.min() < 0 or ids.max() >= self.config.vocab_size:
             raise ValueError(f"token ids must lie in [0, {self.config.vocab_size})")
-        cache = cache if cache is not None else self.new_cache()
+        cache = cache if cache is not None else self.new_cache(ids.shape[0])
         x = self.features(ids, cache)
-        return self.recursion(x[-1:] if last_only else x)
+        x = x[:, -1:] if last_only else x
+        logits, halt = self.recursion(x.reshape(-1, x.shape[-1]))
+        logits, halt = logits.reshape(*x.shape[:2], -1), halt.reshape(x.shape[:2])
+        return (logits[0], halt[0]) if single else (logits, halt)
 

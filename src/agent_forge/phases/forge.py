@@ -1,0 +1,277 @@
+"""Phase 5, Forge (D5): curriculum training of the ternary model at the edge of its ability.
+
+Recipe: load the Phase 4 model with its BitLinear layers (training stays quantization-aware: the
+straight-through estimator updates full-precision shadow weights, the forward is ternary); measure it
+(D6) and its accuracy per difficulty level on a curriculum evaluation set (held-out split, its own seed);
+train with the Phase 5 MuonGrokfast preset (Grokfast switchable by ``phase5.grokfast``) on batches of the
+scheduler's current level, which moves up/down with held-out accuracy at that level every
+``eval_interval`` steps, with dream cycles replaying earlier levels every ``dream_every`` steps; measure
+again. Levels come from the configured data (builtin generator levels; real sources at the levels their
+adapters give): a level without training rows or evaluation examples is left out of the range.
+
+The output "forged" is packed into Phase 4's format (same block type, same storage precision); the
+storage precision is absorbed first and a copy rebuilt from the packed file alone must give identical
+logits, so the model stays exactly ternary and packable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from agent_forge.config.schema import Phase5Section
+from agent_forge.data.dataset import PackedDataset
+from agent_forge.data.sources import load_mixture
+from agent_forge.data.tasks import TaskExample
+from agent_forge.errors import ForgeError
+from agent_forge.eval.heldout import HeldoutSet, answers_correct
+from agent_forge.optim import MuGrokConfig, build_optimizer
+from agent_forge.phases.bitnet import (
+    TOKENS_PER_EXAMPLE,
+    PackedMismatchError,
+    heldout_loss,
+    packed_file_name,
+    packed_inference_latency_ms,
+    packed_save_config,
+)
+from agent_forge.phases.common import (
+    bitlinear_meta,
+    eval_record,
+    lm_step,
+    load_model,
+    model_writer,
+    packed_dataset,
+    parameter_count,
+    record_metrics,
+    session_data,
+    source_configs,
+)
+from agent_forge.pipeline.context import PhaseContext
+from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
+from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules
+from agent_forge.quant.packed_model import absorb_storage_precision, packed_logits_gap
+from agent_forge.train.curriculum import CurriculumConfig, CurriculumLoop, CurriculumScheduler
+from agent_forge.train.loop import StepOutput
+from agent_forge.train.precision import resolve_device, use_bf16
+
+TRAIN_SEED = 501
+EVAL_SEED = 502
+MIN_EVAL_EXAMPLES = 4
+
+
+
+
+class CurriculumDataError(ForgeError):
+    """The configured data cannot feed the curriculum's first level."""
+
+
+@dataclass
+class LevelData:
+    """Per level: rank-sharded training batches and a held-out accuracy set."""
+
+    train: dict[int, PackedDataset]
+    evals: dict[int, HeldoutSet]
+
+    @property
+    def levels(self) -> list[int]:
+        return sorted(self.evals)
+
+
+def _by_level(examples: list[TaskExample]) -> dict[int, list[TaskExample]]:
+    groups: dict[int, list[TaskExample]] = defaultdict(list)
+    for example in examples:
+        groups[example.level].append(example)
+    return groups
+
+
+def level_data(ctx: PhaseContext, section: Phase5Section) -> LevelData:
+    """Training and evaluation examples of every level from min_level up to the last one both can feed."""
+    cfg, tokenizer = ctx.config, session_data(ctx).tokenizer
+    batch, n_levels = section.train.batch_size, section.max_level
+    wanted = section.steps * batch * cfg.data.seq_len // TOKENS_PER_EXAMPLE
+    n_train = min(cfg.data.train_examples * n_levels, max(wanted, batch * 8 * n_levels))
+    mix = {"kinds": cfg.data.kinds, "max_level": section.max_level}
+    train = _by_level(load_mixture(source_configs(cfg), cfg.data.seed + TRAIN_SEED, n_examples=n_train,
+                                   split="train", **mix))
+    evals = _by_level(load_mixture(source_configs(cfg), cfg.data.seed + EVAL_SEED, split="heldout",
+                                   n_examples=section.eval_examples * n_levels, **mix))
+    data = LevelData({}, {})
+    for level in range(section.min_level, section.max_level + 1):
+        held = HeldoutSet.build(tokenizer, evals.get(level, [])[: section.eval_examples], cfg.data.seq_len,
+                                max_lm_sequences=1)
+        try:
+            seed = cfg.data.seed + TRAIN_SEED + level
+            dataset = packed_dataset(ctx, tokenizer, train.get(level, []), batch, seed)
+        except ValueError:
+            break
+        if held.n_examples < MIN_EVAL_EXAMPLES:
+            break
+        data.train[level], data.evals[level] = dataset, held
+    if not data.evals:
+        raise CurriculumDataError(f"no training rows or held-out examples at level {section.min_level}",
+                                  "add a builtin source or lower phase5.min_level")
+    return data
+
+
+def level_accuracy(model: nn.Module, held: HeldoutSet) -> float:
+    correct = answers_correct(model, held)
+    return sum(correct) / len(correct)
+
+
+@register_phase
+class ForgePhase(Phase):
+    """Curriculum QAT of the ternary model with dream replay; stays packable into Phase 4's format."""
+
+    name = "forge"
+
+    def validate_input(self, ctx: PhaseContext, inputs: list[ModelRef]) -> tuple[bool, str]:
+        ok, reason = super().validate_input(ctx, inputs)
+        if ok and not inputs[0].metadata.get("bitlinear"):
+            return False, "forge expects the ternary model of Phase 4 (metadata 'bitlinear')"
+        return ok, reason
+
+    def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
+        start = time.perf_counter()
+        ok, reason = self.validate_input(ctx, inputs)
+        if not ok:
+            raise ValueError(reason)
+        section: Phase5Section = ctx.phase_config
+        data = session_data(ctx)
+        device = resolve_device(ctx.config.runtime.device)
+        model = load_model(inputs[0]).to(device)
+        before = eval_record(model, data.heldout, inputs[0].metadata.get("size_mb"), latency=False)
+        before.latency_ms = packed_inference_latency_ms(model)
+        levels = level_data(ctx, section)
+
+        def measure(wanted: list[int]) -> dict[int, float]:
+            return {level: level_accuracy(model, levels.evals[level]) for level in wanted}
+
+        accuracy_before = measure(levels.levels)
+        scheduler = CurriculumScheduler(CurriculumConfig(
+            min_level=section.min_level, max_level=levels.levels[-1], band_up=section.band_up,
+            band_down=section.band_down, eval_interval=section.eval_interval, dream_every=section.dream_every,
+            dream_steps=section.dream_steps))
+        result = train_curriculum(ctx, model, section, levels, scheduler, measure, device)
+        scheduler.close_dream(measure)
+        _log_dreams(ctx, scheduler)
+        accuracy_after = measure(levels.levels)
+        loss_unpacked = heldout_loss(model, data.heldout)
+        packed, gap = _pack(ctx, model, data.heldout)
+        after = eval_record(model, data.heldout, packed.stat().st_size / 1e6, latency=False)
+        after.latency_ms = packed_inference_latency_ms(model)
+        metrics = {
+            **record_metrics("before", before), **record_metrics("after", after),
+            **_curriculum_metrics(scheduler, accuracy_before, accuracy_after),
+            "grokfast": int(section.grokfast),
+            "train/final_loss": result.losses[-1] if result.losses else 0.0,
+            "train/recoveries": result.recoveries, "packed/logits_max_abs_diff": gap,
+            "packed/size_mb": packed.stat().st_size / 1e6,
+            "packed/storage_rounding_loss_change": after.loss - loss_unpacked,
+            "phase/duration_seconds": time.perf_counter() - start,
+        }
+        quant = inputs[0].metadata["bitlinear"]
+        bit_config = BitLinearConfig(granularity=quant["granularity"],
+                                     activation_bits=quant["activation_bits"])
+        metadata = {
+            "bitlinear": bitlinear_meta(model, bit_config), "highest_level": scheduler.highest,
+            "final_level": scheduler.level, "size_mb": packed.stat().st_size / 1e6,
+            "packed_file": packed.name,
+            "pack_format": ctx.config.phase4.pack_format, "grokfast": section.grokfast,
+            "accuracy_by_level_before": _str_keys(accuracy_before),
+            "accuracy_by_level_after": _str_keys(accuracy_after),
+            "perplexity": after.perplexity, "accuracy": after.accuracy,
+        }
+        ref = ctx.save_model("forged", _writer(model, data.tokenizer, packed), metadata, metrics,
+                             parameters=parameter_count(model), parents=[inputs[0].model_id])
+        return PhaseResult(True, self.name, [ref], metrics, duration_seconds=time.perf_counter() - start,
+                           before=before, after=after)
+
+
+def train_curriculum(ctx: PhaseContext, model: nn.Module, section: Phase5Section, levels: LevelData,
+                     scheduler: CurriculumScheduler, measure: Any, device: torch.device) -> Any:
+    """Quantization-aware training on the scheduler's level, through a checkpointed CurriculumLoop."""
+
+    def batch_fn(position: int) -> dict[str, torch.Tensor]:
+        level, dream = scheduler.batch_level(position, measure)
+        ids = levels.train[level].batch(position)
+        return {"ids": ids, "level": torch.full((len(ids),), float(level)),
+                "dream": torch.full((len(ids),), float(dream))}
+
+    def step_fn(net: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
+        out = lm_step(net, batch["ids"])
+        out.metrics.update(level=float(batch["level"][0]), dream=float(batch["dream"][0]))
+        return out
+
+    def eval_fn(net: nn.Module) -> dict[str, float]:
+        accuracy = level_accuracy(net, levels.evals[scheduler.level])
+        level = scheduler.update(loop.state.step, accuracy)
+        return {"level_accuracy": accuracy, "level": float(level), "highest_level": float(scheduler.highest)}
+
+    optim_config = dataclasses.replace(MuGrokConfig.from_phase("5"), grokfast=section.grokfast)
+    optimizer = build_optimizer(model, optim_config)
+    loop = CurriculumLoop(
+        curriculum=scheduler, ctx=ctx, run_name="curriculum", model=model, optimizer=optimizer,
+        batch_fn=batch_fn, step_fn=step_fn, total_steps=section.steps,
+        train=section.train.model_copy(update={"eval_every": section.eval_interval}),
+        config=section.model_dump(), eval_fn=eval_fn, device=device,
+        bf16=use_bf16(section.train.bf16, device))
+    return loop.run()
+
+
+def _pack(ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet) -> tuple[Any, float]:
+    """Pack into Phase 4's format with its storage precision absorbed; the file must reproduce the logits."""
+    phase4 = ctx.config.phase4
+    packed = ctx.phase_dir / "work" / packed_file_name(phase4)
+    absorb_storage_precision(model, packed, packed_save_config(phase4))
+    probe = heldout.lm_batches(2)[0][0].to(next(model.parameters()).device)
+    gap = packed_logits_gap(model, packed, probe)
+    if gap != 0.0 or not bitlinear_modules(model):
+        raise PackedMismatchError(f"the forged model does not pack exactly (logit gap {gap})")
+    return packed, gap
+
+
+def _writer(model: nn.Module, tokenizer: Any, packed: Any) -> Any:
+    base = model_writer(model, tokenizer)
+
+    def write(folder: Any) -> None:
+        base(folder)
+        (folder / packed.name).write_bytes(packed.read_bytes())
+
+    return write
+
+
+def _str_keys(values: dict[int, float]) -> dict[str, float]:
+    return {str(k): v for k, v in values.items()}
+
+
+def _log_dreams(ctx: PhaseContext, scheduler: CurriculumScheduler) -> None:
+    for dream in scheduler.dreams:
+        levels = [lv for lv in dream["after"] if lv in dream["before"]]
+        if levels:
+            before = sum(dream["before"][lv] for lv in levels) / len(levels)
+            after = sum(dream["after"][lv] for lv in levels) / len(levels)
+            figures = {"dream/accuracy_before": before, "dream/accuracy_after": after}
+            ctx.log(dream["start"], figures, "dreams")
+
+
+def _curriculum_metrics(scheduler: CurriculumScheduler, before: dict[int, float],
+                        after: dict[int, float]) -> dict[str, float]:
+    figures: dict[str, float] = {f"level_accuracy_before/{lv}": acc for lv, acc in before.items()}
+    figures.update({f"level_accuracy_after/{lv}": acc for lv, acc in after.items()})
+    figures.update({f"curriculum/steps_level_{lv}": n for lv, n in sorted(scheduler.steps_per_level.items())})
+    figures.update({f"curriculum/dream_steps_level_{lv}": n
+                    for lv, n in sorted(scheduler.dream_steps_per_level.items())})
+    moves = sum(1 for h in scheduler.history if h["new_level"] != h["level"])
+    figures.update({"curriculum/highest_level": scheduler.highest, "curriculum/final_level": scheduler.level,
+                    "curriculum/level_moves": moves, "curriculum/evaluations": len(scheduler.history),
+                    "dream/cycles": len(scheduler.dreams)})
+    effect = scheduler.dream_effect()
+    if effect is not None:
+        figures["dream/effect"] = effect
+    return figures

@@ -1,0 +1,57 @@
+"""Phase 5 on the smoke preset: curriculum QAT of a ternary model that stays exactly packable."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from support.phase_harness import harness_config, make_context, register_model
+
+from agent_forge.model import ForgeForCausalLM
+from agent_forge.phases.common import bitlinear_meta, forge_config, load_model, session_data
+from agent_forge.phases.forge import ForgePhase
+from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears, ternary_state
+from agent_forge.quant.packed_io import load_packed
+
+OVERRIDES = ["phase5.steps=8", "phase5.eval_interval=4", "phase5.dream_every=4", "phase5.dream_steps=1"]
+
+
+def _ternary_seed(tmp_path, config):
+    """A smoke model converted to BitLinear and registered the way Phase 4 registers its output."""
+    ctx = make_context(tmp_path, "bitnet", config)
+    torch.manual_seed(0)
+    model = ForgeForCausalLM(forge_config(config))
+    bit_config = BitLinearConfig()
+    replace_linears(model, keep={"lm_head"}, config=bit_config)
+    meta = {"bitlinear": bitlinear_meta(model, bit_config), "compression_ratio": 5.0, "accuracy_retention": 1.0}
+    return register_model(ctx, model, "ternary", meta)
+
+
+def _run(tmp_path, overrides=OVERRIDES):
+    config = harness_config("smoke", overrides)
+    seed = _ternary_seed(tmp_path, config)
+    ctx = make_context(tmp_path, "forge", config)
+    return seed, ctx, ForgePhase().run(ctx, [seed])
+
+
+def test_forge_trains_on_the_curriculum_and_stays_ternary(tmp_path):
+    seed, ctx, result = _run(tmp_path)
+    assert result.success and len(result.models) == 1
+    ref, metrics = result.models[0], result.metrics
+    assert ref.metadata["bitlinear"]["modules"] == seed.metadata["bitlinear"]["modules"]
+    steps = sum(v for k, v in metrics.items() if k.startswith(("curriculum/steps_level_", "curriculum/dream_steps")))
+    assert steps == 8
+    assert metrics["curriculum/evaluations"] >= 2 and 1 <= metrics["curriculum/highest_level"] <= 3
+    assert set(ref.metadata["accuracy_by_level_before"]) == set(ref.metadata["accuracy_by_level_after"]) == {"1", "2", "3"}
+    assert metrics["packed/logits_max_abs_diff"] == 0.0 and metrics["grokfast"] == 1
+    assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
+    assert result.after.loss < result.before.loss
+
+    model = load_model(ref)
+    assert sorted(bitlinear_modules(model)) == ref.metadata["bitlinear"]["modules"]
+    packed = load_packed(ref.path / ref.metadata["packed_file"])
+    for name, weight in ternary_state(model).items():
+        assert torch.equal(packed.ternary[name].values, weight.values)
+        assert torch.equal(packed.ternary[name].scale, weight.scale)
+    ids = session_data(ctx).heldout.lm_batches(2)[0][0]
+    assert not torch.equal(model(input_ids=ids).logits, load_model(seed)(input_ids=ids).logits)

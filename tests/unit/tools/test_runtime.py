@@ -1,0 +1,98 @@
+"""The decoding engine and the tool runtime, on real (tiny) models and a real tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agent_forge.data.tokenizer import BOS_ID, ForgeTokenizer, train_tokenizer
+from agent_forge.model import ForgeConfig, ForgeForCausalLM
+from agent_forge.tools import ToolRuntime, decode, generate_many_with_tools, generate_with_tools
+
+CORPUS = ["What is 12 * 7? Answer: 84", "How many m are in 2 km? Answer: 2000", "Tom has 3 apples."] * 20
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> ForgeTokenizer:
+    return train_tokenizer(CORPUS, 300)
+
+
+def smoke_model(seed: int) -> ForgeForCausalLM:
+    torch.manual_seed(seed)
+    return ForgeForCausalLM(ForgeConfig.from_shape("smoke")).eval()
+
+
+def naive_greedy(model: ForgeForCausalLM, prompt: list[int], steps: int, hook) -> list[int]:
+    """Full recomputation every token, the same insertions: what decode() must reproduce with its cache."""
+    tokens: list[int] = []
+    calls = 0
+    while sum(1 for _ in tokens) < 10_000:
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([prompt + tokens])).logits[0, -1]
+        tokens.append(int(logits.argmax()))
+        if len(tokens) - calls * 2 >= steps:
+            return tokens
+        extra = hook(0, tokens, calls)
+        if extra:
+            tokens.extend(extra)
+            calls += 1
+    raise AssertionError("unreachable")
+
+
+def test_cached_grouped_decoding_with_insertions_equals_recomputation() -> None:
+    model = smoke_model(1)
+    prompts = [[BOS_ID, 40, 41, 42], [BOS_ID, 50, 51], [BOS_ID, 60, 61, 62]]
+
+    def hook(row: int, tokens: list[int], calls: int) -> list[int] | None:
+        return [100 + row, 200] if len(tokens) in (3, 8) and calls < 2 else None
+
+    decoded = decode(model, prompts, 9, hook=hook)
+    for row, prompt in enumerate(prompts):
+        expected = naive_greedy(model, prompt, 9, lambda _r, t, c, row=row: hook(row, t, c))
+        assert decoded[row].tokens == expected
+        assert decoded[row].model_tokens == 9 and decoded[row].inserts == 2
+        assert decoded[row].sampled.count(False) == 4
+
+
+def test_sampling_is_reproducible_from_the_generator_and_differs_across_seeds() -> None:
+    model = smoke_model(2)
+    prompts = [[BOS_ID, 30, 31]] * 4
+
+    def run(seed: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(seed)
+        return [d.tokens for d in decode(model, prompts, 12, temperature=1.0, generator=generator)]
+
+    assert run(0) == run(0)
+    assert run(0) != run(1)
+    assert len({tuple(t) for t in run(0)}) > 1  # rows sharing a prompt draw different continuations
+
+
+def test_the_runtime_hook_executes_a_complete_call(tokenizer: ForgeTokenizer) -> None:
+    runtime = ToolRuntime(tokenizer, max_calls=1)
+    tokens = tokenizer.encode("Answer:<tool>calculator</tool><args>12 * 7</args>")
+    inserted = runtime(0, tokens, 0)
+    assert inserted is not None and tokenizer.decode(inserted) == "<result>84</result>"
+    assert runtime(0, tokens, 1) is None  # the call budget is spent
+    assert runtime(0, tokenizer.encode("<tool>calculator</tool><args>1 /"), 0) is None
+    bad = runtime(1, tokenizer.encode("<tool>calculator</tool><args>1 / 0</args>"), 0)
+    assert bad is not None and tokenizer.decode(bad) == "<result>error: division by zero</result>"
+
+
+def test_a_model_that_emits_a_call_gets_the_real_result(tokenizer: ForgeTokenizer) -> None:
+    """The model learned a wrong result (99); the runtime replaces it by the executed one (84)."""
+    text = "What is 12 * 7? Answer:<tool>calculator</tool><args>12 * 7</args><result>99</result> 84<eos>"
+    ids = torch.tensor([[BOS_ID, *tokenizer.encode(text)]])
+    torch.manual_seed(3)
+    model = ForgeForCausalLM(ForgeConfig.from_shape("smoke", vocab_size=tokenizer.vocab_size))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(150):
+        optimizer.zero_grad()
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+    model.eval()
+    result = generate_with_tools(model, tokenizer, "What is 12 * 7? Answer:", max_new_tokens=30, max_calls=2)
+    assert "<tool>calculator</tool><args>12 * 7</args><result>84</result>" in result.text
+    assert [o.value for o in result.outcomes] == ["84"] and result.outcomes[0].ok
+    without = generate_many_with_tools(model, tokenizer, [ids[0, :12].tolist()], 30, max_calls=0)[0]
+    assert without.outcomes == [] and "<result>84</result>" not in without.text
