@@ -2,10 +2,16 @@
 
     python benchmarks/phase1.py [--quick] [--threads N] [--json out.json]
 
-Everything runs in this process on the same machine with the same thread count, except the peak-RSS
-probe, which runs a spec25m training step in a fresh interpreter. Training steps are forward + backward
-+ AdamW step; "backbone" means our model with one recursion step (T=1); the Llama baseline has the same
-width, depth, heads, MLP width, vocabulary and tied embeddings (HF `LlamaForCausalLM`, SDPA attention).
+Everything is measured in this process on the same machine with the same thread count, each number next
+to its baseline, except the peak-RSS probe, which runs spec25m training steps in a fresh interpreter.
+- training: forward + backward + AdamW step. "backbone" is our model with one recursion step (T=1); the
+  baseline is HF `LlamaForCausalLM` (SDPA attention) with the same width, depth, heads, MLP width,
+  vocabulary and tied embeddings; "full_trm" is our model with T_max steps and deep supervision. Each
+  configuration runs in fp32 and under bf16 autocast; the three models are timed in alternation so load
+  drifts on a shared machine hit all alike.
+- latency: spec25m, batch 1, eval: prefill of 512 tokens and cached decode per token after it, ours and
+  the Llama twin (DynamicCache), fp32 and bf16.
+- peak RSS: VmHWM of a fresh interpreter running two spec25m training steps (T_max=3, AdamW).
 glibc is told to keep freed memory (mallopt), for both models alike: without it every large tensor is a
 fresh mmap whose page faults cost more than the arithmetic on a small CPU.
 """
@@ -15,8 +21,12 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import platform
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +35,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import interleaved_median_ms, median_ms, subprocess_peak_rss_mb
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
+
+TARGETS = {"backbone_vs_llama": 1.2, "decode_ms_per_token": 100.0, "peak_rss_mb": 8192.0}
 
 
 @dataclass
@@ -47,6 +59,16 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(-3, 1 << 30)) and bool(libc.mallopt(-1, 1 << 30))
 
 
+def cpu_matrix_flags() -> str:
+    """The CPU features that decide whether bf16 matmuls can beat fp32 (AMX or AVX512-BF16)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    wanted = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")
+    return ",".join(f for f in wanted if f in flags) or "none"
+
+
 def llama_twin(config: ForgeConfig) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -58,11 +80,12 @@ def llama_twin(config: ForgeConfig) -> torch.nn.Module:
         num_attention_heads=config.num_heads,
         max_position_embeddings=config.max_seq_len,
         tie_word_embeddings=True,
+        attn_implementation="sdpa",
     )
     return LlamaForCausalLM(twin)
 
 
-def train_step_fn(model: torch.nn.Module, ids: torch.Tensor, bf16: bool):
+def train_step_fn(model: torch.nn.Module, ids: torch.Tensor, bf16: bool) -> Callable[[], None]:
     """One forward + backward + AdamW step on fixed random tokens."""
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -81,18 +104,16 @@ def bench_training(case: TrainCase, repeats: int) -> list[dict]:
     """Backbone (T=1) vs Llama, and the full TRM step (T=T_max) vs the backbone, fp32 and bf16."""
     torch.manual_seed(0)
     config = ForgeConfig.from_shape(case.shape)
-    full = ForgeForCausalLM(config)
-    backbone = ForgeForCausalLM(ForgeConfig.from_shape(case.shape, trm_t_max=1))
-    llama = llama_twin(config)
+    models = {
+        "forge_backbone": ForgeForCausalLM(ForgeConfig.from_shape(case.shape, trm_t_max=1)),
+        "llama": llama_twin(config),
+        "forge_full_trm": ForgeForCausalLM(config),
+    }
     ids = torch.randint(3, config.vocab_size, (case.batch, case.seq_len))
     tokens = case.batch * case.seq_len
     rows = []
     for bf16 in (False, True):
-        fns = {
-            "forge_backbone": train_step_fn(backbone, ids, bf16),
-            "llama": train_step_fn(llama, ids, bf16),
-            "forge_full_trm": train_step_fn(full, ids, bf16),
-        }
+        fns = {name: train_step_fn(model, ids, bf16) for name, model in models.items()}
         ms = interleaved_median_ms(fns, repeats=repeats, warmup=1)
         rows.append(
             {
@@ -105,34 +126,71 @@ def bench_training(case: TrainCase, repeats: int) -> list[dict]:
                 "full_trm_vs_backbone": round(ms["forge_full_trm"] / ms["forge_backbone"], 3),
             }
         )
+    fp32, bf16_row = rows
+    for name in models:
+        bf16_row[f"{name}_bf16_speedup"] = round(fp32[f"{name}_ms"] / bf16_row[f"{name}_ms"], 3)
     return rows
 
 
-def bench_latency(context: int, new_tokens: int, repeats: int) -> dict:
-    """spec25m, batch 1, eval: prefill of `context` tokens and cached decode per token after it."""
-    torch.manual_seed(0)
-    model = ForgeForCausalLM(ForgeConfig.from_shape("spec25m")).eval()
-    ids = torch.randint(3, 32768, (1, context))
+def forge_decoder(model: ForgeForCausalLM, ids: torch.Tensor) -> tuple[Callable, Callable]:
+    """prefill() -> state, step(state) -> state for our model (ForgeCache)."""
 
-    @torch.no_grad()
     def prefill():
-        return model(ids, use_cache=True, logits_to_keep=1)
+        out = model(ids, use_cache=True, logits_to_keep=1)
+        return out.cache, out.logits[:, -1].argmax(-1, keepdim=True)
 
-    @torch.no_grad()
-    def decode() -> None:
-        out = prefill()
-        cache, token = out.cache, out.logits[:, -1].argmax(-1, keepdim=True)
-        for _ in range(new_tokens):
-            out = model(token, cache=cache)
-            token = out.logits[:, -1].argmax(-1, keepdim=True)
+    def step(state):
+        cache, token = state
+        out = model(token, cache=cache)
+        return cache, out.logits[:, -1].argmax(-1, keepdim=True)
 
+    return prefill, step
+
+
+def llama_decoder(model: torch.nn.Module, ids: torch.Tensor) -> tuple[Callable, Callable]:
+    """The same for the Llama twin with its DynamicCache."""
+
+    def prefill():
+        out = model(ids, use_cache=True, logits_to_keep=1)
+        return out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+
+    def step(state):
+        cache, token = state
+        out = model(token, past_key_values=cache, use_cache=True)
+        return out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+
+    return prefill, step
+
+
+@torch.no_grad()
+def time_decoder(prefill: Callable, step: Callable, new_tokens: int, repeats: int) -> tuple[float, float]:
+    """Median prefill ms and median per-token decode ms (each repeat starts from a fresh prefill)."""
     prefill_ms = median_ms(prefill, repeats=repeats, warmup=1)
-    total_ms = median_ms(decode, repeats=repeats, warmup=1)
-    return {
-        "context": context,
-        "prefill_ms": round(prefill_ms, 1),
-        "decode_ms_per_token": round((total_ms - prefill_ms) / new_tokens, 2),
-    }
+    per_token = []
+    for _ in range(repeats + 1):
+        state = prefill()
+        start = time.perf_counter()
+        for _ in range(new_tokens):
+            state = step(state)
+        per_token.append((time.perf_counter() - start) * 1000.0 / new_tokens)
+    return prefill_ms, statistics.median(per_token[1:])
+
+
+def bench_latency(context: int, new_tokens: int, repeats: int, bf16: bool) -> dict:
+    """spec25m vs its Llama twin, batch 1, eval: prefill of `context` tokens, cached decode per token."""
+    torch.manual_seed(0)
+    config = ForgeConfig.from_shape("spec25m")
+    forge, llama = ForgeForCausalLM(config).eval(), llama_twin(config).eval()
+    ids = torch.randint(3, config.vocab_size, (1, context))
+    row: dict = {"context": context, "new_tokens": new_tokens, "bf16": bf16}
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for name, decoder in (("forge", forge_decoder(forge, ids)), ("llama", llama_decoder(llama, ids))):
+            prefill_ms, decode_ms = time_decoder(*decoder, new_tokens, repeats)
+            row[f"{name}_prefill_ms"] = round(prefill_ms, 1)
+            row[f"{name}_decode_ms_per_token"] = round(decode_ms, 2)
+    row["prefill_vs_llama"] = round(row["forge_prefill_ms"] / row["llama_prefill_ms"], 3)
+    row["decode_vs_llama"] = round(row["forge_decode_ms_per_token"] / row["llama_decode_ms_per_token"], 3)
+    return row
 
 
 RSS_PROBE = """
@@ -165,35 +223,75 @@ def bench_rss(batch: int, seq_len: int, threads: int, bf16: bool, checkpointing:
     return result
 
 
+def summary(results: dict) -> list[str]:
+    """One line per target of issue 3, with the measured value and whether it holds."""
+    lines = []
+    for row in results["training"]:
+        if row["shape"] == "spec25m":
+            value = row["backbone_vs_llama"]
+            lines.append(
+                f"backbone step / llama step (spec25m {row['batch']}x{row['seq_len']}, "
+                f"{'bf16' if row['bf16'] else 'fp32'}): {value} "
+                f"(target <= {TARGETS['backbone_vs_llama']}: {'ok' if value <= 1.2 else 'MISSED'})"
+            )
+    for row in results["latency"]:
+        value = row["forge_decode_ms_per_token"]
+        lines.append(
+            f"decode ms/token at {row['context']} context ({'bf16' if row['bf16'] else 'fp32'}): {value} "
+            f"(target < {TARGETS['decode_ms_per_token']}: {'ok' if value < 100.0 else 'MISSED'})"
+        )
+    for row in results["rss"]:
+        value = row["peak_rss_mb"]
+        lines.append(
+            f"peak RSS spec25m step {row['batch']}x{row['seq_len']} bf16={row['bf16']} "
+            f"checkpointing={row['checkpointing']}: {value} MB "
+            f"(target < {TARGETS['peak_rss_mb']:.0f}: {'ok' if value < 8192.0 else 'MISSED'})"
+        )
+    return lines
+
+
+def run_all(quick: bool, threads: int) -> dict:
+    """Every measurement, each row printed as JSON as soon as it exists."""
+    repeats = 3 if quick else 5
+    results: dict = {"training": [], "latency": [], "rss": []}
+    for case in QUICK_CASES if quick else FULL_CASES:
+        for row in bench_training(case, repeats):
+            results["training"].append(row)
+            print(json.dumps(row), flush=True)
+    for bf16 in (False, True):
+        row = bench_latency(512, 8 if quick else 32, repeats, bf16)
+        results["latency"].append(row)
+        print(json.dumps(row), flush=True)
+    rss_batch, rss_seq = (1, 512) if quick else (4, 2048)
+    rss_cases = ((False, False), (True, False)) if quick else ((False, False), (True, False), (False, True))
+    for bf16, checkpointing in rss_cases:
+        row = bench_rss(rss_batch, rss_seq, threads, bf16, checkpointing)
+        results["rss"].append(row)
+        print(json.dumps(row), flush=True)
+    return results
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (a few minutes)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for every measurement")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tuned = keep_freed_memory()
-    repeats = 3 if args.quick else 5
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
-        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {args.threads}, "
-        f"mallopt {'on' if tuned else 'off'}"
+        f"# {platform.processor() or platform.machine()} ({os.cpu_count()} cpus, {cpu_matrix_flags()}), "
+        f"torch {torch.__version__}, threads {args.threads}, mallopt {'on' if tuned else 'off'}, "
+        f"load average at start {load}",
+        flush=True,
     )
-    results: dict = {"threads": args.threads, "mallopt": tuned, "training": []}
-    for case in QUICK_CASES if args.quick else FULL_CASES:
-        for row in bench_training(case, repeats):
-            results["training"].append(row)
-            print(json.dumps(row))
-    results["latency"] = bench_latency(512, 8 if args.quick else 32, repeats)
-    print(json.dumps(results["latency"]))
-    rss_batch, rss_seq = (1, 512) if args.quick else (4, 2048)
-    results["rss"] = [
-        bench_rss(rss_batch, rss_seq, args.threads, bf16, checkpointing)
-        for bf16, checkpointing in ((False, False), (True, False), (False, True))
-    ]
-    for row in results["rss"]:
-        print(json.dumps(row))
+    results = {"threads": args.threads, "mallopt": tuned, **run_all(args.quick, args.threads)}
+    results["load_average_end"] = list(os.getloadavg())
+    results["summary"] = summary(results)
+    print(f"# load average at end {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    for line in results["summary"]:
+        print(f"# {line}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 
 import torch
-from support.phase_harness import harness_config, make_context, register_model
 
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.phases.common import bitlinear_meta, forge_config, load_model, session_data
 from agent_forge.phases.forge import ForgePhase
 from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears, ternary_state
 from agent_forge.quant.packed_io import load_packed
+from support.phase_harness import harness_config, make_context, register_model
 
 OVERRIDES = ["phase5.steps=8", "phase5.eval_interval=4", "phase5.dream_every=4", "phase5.dream_steps=1"]
 
@@ -42,7 +42,8 @@ def test_forge_trains_on_the_curriculum_and_stays_ternary(tmp_path):
     steps = sum(v for k, v in metrics.items() if k.startswith(("curriculum/steps_level_", "curriculum/dream_steps")))
     assert steps == 8
     assert metrics["curriculum/evaluations"] >= 2 and 1 <= metrics["curriculum/highest_level"] <= 3
-    assert set(ref.metadata["accuracy_by_level_before"]) == set(ref.metadata["accuracy_by_level_after"]) == {"1", "2", "3"}
+    levels = {"1", "2", "3"}
+    assert set(ref.metadata["accuracy_by_level_before"]) == set(ref.metadata["accuracy_by_level_after"]) == levels
     assert metrics["packed/logits_max_abs_diff"] == 0.0 and metrics["grokfast"] == 1
     assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
     assert result.after.loss < result.before.loss
@@ -55,3 +56,26 @@ def test_forge_trains_on_the_curriculum_and_stays_ternary(tmp_path):
         assert torch.equal(packed.ternary[name].scale, weight.scale)
     ids = session_data(ctx).heldout.lm_batches(2)[0][0]
     assert not torch.equal(model(input_ids=ids).logits, load_model(seed)(input_ids=ids).logits)
+
+
+def test_forge_rerun_resumes_to_the_same_model_with_grokfast_off(tmp_path):
+    overrides = [*OVERRIDES, "phase5.grokfast=false"]
+    seed, _, first = _run(tmp_path, overrides)
+    ref = first.models[0]
+    packed_bytes = (ref.path / ref.metadata["packed_file"]).read_bytes()
+    config = harness_config("smoke", overrides)
+    again = ForgePhase().run(make_context(tmp_path, "forge", config), [seed])
+    assert first.metrics["grokfast"] == again.metrics["grokfast"] == 0
+    assert again.models[0].model_id == ref.model_id
+    assert (ref.path / ref.metadata["packed_file"]).read_bytes() == packed_bytes
+    for key in ("after/loss", "curriculum/highest_level", "train/final_loss"):
+        assert again.metrics[key] == first.metrics[key]
+
+
+def test_forge_refuses_a_model_that_is_not_ternary(tmp_path):
+    config = harness_config("smoke", OVERRIDES)
+    ctx = make_context(tmp_path, "bitnet", config)
+    torch.manual_seed(0)
+    plain = register_model(ctx, ForgeForCausalLM(forge_config(config)), "plain", {})
+    ok, reason = ForgePhase().validate_input(make_context(tmp_path, "forge", config), [plain])
+    assert not ok and "bitlinear" in reason

@@ -53,10 +53,13 @@ def schedule_indices(n: int, position: int, batch_size: int, seed: int) -> list[
 def prepare_bake(teacher: nn.Module, prompt: Sequence[int], train_queries: Sequence[Sequence[int]],
                  heldout_queries: Sequence[Sequence[int]], samples_per_query: int, length: int, seed: int,
                  batch_size: int, temperature: float = 1.0) -> BakeData:
-    """Sample continuations from ``teacher`` reading ``prompt`` and score them once with it."""
+    """Sample continuations from ``teacher`` reading ``prompt`` (one decoding batch) and score them once."""
     generator = torch.Generator().manual_seed(seed)
-    train = sample_bake_set(teacher, prompt, train_queries, samples_per_query, length, generator, temperature)
-    heldout = sample_bake_set(teacher, prompt, heldout_queries, 1, length, generator, temperature)
+    queries = [*(q for q in train_queries for _ in range(samples_per_query)), *heldout_queries]
+    both = sample_bake_set(teacher, prompt, queries, 1, length, generator, temperature)
+    cut = len(train_queries) * samples_per_query
+    train = BakeSet(both.prompt, both.queries[:cut], both.continuations[:cut])
+    heldout = BakeSet(both.prompt, both.queries[cut:], both.continuations[cut:])
     return BakeData(train, teacher_logprobs(teacher, train, batch_size), heldout,
                     teacher_logprobs(teacher, heldout, batch_size), seed)
 

@@ -103,6 +103,7 @@ def resume(
     session_id: Annotated[str, typer.Argument(help="Session to continue.")],
     force: Annotated[bool, typer.Option("--force", help="Continue past a failed hand-off (recorded).")] = False,
     set_: SetOpt = None,
+    stop: Annotated[str | None, typer.Option("--to", help="Last phase to run.")] = None,
 ) -> None:
     """Continue an interrupted or failed session from its last completed phase and checkpoint."""
     workspace, registry = open_workspace()
@@ -117,7 +118,7 @@ def resume(
         cfg = validate_config(merged)
         out.print(f"[yellow]warning:[/yellow] resuming with changed keys: {', '.join(config_diff(stored, merged))}")
     _sigterm_as_interrupt()
-    summary = orch.run(session_id, force=force, config=cfg)
+    summary = orch.run(session_id, stop=stop, force=force, config=cfg)
     _print_summary(workspace, registry, summary.session_id)
 
 

@@ -1,9 +1,15 @@
 """How closely an exported format follows the PyTorch model: logits on held-out rows and greedy decoding.
 
 ``max_abs_diff`` is the largest |logit difference| over every position and vocabulary entry of the rows;
-``top1_agreement`` the share of positions whose argmax is the same; ``greedy_match`` the share of greedy
-tokens generated before the first token that differs (after a divergence the two continuations read
-different prefixes, so later tokens say nothing about the format).
+``top1_agreement`` the share of positions whose argmax is the same; ``greedy_match`` the share of the
+PyTorch model's greedy tokens (decoded with its own cache) that the format reproduces before its first
+different token (after a divergence the two continuations read different prefixes, so later tokens say
+nothing about the format).
+
+The format's side of the greedy check is teacher-forced: one forward pass over prompt + reference tokens,
+reading its argmax at each step. Up to the first mismatch the format's own greedy decoding would have read
+exactly that prefix, so the matched length is the same as decoding token by token, for one pass instead
+of one per token (a full-sequence ONNX graph would otherwise re-run its whole window per token).
 """
 
 from __future__ import annotations
@@ -77,7 +83,16 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return min(len(a), len(b))
 
 
-def measure_agreement(reference: Reference, logits: LogitsFn, greedy: GreedyFn, rows: Sequence[list[int]],
+def greedy_prefix(logits: LogitsFn, prompt: list[int], reference_tokens: list[int]) -> int:
+    """How many of ``reference_tokens`` the format's greedy decoding after ``prompt`` reproduces."""
+    if not reference_tokens:
+        return 0
+    out = logits(list(prompt) + list(reference_tokens[:-1]))
+    predicted = out[len(prompt) - 1 :].argmax(-1).tolist()
+    return common_prefix(predicted, reference_tokens)
+
+
+def measure_agreement(reference: Reference, logits: LogitsFn, rows: Sequence[list[int]],
                       prompts: Sequence[list[int]], n_tokens: int) -> Agreement:
     """Compare one format with the reference on the same rows and prompts."""
     diffs, same, count = [], 0, 0
@@ -88,7 +103,7 @@ def measure_agreement(reference: Reference, logits: LogitsFn, greedy: GreedyFn, 
         same += int((out.argmax(-1) == ref.argmax(-1)).sum())
         count += ref.shape[0]
     pairs = zip(prompts, reference.greedy, strict=True)
-    matched = sum(common_prefix(greedy(list(p), n_tokens), ref) for p, ref in pairs)
+    matched = sum(greedy_prefix(logits, list(p), ref) for p, ref in pairs)
     total = n_tokens * len(prompts)
     mean_diff = float(np.mean([d[1] for d in diffs]))
     return Agreement(max_abs_diff=max(d[0] for d in diffs), mean_abs_diff=mean_diff,

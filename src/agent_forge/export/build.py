@@ -1,8 +1,9 @@
-"""Build a deployment bundle: export the formats, measure agreement with PyTorch, profile, write manifest.
+"""Build a deployment bundle: export the formats, profile them, check them against PyTorch, seal the folder.
 
 Shared by the Edge phase and ``agent-forge export``: the caller hands over the PyTorch model, its
 tokenizer, held-out rows and prompts, and an empty folder (which it makes atomic); everything measured
-here lands in the manifest and the README.
+here lands in the manifest and the README. Each format is loaded once, by its profile (so load time and
+memory are measured), and the agreement check then runs on that very object.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from torch import nn
 from agent_forge.export import bundle as bundle_io
 from agent_forge.export.agreement import (
     Agreement,
-    GreedyFn,
-    LogitsFn,
     measure_agreement,
     reference_outputs,
     torch_greedy,
@@ -34,13 +33,14 @@ from agent_forge.export.profile import (
     FormatSpec,
     OnnxStepper,
     RuntimeStepper,
+    Stepper,
     TorchStepper,
     profile_format,
 )
-from agent_forge.export.runtime import ForgeRuntimeModel, RuntimeConfig, greedy_generate, load_weights
+from agent_forge.export.runtime import ForgeRuntimeModel, RuntimeConfig, load_weights
 from agent_forge.export.ternary import activation_settings, export_ternary
 
-TORCH = "pytorch_fp32"
+TORCH, RUNTIME = "pytorch_fp32", "ternary_runtime"
 
 
 @dataclass
@@ -70,14 +70,6 @@ class EdgeInputs:
 
 
 @dataclass
-class ExportedFormat:
-    spec: FormatSpec
-    logits: LogitsFn
-    greedy: GreedyFn
-    seconds: float
-
-
-@dataclass
 class EdgeReport:
     folder: Path
     agreement: dict[str, Agreement]
@@ -87,126 +79,15 @@ class EdgeReport:
     runtime_model: ForgeRuntimeModel | None = None
 
     def primary(self) -> str:
-        return "ternary_runtime" if "ternary_runtime" in self.profile else next(reversed(self.profile))
-
-
-def _onnx_formats(model: nn.Module, folder: Path, options: EdgeOptions) -> dict[str, ExportedFormat]:
-    threads = options.threads
-    start = time.perf_counter()
-    info = export_onnx(model, folder / bundle_io.ONNX_FP32)
-    paths = {"onnx_fp32": info.path}
-    if options.onnx_int8:
-        paths["onnx_int8"] = quantize_int8(info.path, folder / bundle_io.ONNX_INT8)
-    seconds = time.perf_counter() - start
-    out = {}
-    for name, path in paths.items():
-        runner = OnnxRunner(path, info.seq_len, threads)
-        note = f"fixed length {info.seq_len}, no cache: a decode step re-runs the window"
-        spec = FormatSpec(name, [path], lambda p=path: OnnxStepper(OnnxRunner(p, info.seq_len, threads)),
-                          info.seq_len, note)
-        out[name] = ExportedFormat(spec, runner.logits, runner.greedy, seconds)
-    return out
-
-
-def _ternary_format(model: nn.Module, folder: Path, options: EdgeOptions) -> tuple[ExportedFormat, Any]:
-    start = time.perf_counter()
-    path = export_ternary(model, folder, options.ternary_format, options.float_dtype, options.int8_embeddings)
-    settings = activation_settings(model)
-    config = RuntimeConfig.from_dict(model.config.to_dict())
-
-    def load() -> ForgeRuntimeModel:
-        return ForgeRuntimeModel(load_weights(path, settings.bits, settings.eps), config)
-
-    runtime = load()
-
-    def logits(ids: list[int]) -> Any:
-        return runtime.forward(ids)[0]
-
-    def greedy(prompt: list[int], n: int) -> list[int]:
-        return greedy_generate(runtime, prompt, n, eos_id=None)
-
-    spec = FormatSpec("ternary_runtime", [path], lambda: RuntimeStepper(load()), None,
-                      "numpy runtime with KV/memory cache")
-    return ExportedFormat(spec, logits, greedy, time.perf_counter() - start), runtime
-
-
-def _settings(model: nn.Module, options: EdgeOptions, formats: dict[str, ExportedFormat]) -> dict[str, Any]:
-    config = model.config
-    acts = activation_settings(model)
-    settings: dict[str, Any] = {
-        "formats": sorted(formats), "activation_bits": acts.bits, "activation_eps": acts.eps,
-        "ternary_layers": acts.ternary_layers, "bos_token_id": config.bos_token_id,
-        "eos_token_id": config.eos_token_id, "pad_token_id": config.pad_token_id, "weights": None,
-    }
-    if "ternary_runtime" in formats:
-        settings["weights"] = formats["ternary_runtime"].spec.files[0].name
-        settings["ternary_format"] = options.ternary_format
-        settings["float_dtype"] = options.float_dtype
-    if "onnx_fp32" in formats:
-        int8 = bundle_io.ONNX_INT8 if options.onnx_int8 else None
-        settings["onnx"] = {"fp32": bundle_io.ONNX_FP32, "int8": int8,
-                            "seq_len": formats["onnx_fp32"].spec.max_length, "opset": DEFAULT_OPSET,
-                            "input": "input_ids", "output": "logits", "batch": 1,
-                            "mode": "full-sequence, fixed length, right-padded, no cache"}
-    return settings
-
-
-def _cap(sequences: list[list[int]], length: int) -> list[list[int]]:
-    return [s[-length:] for s in sequences if s]
-
-
-def build_edge_bundle(inputs: EdgeInputs, options: EdgeOptions, folder: Path) -> EdgeReport:
-    """Export every requested format into ``folder``, check it against PyTorch, profile it, seal it."""
-    folder, seconds, formats, runtime = Path(folder), {}, {}, None
-    model = inputs.model.eval()
-    if "onnx" in options.formats:
-        formats.update(_onnx_formats(model, folder, options))
-        seconds["export_onnx"] = next(iter(formats.values())).seconds
-    if "ternary" in options.formats:
-        formats["ternary_runtime"], runtime = _ternary_format(model, folder, options)
-        seconds["export_ternary"] = formats["ternary_runtime"].seconds
-    if not formats:
-        raise ValueError(f"no known export format in {list(options.formats)}; use onnx and/or ternary")
-    settings = _settings(model, options, formats)
-    bundle_io.write_base_files(folder, model.config, inputs.tokenizer_json, settings)
-    start = time.perf_counter()
-    agreement = _agreement(model, inputs, options, formats)
-    seconds["agreement"] = time.perf_counter() - start
-    start = time.perf_counter()
-    profile = _profile(inputs, options, formats)
-    seconds["profile"] = time.perf_counter() - start
-    summary = _summary(inputs, options, agreement, profile, model)
-    manifest = bundle_io.finalize_bundle(folder, summary)
-    return EdgeReport(folder, agreement, profile, seconds, manifest, runtime)
-
-
-def _agreement(model: nn.Module, inputs: EdgeInputs, options: EdgeOptions,
-               formats: dict[str, ExportedFormat]) -> dict[str, Agreement]:
-    limit = min((f.spec.max_length for f in formats.values() if f.spec.max_length), default=None)
-    n_tokens = options.agreement_tokens
-    if limit is not None:
-        n_tokens = min(n_tokens, limit - 1)
-    rows = _cap(inputs.rows, limit) if limit else inputs.rows
-    prompts = _cap(inputs.prompts, (limit - n_tokens) if limit else 1 << 30)
-    reference = reference_outputs(torch_logits(model), torch_greedy(model), rows, prompts, n_tokens)
-    return {name: measure_agreement(reference, f.logits, f.greedy, rows, prompts, n_tokens)
-            for name, f in formats.items()}
-
-
-def _profile(inputs: EdgeInputs, options: EdgeOptions, formats: dict[str, ExportedFormat]
-             ) -> dict[str, FormatProfile]:
-    specs = [FormatSpec(TORCH, inputs.torch_files, lambda: TorchStepper(inputs.load_torch()), None,
-                        "PyTorch eager with the model's cache")]
-    specs += [f.spec for f in formats.values()]
-    tokens = list(inputs.profile_tokens)
-    with blas_threads(options.threads):
-        return {s.name: profile_format(s, tokens, list(options.prefill_lengths), options.decode_tokens,
-                                       options.profile_repeats, options.threads) for s in specs}
+        return RUNTIME if RUNTIME in self.profile else next(reversed(self.profile))
 
 
 @contextlib.contextmanager
 def blas_threads(threads: int) -> Iterator[None]:
-    """One thread count for torch, onnxruntime (set on its sessions) and numpy's BLAS while profiling."""
+    """One thread count for torch, onnxruntime (set on its sessions) and numpy's BLAS.
+
+    On a busy machine, BLAS threads that outnumber free cores spin and slow small matmuls many times over.
+    """
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -221,6 +102,103 @@ def blas_threads(threads: int) -> Iterator[None]:
                 yield
     finally:
         torch.set_num_threads(saved)
+
+
+def _onnx_specs(model: nn.Module, folder: Path, options: EdgeOptions) -> list[FormatSpec]:
+    info = export_onnx(model, folder / bundle_io.ONNX_FP32)
+    paths = {"onnx_fp32": info.path}
+    if options.onnx_int8:
+        paths["onnx_int8"] = quantize_int8(info.path, folder / bundle_io.ONNX_INT8)
+    note = f"fixed length {info.seq_len}, no cache: a decode step re-runs the window"
+    threads = options.threads
+    return [FormatSpec(name, [path], lambda p=path: OnnxStepper(OnnxRunner(p, info.seq_len, threads)),
+                       info.seq_len, note) for name, path in paths.items()]
+
+
+def _ternary_spec(model: nn.Module, folder: Path, options: EdgeOptions) -> FormatSpec:
+    path = export_ternary(model, folder, options.ternary_format, options.float_dtype, options.int8_embeddings)
+    settings = activation_settings(model)
+    config = RuntimeConfig.from_dict(model.config.to_dict())
+
+    def load() -> RuntimeStepper:
+        return RuntimeStepper(ForgeRuntimeModel(load_weights(path, settings.bits, settings.eps), config))
+
+    return FormatSpec(RUNTIME, [path], load, None, "numpy runtime with KV/memory cache")
+
+
+def _export(model: nn.Module, options: EdgeOptions, folder: Path, seconds: dict[str, float]
+            ) -> dict[str, FormatSpec]:
+    specs: list[FormatSpec] = []
+    if "onnx" in options.formats:
+        start = time.perf_counter()
+        specs += _onnx_specs(model, folder, options)
+        seconds["export_onnx"] = time.perf_counter() - start
+    if "ternary" in options.formats:
+        start = time.perf_counter()
+        specs.append(_ternary_spec(model, folder, options))
+        seconds["export_ternary"] = time.perf_counter() - start
+    if not specs:
+        raise ValueError(f"no known export format in {list(options.formats)}; use onnx and/or ternary")
+    return {s.name: s for s in specs}
+
+
+def _settings(model: nn.Module, options: EdgeOptions, specs: dict[str, FormatSpec]) -> dict[str, Any]:
+    """runtime.json: what a loader needs to know about the files of the bundle."""
+    config, acts = model.config, activation_settings(model)
+    settings: dict[str, Any] = {
+        "formats": sorted(specs), "activation_bits": acts.bits, "activation_eps": acts.eps,
+        "ternary_layers": acts.ternary_layers, "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id, "pad_token_id": config.pad_token_id, "weights": None,
+    }
+    if RUNTIME in specs:
+        settings.update(weights=specs[RUNTIME].files[0].name, ternary_format=options.ternary_format,
+                        float_dtype=options.float_dtype, int8_embeddings=options.int8_embeddings)
+    if "onnx_fp32" in specs:
+        int8 = bundle_io.ONNX_INT8 if options.onnx_int8 else None
+        settings["onnx"] = {"fp32": bundle_io.ONNX_FP32, "int8": int8, "seq_len": specs["onnx_fp32"].max_length,
+                            "opset": DEFAULT_OPSET, "input": "input_ids", "output": "logits", "batch": 1,
+                            "mode": "full-sequence, fixed length, right-padded, no cache"}
+    return settings
+
+
+def build_edge_bundle(inputs: EdgeInputs, options: EdgeOptions, folder: Path) -> EdgeReport:
+    """Export every requested format into ``folder``, profile it, check it against PyTorch, seal it."""
+    folder, seconds = Path(folder), {}
+    model = inputs.model.eval()
+    specs = _export(model, options, folder, seconds)
+    bundle_io.write_base_files(folder, model.config, inputs.tokenizer_json, _settings(model, options, specs))
+    torch_spec = FormatSpec(TORCH, inputs.torch_files, lambda: TorchStepper(inputs.load_torch()), None,
+                            "PyTorch eager with the model's cache")
+    with blas_threads(options.threads):
+        start = time.perf_counter()
+        profile, loaded = {}, {}
+        for spec in [torch_spec, *specs.values()]:
+            profile[spec.name], loaded[spec.name] = profile_format(
+                spec, inputs.profile_tokens, list(options.prefill_lengths), options.decode_tokens,
+                options.profile_repeats, options.threads)
+        seconds["profile"] = time.perf_counter() - start
+        start = time.perf_counter()
+        agreement = _agreement(model, inputs, options, {n: loaded[n] for n in specs}, specs)
+        seconds["agreement"] = time.perf_counter() - start
+    manifest = bundle_io.finalize_bundle(folder, _summary(inputs, options, agreement, profile, model))
+    runtime = loaded[RUNTIME].model if RUNTIME in loaded else None
+    return EdgeReport(folder, agreement, profile, seconds, manifest, runtime)
+
+
+def _cap(sequences: list[list[int]], length: int) -> list[list[int]]:
+    return [s[-length:] for s in sequences if s]
+
+
+def _agreement(model: nn.Module, inputs: EdgeInputs, options: EdgeOptions, loaded: dict[str, Stepper],
+               specs: dict[str, FormatSpec]) -> dict[str, Agreement]:
+    """Rows and prompts cut to the shortest fixed input length, so every format sees the same tokens."""
+    limit = min((s.max_length for s in specs.values() if s.max_length), default=None)
+    n_tokens = options.agreement_tokens if limit is None else min(options.agreement_tokens, limit - 1)
+    rows = _cap(inputs.rows, limit) if limit else inputs.rows
+    prompts = _cap(inputs.prompts, limit - n_tokens + 1) if limit else inputs.prompts
+    reference = reference_outputs(torch_logits(model), torch_greedy(model), rows, prompts, n_tokens)
+    return {name: measure_agreement(reference, stepper.logits, rows, prompts, n_tokens)
+            for name, stepper in loaded.items()}
 
 
 def _summary(inputs: EdgeInputs, options: EdgeOptions, agreement: dict[str, Agreement],

@@ -105,7 +105,8 @@ def render_readme(folder: Path, summary: dict[str, Any], settings: dict[str, Any
                       if name != MANIFEST)
     onnx = settings.get("onnx") or {}
     return Template(_README_TEMPLATE.read_text(encoding="utf-8")).safe_substitute(
-        title=summary.get("source_model", "model"), files=files, folder_name=Path(folder).name,
+        title=summary.get("source_model", "model"), files=files,
+        folder_name=summary.get("bundle_name", Path(folder).name),
         onnx_section=_onnx_section(settings), ternary_format=settings.get("ternary_format", "-"),
         activation_bits=settings.get("activation_bits", "-"), onnx_seq_len=onnx.get("seq_len", "-"),
         t_max=summary.get("trm_t_max", "-"), threads=summary.get("threads", 1),

@@ -21,6 +21,7 @@ call): its agreement with PyTorch is measured, never assumed.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -125,9 +126,14 @@ def quantize_int8(source: str | Path, target: str | Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = Path(target)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # it logs a warning per non-float tensor it skips (rope slices)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(previous)
     return target
 
 

@@ -31,11 +31,14 @@ MEMORY_METHOD = "peak RSS delta (VmHWM reset via /proc/self/clear_refs, baseline
 
 
 class Stepper(Protocol):
-    """A format driven one sequence at a time: ``prefill`` starts it, ``step`` adds one greedy token."""
+    """A loaded format: ``prefill`` starts a sequence, ``step`` adds one greedy token, ``logits`` scores
+    a whole sequence from scratch ((n, V) float32, for the agreement check)."""
 
     def prefill(self, ids: list[int]) -> None: ...
 
     def step(self) -> None: ...
+
+    def logits(self, ids: list[int]) -> np.ndarray: ...
 
 
 @dataclass
@@ -85,6 +88,10 @@ class TorchStepper:
             out = self.model(input_ids=torch.tensor([[self.next]]), cache=self.cache, use_cache=True)
         self.cache, self.next = out.cache, int(out.logits[0, -1].argmax())
 
+    def logits(self, ids: list[int]) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model(input_ids=torch.tensor([ids]), use_cache=False).logits[0].float().numpy()
+
 
 class OnnxStepper:
     """Full-sequence graph: every step re-runs the window (the graph holds no cache)."""
@@ -99,6 +106,9 @@ class OnnxStepper:
     def step(self) -> None:
         self.ids.append(int(np.argmax(self.runner.logits(self.ids)[-1])))
 
+    def logits(self, ids: list[int]) -> np.ndarray:
+        return self.runner.logits(ids)
+
 
 class RuntimeStepper:
     def __init__(self, model: Any) -> None:
@@ -112,6 +122,9 @@ class RuntimeStepper:
     def step(self) -> None:
         logits, _ = self.model.forward(np.asarray([self.next]), self.cache, last_only=True)
         self.next = int(np.argmax(logits[-1]))
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        return self.model.forward(np.asarray(ids))[0]
 
 
 # ---- memory ----------------------------------------------------------------------------------------------
@@ -176,8 +189,11 @@ def _timings(stepper: Stepper, tokens: Sequence[int], lengths: Sequence[int], co
 
 
 def profile_format(spec: FormatSpec, tokens: Sequence[int], lengths: Sequence[int], decode_tokens: int,
-                   repeats: int, threads: int = 1) -> FormatProfile:
-    """Load, prefill each length, decode; memory over all of it, timings after one warm-up call."""
+                   repeats: int, threads: int = 1) -> tuple[FormatProfile, Stepper]:
+    """Load, prefill each length, decode; memory over all of it, timings after one warm-up call.
+
+    Returns the loaded format too, so later checks use the very object that was measured.
+    """
     limit = spec.max_length or len(tokens)
     fitting = [n for n in lengths if n <= min(limit, len(tokens))]
     context = list(tokens[: min(min(lengths), limit)])
@@ -186,10 +202,10 @@ def profile_format(spec: FormatSpec, tokens: Sequence[int], lengths: Sequence[in
         stepper = spec.load()
         load_ms = (time.perf_counter() - start) * 1000.0
         prefill, decode = _timings(stepper, tokens, fitting, context, decode_tokens, repeats)
-        del stepper
     prefill_all: dict[int, float | None] = {n: prefill.get(n) for n in lengths}
     note = spec.note
     if len(fitting) < len(lengths):
         note = (note + "; " if note else "") + f"inputs longer than {limit} tokens do not fit this format"
-    return FormatProfile(spec.name, sum(p.stat().st_size for p in spec.files), load_ms, prefill_all, decode,
-                         len(context), memory["mb"], note, threads)
+    profile = FormatProfile(spec.name, sum(p.stat().st_size for p in spec.files), load_ms, prefill_all,
+                            decode, len(context), memory["mb"], note, threads)
+    return profile, stepper

@@ -116,6 +116,7 @@ def recovery_percent(before: float, quantized: float, recovered: float) -> float
     return 100.0 * (quantized - recovered) / lost if lost > 0 else 0.0
 
 
+@torch.no_grad()
 def heldout_loss(model: nn.Module, heldout: HeldoutSet, batch_size: int = 16) -> float:
     """Mean next-token loss on the held-out rows (the cheap in-training evaluation)."""
     device = next(model.parameters()).device

@@ -1,17 +1,19 @@
 """Phase 7, Edge: export the model for edge runtimes and prove the exports compute what PyTorch computes.
 
-Recipe: load the Phase 6 model and measure it (D6 before: PyTorch, held-out set); export the formats of
-``phase7.formats`` into the session's bundle folder: ONNX (fixed-length full-sequence graph, fp32 and the
-onnxruntime dynamic int8 variant) and the packed ternary weights with the standalone numpy runtime; compare
-each with PyTorch on held-out rows (max abs logit difference, top-1 and greedy agreement); profile every
-format at batch 1 (prefill, decode per token, peak RSS delta, file size); write README and manifest
-(sha256 of every file) and verify the folder as a loader would.
+Recipe: load the Phase 6 model and measure it (D6 before); export the formats of ``phase7.formats`` into
+the session's bundle folder: ONNX (fixed-length full-sequence graph, fp32 and the onnxruntime dynamic int8
+variant) and the packed ternary weights with the standalone numpy runtime; profile every format at batch 1
+(prefill, decode per token, peak RSS delta, file size); compare each with PyTorch on held-out rows (max
+abs logit difference, top-1 and greedy agreement); write README and manifest (sha256 of every file) and
+verify the folder as a loader would.
 
-D6 after: the held-out evaluation of the ternary runtime itself (numpy, from the bundle's packed file,
-batched through ``eval.evaluate``), with its file size and decode latency; without a ternary format, the
-PyTorch model the ONNX graph was traced from, with the ONNX file size and decode latency
-(``after/source`` says which). The registered "edge" model is the input model unchanged (Phase 8 starts
-from it); the bundle is a derived artifact in ``workspace.bundle_dir(session)``, replaced atomically.
+D6 before: PyTorch on the held-out set, with its model file size and the PyTorch decode latency of the
+profile (the same measurement as every format's). D6 after: the held-out evaluation of the ternary runtime
+itself (numpy, from the bundle's packed file, batched through ``eval.evaluate``), with its file size and
+decode latency; without a ternary format, the PyTorch model the ONNX graph was traced from, with the ONNX
+file size and decode latency (``after/source`` says which). The registered "edge" model is the input
+model unchanged (Phase 8 starts from it); the bundle is a derived artifact in
+``workspace.bundle_dir(session)``, replaced atomically.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ import torch
 from agent_forge.config.schema import Phase7Section
 from agent_forge.eval.heldout import HeldoutSet, evaluate
 from agent_forge.eval.metrics import EvalResult
-from agent_forge.export.build import EdgeInputs, EdgeOptions, EdgeReport, blas_threads, build_edge_bundle
+from agent_forge.export.build import (
+    TORCH,
+    EdgeInputs,
+    EdgeOptions,
+    EdgeReport,
+    blas_threads,
+    build_edge_bundle,
+)
 from agent_forge.export.bundle import bundle_bytes, verify_bundle
 from agent_forge.export.evaluation import RuntimeLM
 from agent_forge.export.runtime.manifest import MANIFEST, sha256_file
@@ -108,8 +117,9 @@ class EdgePhase(Phase):
         threads = torch.get_num_threads()
         torch_file = source.path / "model.safetensors"
         with blas_threads(threads):
-            before = eval_record(model, data.heldout, torch_file.stat().st_size / 1e6)
+            before = eval_record(model, data.heldout, torch_file.stat().st_size / 1e6, latency=False)
             report = self._bundle(ctx, source, model, data.tokenizer.to_json(), data.heldout, section, threads)
+            before.latency_ms = report.profile[TORCH].decode_ms_per_token
             after, after_source = self._after(report, model, data.heldout)
         metrics = {**record_metrics("before", before), **record_metrics("after", after), **format_metrics(report),
                    "after/source": after_source, "bundle/size_mb": bundle_bytes(report.folder) / 1e6}
@@ -124,10 +134,10 @@ class EdgePhase(Phase):
     def _bundle(self, ctx: PhaseContext, source: ModelRef, model: ForgeForCausalLM, tokenizer_json: str,
                 heldout: HeldoutSet, section: Phase7Section, threads: int) -> EdgeReport:
         rows, prompts, tokens = heldout_inputs(heldout, section)
-        edge_inputs = EdgeInputs(model, tokenizer_json, rows, prompts, tokens, [source.path / "model.safetensors"],
-                                 lambda: load_model(source),
-                                 {"source_model": source.model_id, "session_id": ctx.session_id})
         target = ctx.workspace.bundle_dir(ctx.session_id)
+        edge_inputs = EdgeInputs(model, tokenizer_json, rows, prompts, tokens, [source.path / "model.safetensors"],
+                                 lambda: load_model(source), {"source_model": source.model_id,
+                                                              "session_id": ctx.session_id, "bundle_name": target.name})
         with atomic_dir(target) as tmp:
             report = build_edge_bundle(edge_inputs, edge_options(section, threads), tmp)
         report.folder = target
@@ -172,7 +182,7 @@ class EdgePhase(Phase):
 
 def _speedup(report: EdgeReport) -> dict[str, float]:
     """Decode speed of each format relative to PyTorch fp32 (>1: faster)."""
-    torch_ms = report.profile["pytorch_fp32"].decode_ms_per_token
+    torch_ms = report.profile[TORCH].decode_ms_per_token
     return {f"{name}/decode_speedup_vs_pytorch": torch_ms / p.decode_ms_per_token
             for name, p in report.profile.items()
-            if name != "pytorch_fp32" and p.decode_ms_per_token > 0 and math.isfinite(torch_ms)}
+            if name != TORCH and p.decode_ms_per_token > 0 and math.isfinite(torch_ms)}

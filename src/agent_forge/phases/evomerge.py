@@ -191,24 +191,26 @@ class Evolution:
 
     def start(self, states: list[StateDict], fitness: list[float]) -> None:
         """Generation 0: the eight combos (the specialists' fitness and Fisher are measured once)."""
+        started = time.perf_counter()
         fishers = [self.scorer.importance(state) for state in states]
         self.population = initial_population(states, self.base, self.settings, self.scorer.fitness_value,
                                              self.scorer.importance, fitness, fishers)
         self.evaluate(self.population)
-        self.finish_generation(0, [])
+        self.finish_generation(0, [], time.perf_counter() - started)
 
     def step(self, generation: int) -> None:
+        started = time.perf_counter()
         pool = [*self.population, self.champion]
         children, loser_combos = next_generation(pool, self.base, generation, self.settings,
                                                  self.scorer.fitness_value, self.scorer.importance)
         self.evaluate(children)
         self.population = children
-        self.finish_generation(generation, loser_combos)
+        self.finish_generation(generation, loser_combos, time.perf_counter() - started)
 
-    def finish_generation(self, generation: int, loser_combos: list[int]) -> None:
+    def finish_generation(self, generation: int, loser_combos: list[int], seconds: float) -> None:
         contenders = [*self.population, *([self.champion] if self.champion else [])]
         self.champion = ranked(contenders)[0]
-        summary = self.summary(generation, loser_combos)
+        summary = {**self.summary(generation, loser_combos), "seconds": seconds}
         self.history.append(summary)
         self.ctx.log(generation, summary, model="evolution")
         self.ctx.logger.info("generation", generation=generation, best=summary["best_fitness"],

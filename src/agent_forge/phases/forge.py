@@ -57,6 +57,7 @@ from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_ph
 from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules
 from agent_forge.quant.packed_model import absorb_storage_precision, packed_logits_gap
 from agent_forge.train.curriculum import CurriculumConfig, CurriculumLoop, CurriculumScheduler
+from agent_forge.train.distributed import init_from_env, wrap_ddp
 from agent_forge.train.loop import StepOutput
 from agent_forge.train.precision import resolve_device, use_bf16
 
@@ -144,6 +145,7 @@ class ForgePhase(Phase):
         section: Phase5Section = ctx.phase_config
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
+        init_from_env(device)
         model = load_model(inputs[0]).to(device)
         before = eval_record(model, data.heldout, inputs[0].metadata.get("size_mb"), latency=False)
         before.latency_ms = packed_inference_latency_ms(model)
@@ -216,8 +218,8 @@ def train_curriculum(ctx: PhaseContext, model: nn.Module, section: Phase5Section
     optim_config = dataclasses.replace(MuGrokConfig.from_phase("5"), grokfast=section.grokfast)
     optimizer = build_optimizer(model, optim_config)
     loop = CurriculumLoop(
-        curriculum=scheduler, ctx=ctx, run_name="curriculum", model=model, optimizer=optimizer,
-        batch_fn=batch_fn, step_fn=step_fn, total_steps=section.steps,
+        curriculum=scheduler, ctx=ctx, run_name="curriculum", model=wrap_ddp(model, device),
+        optimizer=optimizer, batch_fn=batch_fn, step_fn=step_fn, total_steps=section.steps,
         train=section.train.model_copy(update={"eval_every": section.eval_interval}),
         config=section.model_dump(), eval_fn=eval_fn, device=device,
         bf16=use_bf16(section.train.bf16, device))

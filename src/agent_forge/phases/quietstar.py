@@ -73,6 +73,24 @@ def scaled(preset: str, scale: float) -> MuGrokConfig:
     return dataclasses.replace(base, muon_lr=base.muon_lr * scale, fallback_lr=base.fallback_lr * scale)
 
 
+class Stopwatch:
+    """Seconds spent in each part of the phase, for the budget on ``tiny`` (``time/<part>_s``)."""
+
+    def __init__(self) -> None:
+        self.last, self.laps = time.perf_counter(), {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[f"time/{name}_s"] = now - self.last
+        self.last = now
+
+    def timed(self, name: str, fn: Any, *args: Any) -> Any:
+        self.last = time.perf_counter()
+        result = fn(*args)
+        self.lap(name)
+        return result
+
+
 @register_phase
 class QuietStarPhase(Phase):
     """Reasoning prompt baking, convergence check, Quiet-STaR RL, anti-theater evaluation."""
@@ -80,13 +98,14 @@ class QuietStarPhase(Phase):
     name = "quietstar"
 
     def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
-        started = time.perf_counter()
+        started, clock = time.perf_counter(), Stopwatch()
         section: Phase3Section = ctx.phase_config
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
         init_from_env(device)
         model = load_model(inputs[0]).to(device)
         before = eval_record(model, data.heldout, fp32_size_mb(model))
+        clock.lap("d6_before")
         tasks = [t for t in data.heldout.examples if has_evidence(t)][: section.eval_examples]
         check_thinking_tokens(data.tokenizer, model)
         embedder = SentenceEmbedder(device=device) if section.semantic else None
@@ -98,16 +117,17 @@ class QuietStarPhase(Phase):
             embedder=embedder,
             coherence_threshold=section.coherence_threshold,
         )
-        initial = think(model)
-        bake = self._bake(ctx, model, data.tokenizer, device)
-        baked = think(model)
-        policy, rl_losses = self._quietstar(ctx, model, device)
-        final = think(model)
-        qs = quietstar_figures(
-            policy, self._qs_rows(data.heldout.lm_rows, device), section.positions_per_seq, section.seed
-        )
+        initial = clock.timed("think_initial", think, model)
+        bake = clock.timed("bake", self._bake, ctx, model, data.tokenizer, device)
+        baked = clock.timed("think_baked", think, model)
+        policy, rl_losses = clock.timed("quietstar_rl", self._quietstar, ctx, model, device)
+        final = clock.timed("think_final", think, model)
+        rows = self._qs_rows(data.heldout.lm_rows, device)
+        qs = clock.timed("qs_eval", quietstar_figures, policy, rows, section.positions_per_seq, section.seed)
         after = eval_record(model, data.heldout, fp32_size_mb(model))
+        clock.lap("d6_after")
         metrics = self._metrics(before, after, initial, baked, final, qs, bake, rl_losses, section)
+        metrics.update(clock.laps)
         metrics["phase/duration_seconds"] = time.perf_counter() - started
         ref = self._save(ctx, model, policy.mixer, data.tokenizer, inputs[0], metrics, final)
         return PhaseResult(
@@ -323,9 +343,7 @@ def bake_token_lists(
     plain = training_examples(ctx.config, int(section.bake_examples * section.plain_share), section.seed + 2)
     lists = [e.tokens for _, e in kept] + encode_examples(tokenizer, plain)
     random.Random(section.seed).shuffle(lists)
-    counts = {
-        f"bake/examples_{name}": float(sum(r.strategy == name for r, _ in kept)) for name in STRATEGY_NAMES
-    }
+    counts = {f"bake/examples_{name}": float(sum(r.strategy == name for r, _ in kept)) for name in STRATEGY_NAMES}
     counts.update(
         {
             "bake/reasoning_examples": float(len(kept)),

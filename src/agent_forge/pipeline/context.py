@@ -62,7 +62,7 @@ class PhaseContext:
 
     def checkpoints(self, run_name: str, keep_last: int = 2) -> CheckpointManager:
         return CheckpointManager(self.workspace.checkpoint_dir(self.session_id, self.phase_name, run_name),
-                                 keep_last=keep_last)
+                                 keep_last=keep_last, recover=self.is_main)
 
     def save_model(
         self,

@@ -116,7 +116,9 @@ class Orchestrator:
         apply_threads(config.runtime.threads)
         lock = session_lock(self.workspace.session_dir(session_id)) if is_main_process() else nullcontext()
         with lock:
-            remove_stale_temporaries(self.workspace.session_dir(session_id))
+            if is_main_process():
+                remove_stale_temporaries(self.workspace.session_dir(session_id))
+            barrier()
             configure_logging(self.workspace.log_path(session_id), quiet=self.quiet)
             tracker = self._tracker(session_id, config)
             try:

@@ -22,12 +22,23 @@ from agent_forge.quant.bitlinear import (
     ternarize,
     ternary_state,
 )
+from agent_forge.quant.container import (
+    CompressionPlan,
+    RawSpec,
+    compress_tensors,
+    decode_container,
+    decode_model,
+    read_metadata,
+    write_model,
+)
+from agent_forge.quant.entropy import EncodedStream, decode_symbols, encode_symbols
 from agent_forge.quant.fast_linear import (
     PackedTernaryLinear,
     native_kernel,
     resolve_backend,
     to_packed_inference,
 )
+from agent_forge.quant.model_codec import ModelCodecConfig, ModelLayout, load_tensors_into, model_tensors
 from agent_forge.quant.packed_io import (
     PACKED_FORMAT,
     PackedCheckpoint,
@@ -39,6 +50,8 @@ from agent_forge.quant.packed_io import (
     save_packed,
 )
 from agent_forge.quant.packed_model import absorb_storage_precision, packed_logits_gap
+from agent_forge.quant.planner import PlannerConfig, PlanResult, plan_compression
+from agent_forge.quant.seedlm import SeedLMConfig, SeedLMEncoded, lfsr_sequence, seedlm_decode, seedlm_encode
 from agent_forge.quant.ternary_pack import (
     PackedTernary,
     TernaryFormat,
@@ -49,6 +62,7 @@ from agent_forge.quant.ternary_pack import (
     unpack_tq1_0,
     unpack_tq2_0,
 )
+from agent_forge.quant.vptq import VPTQConfig, VPTQEncoded, vptq_decode, vptq_encode
 
 __all__ = [
     "PACKED_FORMAT",
@@ -88,4 +102,34 @@ __all__ = [
     "unpack_ternary",
     "unpack_tq1_0",
     "unpack_tq2_0",
+]
+
+# Phase 8: SeedLM, VPTQ, entropy coding, the compressed container, the planner and the model codec.
+__all__ += [
+    "CompressionPlan",
+    "EncodedStream",
+    "ModelCodecConfig",
+    "ModelLayout",
+    "PlanResult",
+    "PlannerConfig",
+    "RawSpec",
+    "SeedLMConfig",
+    "SeedLMEncoded",
+    "VPTQConfig",
+    "VPTQEncoded",
+    "compress_tensors",
+    "decode_container",
+    "decode_model",
+    "decode_symbols",
+    "encode_symbols",
+    "lfsr_sequence",
+    "load_tensors_into",
+    "model_tensors",
+    "plan_compression",
+    "read_metadata",
+    "seedlm_decode",
+    "seedlm_encode",
+    "vptq_decode",
+    "vptq_encode",
+    "write_model",
 ]

@@ -67,7 +67,7 @@ def quality_limit(baseline: float, config: PlannerConfig) -> float:
 class Attempt:
     method: str
     stored_bytes: int
-    value: float | None  # None: not evaluated (no smaller than lossless)
+    value: float | None  # None: not evaluated (no smaller than lossless, or a smaller one was kept)
     accepted: bool
     encode_seconds: float
 
@@ -147,7 +147,7 @@ def _choose(
     chosen, chosen_spec = lossless, RawSpec()
     for encoded, spec in trials:
         value = None
-        if encoded.stored_bytes < lossless.stored_bytes:
+        if encoded.stored_bytes < lossless.stored_bytes and isinstance(chosen_spec, RawSpec):
             value = search.evaluate({**search.state, name: encoded.reconstruction})
         accepted = value is not None and value <= search.limit
         attempts.append(
@@ -156,7 +156,6 @@ def _choose(
         if accepted:
             chosen, chosen_spec = encoded, spec
             search.state[name], search.value = encoded.reconstruction, value
-            break
     decision = TensorDecision(
         name=name,
         tensor_class=tensor_class,

@@ -63,9 +63,11 @@ def restore_rng(tensors: dict[str, torch.Tensor], states: dict[str, Any]) -> Non
 class CheckpointManager:
     """Save, list, verify and load the checkpoints of one training run."""
 
-    def __init__(self, folder: Path, keep_last: int = 2) -> None:
+    def __init__(self, folder: Path, keep_last: int = 2, recover: bool = True) -> None:
+        """``recover=False`` for readers that must not tidy up (non-zero ranks while rank 0 writes)."""
         self.folder = Path(folder)
         self.keep_last = keep_last
+        self.recover = recover
 
     def path_for(self, step: int) -> Path:
         return self.folder / f"step_{step:08d}"
@@ -92,8 +94,9 @@ class CheckpointManager:
     def list(self) -> list[Path]:
         if not self.folder.is_dir():
             return []
-        for path in self.folder.glob("step_*"):
-            recover_dir(path.with_name(path.name.split(".")[0]))
+        if self.recover:
+            for path in self.folder.glob("step_*"):
+                recover_dir(path.with_name(path.name.split(".")[0]))
         return sorted(p for p in self.folder.glob("step_*") if p.is_dir() and "." not in p.name)
 
     def latest(self) -> Path | None:

@@ -1,9 +1,10 @@
 """Batched decoding with the model's cache, and the tool runtime on top of it.
 
-Rows of equal length decode together (no padding, so a row's tokens never depend on its batch-mates).
-After each token a hook may insert tokens into a row: the tool runtime does so when a row has just
-emitted a complete call, appending the executed ``<result>...</result>``. Such rows leave their group
-with their slice of the cache and continue as a group of their own, so nothing is recomputed.
+All prompts decode as one left-padded batch (the attention mask keeps padding out of attention and out of
+the memory, as ``model.generate`` does). After each token a hook may insert tokens into a row: the tool
+runtime does so when a row has just emitted a complete call, appending the executed ``<result>...</result>``.
+Such rows leave their group with their slice of the cache and continue as a group of their own (rows with
+equal-length insertions together), so nothing is recomputed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from agent_forge.data.tokenizer import BOS_ID, EOS_ID, ForgeTokenizer
+from agent_forge.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, ForgeTokenizer
 from agent_forge.tools.calls import BUILTIN_TOOLS, Tool, ToolOutcome, execute, final_answer, last_call
 
 InsertHook = Callable[[int, list[int], int], list[int] | None]  # (row, generated ids, calls so far) -> ids
@@ -40,6 +41,7 @@ class _Group:
     rows: list[int]
     feed: torch.Tensor  # (b, n) ids to feed next
     cache: object | None
+    mask: torch.Tensor | None = None  # (b, n) attention mask of the left-padded prompts, first feed only
 
 
 def pick_tokens(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -64,11 +66,12 @@ def decode(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: i
     """Continue every prompt until ``<eos>`` or ``max_new_tokens`` model tokens; ``hook`` may insert ids."""
     device = next(model.parameters()).device
     results = [Decoded() for _ in prompts]
-    by_length: dict[int, list[int]] = {}
-    for index, prompt in enumerate(prompts):
-        by_length.setdefault(len(prompt), []).append(index)
-    queue = [_Group(rows, torch.tensor([list(prompts[i]) for i in rows], device=device), None)
-             for _, rows in sorted(by_length.items())]
+    if not prompts:
+        return results
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[PAD_ID] * (width - len(p)) + list(p) for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    queue = [_Group(list(range(len(prompts))), ids, None, mask if not bool(mask.all()) else None)]
     while queue:
         _run_group(model, queue.pop(0), queue, results, max_new_tokens, temperature, generator, hook, eos_id)
     return results
@@ -77,11 +80,12 @@ def decode(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: i
 def _run_group(model: nn.Module, group: _Group, queue: list[_Group], results: list[Decoded],
                max_new_tokens: int, temperature: float, generator: torch.Generator | None,
                hook: InsertHook | None, eos_id: int) -> None:
-    rows, feed, cache = group.rows, group.feed, group.cache
+    rows, feed, cache, mask = group.rows, group.feed, group.cache, group.mask
     device = feed.device
     while rows:
-        out = model(input_ids=feed, cache=cache, use_cache=True)
-        cache, chosen = out.cache, pick_tokens(out.logits[:, -1], temperature, generator)
+        out = model(input_ids=feed, attention_mask=mask, cache=cache, use_cache=True)
+        cache, mask = out.cache, None
+        chosen = pick_tokens(out.logits[:, -1], temperature, generator)
         keep: list[int] = []
         inserts: dict[int, list[tuple[int, list[int]]]] = {}
         for position, row in enumerate(rows):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -52,9 +52,22 @@ def evaluate_tool_use(model: nn.Module, tokenizer: ForgeTokenizer, examples: Seq
                       prefix_ids: Sequence[int] = (), max_new_tokens: int = 48,
                       max_calls: int = 2) -> ToolReport:
     """Greedy generation with the runtime on each example (after ``prefix_ids``, e.g. a prompt), scored."""
-    prompts = [[BOS_ID, *prefix_ids, *ids] for ids in tokenizer.encode_batch([e.prompt for e in examples])]
+    return evaluate_tool_use_variants(model, tokenizer, examples, {"": prefix_ids}, max_new_tokens,
+                                      max_calls)[""]
+
+
+def evaluate_tool_use_variants(model: nn.Module, tokenizer: ForgeTokenizer, examples: Sequence[TaskExample],
+                               prefixes: Mapping[str, Sequence[int]], max_new_tokens: int = 48,
+                               max_calls: int = 2) -> dict[str, ToolReport]:
+    """One report per named prefix (e.g. with and without a prompt), all decoded in a single batch."""
+    queries = tokenizer.encode_batch([e.prompt for e in examples])
+    prompts = [[BOS_ID, *prefix, *ids] for prefix in prefixes.values() for ids in queries]
     generations = generate_many_with_tools(model, tokenizer, prompts, max_new_tokens, max_calls)
-    scores = [score_generation(g, e) for g, e in zip(generations, examples, strict=True)]
-    n = max(len(scores), 1)
-    share = [sum(s[i] for s in scores) / n for i in range(4)]
-    return ToolReport(*share, n=len(scores), texts=[g.text for g in generations])
+    reports = {}
+    for part, name in enumerate(prefixes):
+        chunk = generations[part * len(examples) : (part + 1) * len(examples)]
+        scores = [score_generation(g, e) for g, e in zip(chunk, examples, strict=True)]
+        n = max(len(scores), 1)
+        share = [sum(s[i] for s in scores) / n for i in range(4)]
+        reports[name] = ToolReport(*share, n=len(scores), texts=[g.text for g in chunk])
+    return reports

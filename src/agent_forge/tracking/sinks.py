@@ -65,7 +65,10 @@ class WandbSink:
 
         os.environ.setdefault("WANDB_SILENT", "true")
         directory.mkdir(parents=True, exist_ok=True)
-        self._step = 0
+        # W&B drops steps below the run's last one; a resumed session continues the count, so its offline
+        # runs sync into one run with every value kept.
+        self._step_file = directory / "last_step"
+        self._step = int(self._step_file.read_text()) if self._step_file.is_file() else 0
         self.run = wandb.init(project=project, name=session_id, id=session_id, dir=str(directory), mode=mode,
                               config=config, resume="allow", reinit="create_new")
 
@@ -73,6 +76,7 @@ class WandbSink:
         prefix = f"{phase}/" if not model or model == "phase" else f"{phase}/{model}/"
         self._step += 1
         self.run.log({f"{prefix}{k}": v for k, v in metrics.items()} | {f"{phase}/step": step}, step=self._step)
+        self._step_file.write_text(str(self._step))
 
     def close(self) -> None:
         self.run.finish()

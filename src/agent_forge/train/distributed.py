@@ -41,7 +41,7 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     if world()[1] == 1:
         return model
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)
 
 
 def barrier() -> None:

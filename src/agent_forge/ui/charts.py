@@ -18,8 +18,11 @@ TRAJECTORY_PANELS = (("perplexity", "held-out perplexity"), ("accuracy", "task a
 
 
 def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
+    """Light styling set directly: applying a named template deep-copies it per figure (slow in reports)."""
     fig.update_layout(title=title, height=height, margin={"l": 50, "r": 20, "t": 50, "b": 40},
-                      template="plotly_white", legend={"orientation": "h", "y": -0.2})
+                      plot_bgcolor="white", legend={"orientation": "h", "y": -0.2})
+    fig.update_xaxes(gridcolor="#e8e8e8", zerolinecolor="#d0d0d0")
+    fig.update_yaxes(gridcolor="#e8e8e8", zerolinecolor="#d0d0d0")
     return fig
 
 

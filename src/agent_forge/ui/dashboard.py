@@ -165,7 +165,7 @@ def page_models(data: ForgeData, session_id: str) -> None:
         st.markdown("#### Metadata")
         st.json({k: v for k, v in row["metadata"].items() if k != "files"}, expanded=False)
         st.markdown("#### Files (sha256)")
-        _table([{"file": k, "sha256": v} for k, v in row["metadata"].get("files", {}).items()], "files_table")
+        _table([{"file": k, "sha256": v} for k, v in data.model_files(model_id).items()], "files_table")
     with right:
         st.markdown("#### Lineage")
         lineage = data.lineage(model_id)

@@ -7,6 +7,7 @@ Streamlit pages, the static report and a notebook render the same numbers.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -17,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from agent_forge.config.schema import PHASE_NAMES
-from agent_forge.errors import NotFoundError
+from agent_forge.errors import ArtifactCorruptError, NotFoundError
+from agent_forge.pipeline.phase import ModelRef
+from agent_forge.storage.artifacts import METADATA
+from agent_forge.storage.atomic import sha256_file
 from agent_forge.storage.registry import ModelRegistry
 from agent_forge.storage.workspace import Workspace
 
@@ -226,8 +230,6 @@ class ForgeData:
         return row
 
     def session_config(self, session_id: str) -> dict[str, Any]:
-        import json
-
         return json.loads(self.registry.get_session(session_id)["pipeline_config_json"] or "{}")
 
     def process_alive(self, session_id: str) -> bool | None:
@@ -393,11 +395,44 @@ class ForgeData:
                 rows.append(_compare_row(f"metadata.{key}", va, vb))
         return rows
 
-    def model_ref(self, model_id: str) -> Any:
-        """A checksum-verified ModelRef, ready for ``agent_forge.phases.common.load_model``."""
-        from agent_forge.pipeline.context import load_ref
+    def artifact_metadata(self, model_id: str) -> dict[str, Any]:
+        """The artifact's own ``metadata.json`` (with the file checksums), read without touching the folder.
 
-        return load_ref(self.registry, model_id)
+        ``storage.artifacts.read_metadata`` first tidies interrupted writes next to the folder; a reader
+        running beside the pipeline must never do that, so this only reads.
+        """
+        folder = Path(self.registry.get_model(model_id)["model_path"])
+        path = folder / METADATA
+        if not path.is_file():
+            raise ArtifactCorruptError(f"model {model_id} has no {path}", "re-run the phase that produced it")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArtifactCorruptError(f"{path} is unreadable ({exc.__class__.__name__})",
+                                       "re-run the phase that produced it") from None
+        return data if isinstance(data, dict) else {}
+
+    def model_files(self, model_id: str) -> dict[str, str]:
+        """File name -> sha256 of a model's artifact ({} when its folder is gone)."""
+        try:
+            return dict(self.artifact_metadata(model_id).get("files") or {})
+        except ArtifactCorruptError:
+            return {}
+
+    def model_ref(self, model_id: str) -> ModelRef:
+        """A ModelRef whose files all match their checksums, for ``phases.common.load_model`` (read-only)."""
+        row = self.registry.get_model(model_id)
+        folder = Path(row["model_path"])
+        metadata = self.artifact_metadata(model_id)
+        expected = row.get("metadata_sha256")
+        if expected and sha256_file(folder / METADATA) != expected:
+            raise ArtifactCorruptError(f"{folder / METADATA} was modified after it was registered",
+                                       "re-run the phase that produced it or restore the folder")
+        for name, digest in (metadata.get("files") or {}).items():
+            if not (folder / name).is_file() or sha256_file(folder / name) != digest:
+                raise ArtifactCorruptError(f"{folder / name} is missing or does not match its checksum",
+                                           "re-run the phase that produced it or restore the file")
+        return ModelRef(model_id, folder, metadata, row.get("parameters") or 0, row.get("size_mb") or 0.0)
 
 
 def final_rows(series: list[Series]) -> list[dict[str, Any]]:

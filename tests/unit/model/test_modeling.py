@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 from model_builders import build_model, random_ids
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 
-from agent_forge.model import ForgeCache, ForgeForCausalLM
+from agent_forge.model import ForgeCache, ForgeConfig, ForgeForCausalLM
 from agent_forge.model.attention import window_max_logit
 
 LONG = 45  # longer than the window (16) and several memory chunks (8)
@@ -61,6 +63,8 @@ def test_every_trainable_parameter_gets_a_gradient_in_one_step() -> None:
     model(ids, labels=ids).loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert not missing, f"no gradient for {missing}"
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {"act_head.proj.weight", "act_head.proj.bias", "trm.z_init"} <= names
 
 
 def test_training_forward_moves_the_act_teacher_and_eval_does_not() -> None:
@@ -89,6 +93,20 @@ def test_memory_is_per_sequence_never_carried_across_batches() -> None:
     torch.testing.assert_close(a_first, a_then)
     torch.testing.assert_close(b_first, b_then)
     torch.testing.assert_close(alone[0], a_first[1], atol=1e-5, rtol=1e-5)
+
+
+def test_batch_order_and_batch_companions_do_not_matter() -> None:
+    """Memory and attention are per sequence: permuting the batch permutes the outputs, losses included."""
+    model = build_model(seed=6).train()
+    ids = random_ids(4, LONG, seed=3)
+    perm = torch.tensor([2, 0, 3, 1])
+    with torch.no_grad():
+        base, permuted = model(ids), model(ids[perm])
+        torch.testing.assert_close(permuted.logits, base.logits[perm], atol=1e-5, rtol=1e-5)
+        first, second = model(ids[:2], labels=ids[:2]), model(ids[2:], labels=ids[2:])
+        swapped_second, swapped_first = model(ids[2:], labels=ids[2:]), model(ids[:2], labels=ids[:2])
+    torch.testing.assert_close(swapped_first.step_losses, first.step_losses)
+    torch.testing.assert_close(swapped_second.step_losses, second.step_losses)
 
 
 def test_save_and_load_through_auto_classes_gives_identical_logits(tmp_path) -> None:
@@ -150,6 +168,17 @@ def test_sampling_generation_is_reproducible_with_a_seed() -> None:
     assert not torch.equal(
         first, model.generate(prompt, max_new_tokens=12, do_sample=False, eos_token_id=None)
     )
+
+
+def test_cached_sampling_equals_sampling_with_recomputation() -> None:
+    model = build_model(seed=10).eval()
+    prompt = random_ids(2, 7)
+    kwargs = dict(max_new_tokens=20, do_sample=True, top_k=50, temperature=1.3, eos_token_id=None)
+    torch.manual_seed(3)
+    cached = model.generate(prompt, use_cache=True, **kwargs)
+    torch.manual_seed(3)
+    recomputed = model.generate(prompt, use_cache=False, **kwargs)
+    assert torch.equal(cached, recomputed)
 
 
 def test_left_padded_batches_generate_like_unbatched_recomputation() -> None:
@@ -272,3 +301,37 @@ def test_beam_search_reorders_the_cache() -> None:
         prompt, max_new_tokens=8, num_beams=3, do_sample=False, eos_token_id=None, use_cache=False
     )
     assert torch.equal(cached, uncached)
+
+
+def test_long_sequences_never_build_an_n_by_n_attention_mask(monkeypatch) -> None:
+    """O(n*w): in a whole-model pass (training and inference) no SDPA call sees more than 2*window keys."""
+    seen = []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        seen.append(k.shape[-2] if attn_mask is None else max(k.shape[-2], attn_mask.shape[-1]))
+        return real(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    model = build_model(seed=21)
+    ids = random_ids(1, 300)
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0
+    model.train()(ids, labels=ids).loss.backward()
+    with torch.no_grad():
+        model.eval()(ids, attention_mask=mask)
+    assert seen and max(seen) <= 2 * model.config.window
+
+
+def test_one_spec25m_training_step_runs_on_cpu() -> None:
+    torch.manual_seed(0)
+    model = ForgeForCausalLM(ForgeConfig.from_shape("spec25m")).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(3, 32768, (1, 64), generator=torch.Generator().manual_seed(0))
+    out = model(ids, labels=ids)
+    out.loss.backward()
+    optimizer.step()
+    assert out.step_losses.shape == (3,) and torch.isfinite(out.loss)
+    assert abs(out.lm_loss.item() - math.log(32768)) < 1.0, "an untrained model starts near ln(vocab)"
+    with torch.no_grad():
+        assert model(ids, labels=ids).lm_loss < out.lm_loss

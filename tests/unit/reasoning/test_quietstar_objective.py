@@ -63,7 +63,7 @@ def test_the_objective_is_finite_reproducible_and_reaches_the_lm_and_the_head():
     reference = policy.lm(ids).logits.detach() + 0.5 * torch.randn(2, 32, 512)
     loss, figures = policy(ids, anchors, seed, reference)
     again, _ = policy(ids, anchors, seed, reference)
-    assert torch.isfinite(loss) and float(loss) == float(again)
+    assert torch.isfinite(loss) and float(loss.detach()) == float(again.detach())
     assert figures["kl"] > 0 and 0.0 < figures["mix_weight"] < 1.0
     loss.backward()
     for name in ("mixer.proj.weight", "mixer.out.weight", "lm.model.embed_tokens.weight"):
@@ -74,9 +74,9 @@ def test_the_objective_is_finite_reproducible_and_reaches_the_lm_and_the_head():
 def test_training_the_module_lowers_the_mixed_nll_on_a_fixed_batch():
     policy = build(2, kl_coeff=0.0)
     ids, anchors, seed = batch(2)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=5e-3)
     first = None
-    for _ in range(12):
+    for _ in range(8):
         loss, figures = policy(ids, anchors, seed)
         first = figures["mixed_nll"] if first is None else first
         optimizer.zero_grad()

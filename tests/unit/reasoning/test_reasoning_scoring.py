@@ -26,7 +26,7 @@ def arith_example():
 
 
 def generated(tokenizer, thought: str, after: str, eos: bool = True) -> list[int]:
-    ids = tokenizer.encode(thought) + [END_THINK_ID] + tokenizer.encode(after)
+    ids = [*tokenizer.encode(thought), END_THINK_ID, *tokenizer.encode(after)]
     return ids + [EOS_ID] * eos
 
 
@@ -38,9 +38,7 @@ def test_a_well_formed_thought_with_cue_and_answer_is_valid():
     assert tokenizer.decode(parsed.thought_ids) == example.thought
 
 
-@pytest.mark.parametrize(
-    "case", ["no_close", "wrong_cue", "bad_format", "no_eos", "empty_thought", "degenerate"]
-)
+@pytest.mark.parametrize("case", ["no_close", "wrong_cue", "bad_format", "no_eos", "empty_thought", "degenerate"])
 def test_each_defect_makes_the_continuation_invalid(case):
     tokenizer, example = reasoning_tokenizer(), arith_example()
     thought, after, eos = example.thought, example.cue + example.task.answer, True
@@ -56,7 +54,7 @@ def test_each_defect_makes_the_continuation_invalid(case):
         thought = "7" * 12
     ids = generated(tokenizer, thought, after, eos)
     if case == "no_close":
-        ids = tokenizer.encode(thought + after) + [EOS_ID]
+        ids = [*tokenizer.encode(thought + after), EOS_ID]
     assert not parse_thinking(tokenizer, ids, example.cue, "arith", END_THINK_ID).valid
 
 

@@ -79,3 +79,16 @@ def test_an_artifact_without_a_model_config_cannot_generate(filled, tmp_path: Pa
                              "metadata_sha256": info.metadata_sha256})
     with pytest.raises(ArtifactCorruptError, match="cannot generate"):
         load_for_generation(ForgeData.open(root), f"{DONE}__edge__table")
+
+
+def test_verifying_a_model_never_touches_a_write_in_progress(filled, tmp_path: Path) -> None:
+    """The pipeline may be writing next to the model the dashboard loads: reading must leave that alone."""
+    root, registry = _copy(filled, tmp_path)
+    model_id = filled.models["edge/edge"]
+    folder = Path(registry.get_model(model_id)["model_path"])
+    in_progress = folder.with_name(f"{folder.name}.tmp-1234")
+    in_progress.mkdir()
+    (in_progress / "model.safetensors").write_bytes(b"partial")
+    ref = ForgeData.open(root).model_ref(model_id)
+    assert ref.path == folder and ref.metadata["files"]
+    assert (in_progress / "model.safetensors").read_bytes() == b"partial"

@@ -109,7 +109,8 @@ def test_dashboard_command_line() -> None:
     command = streamlit_command(Path("/w"), "127.0.0.1", 8600)
     assert command[1:4] == ["-m", "streamlit", "run"] and command[4] == str(DASHBOARD_SCRIPT)
     assert DASHBOARD_SCRIPT.is_file()
-    pairs = dict(zip(command[5::2], command[6::2]))
+    options = command[5:command.index("--")]
+    pairs = dict(zip(options[::2], options[1::2], strict=True))
     assert pairs["--server.address"] == "127.0.0.1" and pairs["--server.port"] == "8600"
     assert pairs["--browser.gatherUsageStats"] == "false" and command[-2:] == ["--workspace", "/w"]
 

@@ -1,0 +1,171 @@
+"""Edge commands: ``export`` a session's model as a deployment bundle, ``serve-bundle`` to try one."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from agent_forge.cli.app import STATE, JsonOpt, app, open_workspace
+from agent_forge.cli.render import out, print_json, print_table
+from agent_forge.config.schema import PHASE_NAMES, PipelineConfig
+from agent_forge.errors import ArtifactCorruptError, ConfigError, NotFoundError
+
+EXPORTABLE = PHASE_NAMES[: PHASE_NAMES.index("edge") + 1]  # Phase 8's compressed files are not a torch model
+
+
+def _session_config(registry: Any, session_id: str) -> PipelineConfig:
+    row = registry.get_session(session_id)
+    return PipelineConfig.model_validate(json.loads(row["pipeline_config_json"]))
+
+
+def _pick_model(registry: Any, session_id: str, model_id: str | None) -> str:
+    """The given model, or the session's newest model of the latest phase up to Phase 7."""
+    if model_id is not None:
+        return model_id
+    rows = [r for r in registry.search_models(session=session_id) if r["phase_name"] in EXPORTABLE]
+    if not rows:
+        raise NotFoundError(f"session {session_id} has no model to export yet",
+                            "run the pipeline at least through Phase 1 (`agent-forge run`)")
+    return max(rows, key=lambda r: (EXPORTABLE.index(r["phase_name"]), r["created_at"]))["model_id"]
+
+
+def _edge_inputs(ref: Any, config: PipelineConfig) -> Any:
+    from agent_forge.eval.heldout import HeldoutSet
+    from agent_forge.export.build import EdgeInputs
+    from agent_forge.phases.common import heldout_examples, load_model, load_tokenizer
+    from agent_forge.phases.edge import heldout_inputs
+
+    model, tokenizer = load_model(ref), load_tokenizer(ref)
+    heldout = HeldoutSet.build(tokenizer, heldout_examples(config), config.data.seq_len,
+                               max_lm_sequences=config.data.heldout_lm_sequences)
+    rows, prompts, tokens = heldout_inputs(heldout, config.phase7)
+    return EdgeInputs(model, tokenizer.to_json(), rows, prompts, tokens, [ref.path / "model.safetensors"],
+                      lambda: load_model(ref), {"source_model": ref.model_id})
+
+
+def _print_report(report: Any, folder: Path, as_json: bool) -> None:
+    if as_json:
+        print_json({"bundle": str(folder), "agreement": {k: v.to_dict() for k, v in report.agreement.items()},
+                    "profile": {k: v.to_dict() for k, v in report.profile.items()}})
+        return
+    if STATE.quiet:
+        return
+    out.print(f"bundle written to [bold]{folder}[/bold]")
+    rows = [[name, f"{p.file_bytes / 1e6:.3f}", f"{p.decode_ms_per_token:.2f}",
+             f"{report.agreement[name].max_abs_diff:.3g}" if name in report.agreement else "reference"]
+            for name, p in report.profile.items()]
+    print_table("formats", ["format", "file MB", "decode ms/token", "max abs logit diff"], rows)
+
+
+@app.command("export")
+def export_bundle(
+    session_id: Annotated[str, typer.Argument(help="Session whose model to export.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx or ternary.")] = "ternary",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Bundle folder (default: SESSION/exports/FMT).")]
+    = None,
+    model_id: Annotated[str | None, typer.Option("--model", help="Model id (default: the newest).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a session's model as a self-contained edge bundle (checked, profiled, with a manifest)."""
+    if fmt not in ("onnx", "ternary"):
+        raise ConfigError(f"unknown format '{fmt}'", "use --format onnx or --format ternary")
+    import torch
+
+    from agent_forge.export.build import blas_threads, build_edge_bundle
+    from agent_forge.export.bundle import verify_bundle
+    from agent_forge.phases.edge import edge_options
+    from agent_forge.pipeline.context import load_ref
+    from agent_forge.storage.atomic import atomic_dir
+
+    workspace, registry = open_workspace()
+    config = _session_config(registry, session_id)
+    ref = load_ref(registry, _pick_model(registry, session_id, model_id))
+    folder = out_dir or workspace.session_dir(session_id) / "exports" / fmt
+    section = config.phase7.model_copy(update={"formats": [fmt]})
+    threads = torch.get_num_threads()
+    with blas_threads(threads):
+        edge_inputs = _edge_inputs(ref, config)
+        with atomic_dir(Path(folder)) as tmp:
+            report = build_edge_bundle(edge_inputs, edge_options(section, threads), tmp)
+    verify_bundle(folder)
+    _print_report(report, Path(folder), as_json)
+
+
+def _runtime_answer(bundle_path: Path, max_new: int) -> Any:
+    from agent_forge.export.runtime import greedy_generate, load_bundle
+
+    bundle = load_bundle(bundle_path, verify=False)  # the caller has just verified it
+    codec = bundle.codec()
+
+    def answer(text: str) -> str:
+        ids = greedy_generate(bundle.model, codec.encode(text), max_new, bundle.config.eos_token_id)
+        return codec.decode(ids)
+
+    return answer
+
+
+def _onnx_answer(bundle_path: Path, max_new: int) -> Any:
+    from agent_forge.export.onnx import OnnxRunner
+    from agent_forge.export.runtime.bundle import TextCodec
+
+    settings = json.loads((bundle_path / "runtime.json").read_text(encoding="utf-8"))
+    onnx = settings["onnx"]
+    runner = OnnxRunner(bundle_path / (onnx.get("int8") or onnx["fp32"]), onnx["seq_len"],
+                        pad_id=settings.get("pad_token_id") or 0)
+    codec = TextCodec(bundle_path / "tokenizer.json", settings.get("bos_token_id"))
+    eos = settings.get("eos_token_id")
+
+    def answer(text: str) -> str:
+        tokens = runner.greedy(codec.encode(text), max_new)
+        return codec.decode(tokens[: tokens.index(eos) + 1] if eos in tokens else tokens)
+
+    return answer
+
+
+def _answer_fn(bundle_path: Path, max_new: int) -> tuple[Any, str]:
+    from agent_forge.export.bundle import verify_bundle
+    from agent_forge.export.runtime.manifest import ManifestError
+
+    try:
+        verify_bundle(bundle_path)
+    except ManifestError as err:
+        raise ArtifactCorruptError(str(err), "re-create the bundle with `agent-forge export`") from err
+    settings = json.loads((bundle_path / "runtime.json").read_text(encoding="utf-8"))
+    if settings.get("weights"):
+        return _runtime_answer(bundle_path, max_new), "ternary runtime"
+    if settings.get("onnx"):
+        return _onnx_answer(bundle_path, max_new), "onnxruntime"
+    raise ArtifactCorruptError(f"bundle {bundle_path} holds no model file this command can run")
+
+
+@app.command("serve-bundle")
+def serve_bundle(
+    path: Annotated[Path, typer.Argument(help="Bundle folder (see `agent-forge export`).")],
+    prompt: Annotated[str | None, typer.Option("--prompt", help="One prompt; without it, an interactive loop.")]
+    = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 32,
+) -> None:
+    """Generate from a bundle with its standalone runtime (greedy); verifies the manifest first."""
+    if not (path / "manifest.json").is_file():
+        raise NotFoundError(f"{path} is not a bundle (no manifest.json)", "pass the folder `agent-forge export` wrote")
+    answer, engine = _answer_fn(path, max_new_tokens)
+    if prompt is not None:
+        start = time.perf_counter()
+        text = answer(prompt)
+        out.print(text, markup=False, highlight=False)
+        if not STATE.quiet:
+            out.print(f"[dim]{engine}, {(time.perf_counter() - start) * 1000:.0f} ms[/dim]")
+        return
+    out.print(f"[dim]{engine}; an empty line or Ctrl-D ends[/dim]")
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            break
+        if not line.strip():
+            break
+        out.print(answer(line), markup=False, highlight=False)

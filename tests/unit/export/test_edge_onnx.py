@@ -1,0 +1,80 @@
+"""ONNX export: onnxruntime logits agree with PyTorch; the int8 variant is smaller and close."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from agent_forge.export.onnx import ExportBitLinear, OnnxRunner, export_onnx, quantize_int8
+from agent_forge.quant.bitlinear import BitLinear
+
+
+@pytest.fixture(scope="module")
+def exported(bit_model, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("onnx")
+    info = export_onnx(bit_model, folder / "model.onnx")
+    int8 = quantize_int8(info.path, folder / "model.int8.onnx")
+    return {"info": info, "fp32": OnnxRunner(info.path, info.seq_len), "int8": OnnxRunner(int8, info.seq_len),
+            "int8_path": int8}
+
+
+def _torch(model, tokens: list[int]) -> np.ndarray:
+    with torch.inference_mode():
+        return model(input_ids=torch.tensor([tokens]), use_cache=False).logits[0].numpy()
+
+
+def test_graph_is_fixed_length_batch_one(exported, bit_model) -> None:
+    info = exported["info"]
+    graph = onnx.load(str(info.path)).graph
+    dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert info.seq_len == bit_model.config.max_seq_len and dims == [1, info.seq_len]
+    assert {n.op_type for n in graph.node} >= {"Round", "ReduceMax"}, "activation quantization was exported"
+
+
+@pytest.mark.parametrize("length", [64, 23])
+def test_fp32_graph_matches_pytorch(exported, bit_model, ids, length: int) -> None:
+    """Full length, and a shorter input right-padded inside the runner (causal: same logits)."""
+    tokens = ids(length, seed=length)
+    got = exported["fp32"].logits(tokens)
+    assert got.shape == (length, bit_model.config.vocab_size)
+    np.testing.assert_allclose(got, _torch(bit_model, tokens), atol=1e-4, rtol=0)
+
+
+def test_int8_variant_is_smaller_and_close(exported, bit_model, ids) -> None:
+    tokens = ids(64, seed=7)
+    ref = _torch(bit_model, tokens)
+    diff = np.abs(exported["int8"].logits(tokens) - ref)
+    assert exported["int8_path"].stat().st_size < exported["info"].bytes
+    assert 0.0 < diff.max() < 0.2
+    assert (exported["int8"].logits(tokens).argmax(-1) == ref.argmax(-1)).mean() > 0.9
+
+
+def test_greedy_over_the_window(exported, bit_model, ids) -> None:
+    """Greedy decoding by re-running the window equals PyTorch's cached greedy while it fits."""
+    from agent_forge.export.agreement import torch_greedy
+
+    prompt = ids(20, seed=8)
+    assert exported["fp32"].greedy(prompt, 12) == torch_greedy(bit_model)(prompt, 12)
+
+
+def test_export_bitlinear_equals_bitlinear() -> None:
+    torch.manual_seed(3)
+    layer = BitLinear(40, 24, bias=True).eval()
+    x = torch.randn(2, 5, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(ExportBitLinear(layer)(x), layer(x), atol=1e-5, rtol=0)
+        layer.ramp = 0.5
+        torch.testing.assert_close(ExportBitLinear(layer)(x), layer(x), atol=1e-5, rtol=0)
+
+
+def test_export_leaves_the_model_unchanged(bit_model, tmp_path: Path, ids) -> None:
+    tokens = ids(16, seed=9)
+    before = _torch(bit_model, tokens)
+    assert any(isinstance(m, BitLinear) for m in bit_model.modules())
+    export_onnx(bit_model, tmp_path / "m.onnx", seq_len=16)
+    assert any(isinstance(m, BitLinear) for m in bit_model.modules())
+    np.testing.assert_array_equal(_torch(bit_model, tokens), before)

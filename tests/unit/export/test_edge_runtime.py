@@ -1,0 +1,131 @@
+"""The numpy runtime computes what PyTorch computes, decodes with its cache, and loads no torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import save_file
+
+from agent_forge.export.agreement import torch_greedy
+from agent_forge.export.runtime import greedy_generate, unpack
+from agent_forge.export.runtime.safetensors_np import SafetensorsError, read_safetensors
+from agent_forge.quant.ternary_pack import pack_ternary, unpack_ternary
+
+EXPORT_DIR = Path(__file__).resolve().parents[3] / "src" / "agent_forge" / "export"
+
+
+def _torch_logits(model, tokens: list[int]) -> np.ndarray:
+    with torch.inference_mode():
+        return model(input_ids=torch.tensor([tokens]), use_cache=False).logits[0].numpy()
+
+
+@pytest.mark.parametrize("fmt", ["tq2_0", "tq1_0"])
+@pytest.mark.parametrize(("shape", "row_aligned"), [((7, 300), True), ((5, 130), False), ((3, 256), True)])
+def test_unpack_matches_the_packer(fmt: str, shape: tuple[int, int], row_aligned: bool) -> None:
+    rng = np.random.default_rng(0)
+    values = rng.integers(-1, 2, size=shape).astype(np.int8)
+    scales = rng.uniform(0.01, 2.0, size=shape[0]) if row_aligned else 0.37
+    packed = pack_ternary(values, scales, fmt, row_aligned)
+    got_values, got_scales = unpack(packed.data, fmt, shape, row_aligned)
+    want_values, want_scales = unpack_ternary(packed)
+    np.testing.assert_array_equal(got_values, values)
+    np.testing.assert_array_equal(got_values, want_values)
+    np.testing.assert_array_equal(got_scales, want_scales)
+
+
+def test_safetensors_reader_matches_the_library(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    tensors = {"f32": rng.normal(size=(3, 4)).astype(np.float32), "f16": rng.normal(size=5).astype(np.float16),
+               "u8": rng.integers(0, 255, size=(2, 66)).astype(np.uint8), "i64": np.arange(4, dtype=np.int64),
+               "i8": np.array([-1, 0, 1], dtype=np.int8)}
+    save_file(tensors, tmp_path / "t.safetensors", metadata={"format": "x"})
+    got, metadata = read_safetensors(tmp_path / "t.safetensors")
+    assert metadata == {"format": "x"}
+    for key, value in tensors.items():
+        assert got[key].dtype == value.dtype
+        np.testing.assert_array_equal(got[key], value)
+    (tmp_path / "bad.safetensors").write_bytes(b"\xff" * 16)
+    with pytest.raises(SafetensorsError):
+        read_safetensors(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize("bitlinear", [True, False])
+def test_runtime_logits_match_pytorch(bitlinear, make_model, make_runtime, ids, tmp_path: Path) -> None:
+    """50 tokens cross the attention window (16) and several memory chunks (8); T_max = 3."""
+    model = make_model(bitlinear)
+    runtime = make_runtime(model, tmp_path)
+    tokens = ids(50)
+    logits, halt = runtime.forward(tokens)
+    with torch.inference_mode():
+        ref = model(input_ids=torch.tensor([tokens]), use_cache=False)
+    np.testing.assert_allclose(logits, ref.logits[0].numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(halt, ref.halt_steps[0].numpy())
+    assert len(set(halt.tolist())) > 1, "the check needs positions that halt at different steps"
+
+
+def test_cached_decoding_equals_one_pass(bit_model, make_runtime, ids, tmp_path: Path) -> None:
+    runtime = make_runtime(bit_model, tmp_path)
+    tokens = ids(40, seed=2)
+    full, _ = runtime.forward(tokens)
+    cache = runtime.new_cache()
+    parts = [runtime.forward(tokens[:11], cache)[0]]
+    parts += [runtime.forward(tokens[t : t + 1], cache)[0] for t in range(11, 29)]
+    parts.append(runtime.forward(tokens[29:], cache)[0])
+    np.testing.assert_allclose(np.concatenate(parts), full, atol=1e-5, rtol=0)
+    assert cache.seen == 40 and cache.layers[0].keys.shape[2] == bit_model.config.window - 1
+
+
+def test_batched_rows_equal_single_rows(bit_model, make_runtime, ids, tmp_path: Path) -> None:
+    """Right padding never changes the logits of the real tokens (what RuntimeLM relies on)."""
+    runtime = make_runtime(bit_model, tmp_path)
+    a, b = ids(30, seed=3), ids(19, seed=4)
+    batch = np.zeros((2, 30), dtype=np.int64)
+    batch[0], batch[1, :19] = a, b
+    logits, _ = runtime.forward(batch)
+    np.testing.assert_allclose(logits[0], runtime.forward(a)[0], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(logits[1, :19], runtime.forward(b)[0], atol=1e-5, rtol=0)
+
+
+def test_greedy_generation_matches_pytorch(bit_model, make_runtime, ids, tmp_path: Path) -> None:
+    runtime = make_runtime(bit_model, tmp_path)
+    prompt = ids(12, seed=5)
+    assert greedy_generate(runtime, prompt, 20) == torch_greedy(bit_model)(prompt, 20)
+
+
+def test_fp16_storage_stays_close(bit_model, make_runtime, ids, tmp_path: Path) -> None:
+    """The bundle default keeps non-ternary tensors in fp16: the error is small, not zero."""
+    runtime = make_runtime(bit_model, tmp_path, float_dtype="float16", fmt="tq1_0")
+    tokens = ids(32, seed=6)
+    diff = np.abs(runtime.forward(tokens)[0] - _torch_logits(bit_model, tokens)).max()
+    assert 0.0 < diff < 0.05
+
+
+def test_runtime_rejects_bad_input(bit_model, make_runtime, tmp_path: Path) -> None:
+    runtime = make_runtime(bit_model, tmp_path)
+    with pytest.raises(ValueError, match="token ids"):
+        runtime.forward([0, 512])
+    with pytest.raises(ValueError, match="L >= 1"):
+        runtime.forward([])
+
+
+def test_runtime_package_imports_no_torch(bit_model, make_runtime, ids, tmp_path: Path) -> None:
+    """Loaded as a top-level package (as in a bundle), a forward pass pulls in numpy only."""
+    make_runtime(bit_model, tmp_path)
+    bit_model.config.to_json_file(str(tmp_path / "config.json"), use_diff=False)
+    code = (
+        "import sys, json, numpy as np; sys.path.insert(0, sys.argv[1]);"
+        "from runtime import ForgeRuntimeModel, RuntimeConfig, load_weights;"
+        "cfg = RuntimeConfig.from_dict(json.load(open(sys.argv[2] + '/config.json')));"
+        "m = ForgeRuntimeModel(load_weights(sys.argv[2] + '/model.tq2_0.safetensors'), cfg);"
+        "print(m.forward([5, 6, 7])[0].shape);"
+        "bad = [n for n in ('torch', 'transformers', 'agent_forge', 'safetensors') if n in sys.modules];"
+        "print('loaded:', bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(EXPORT_DIR), str(tmp_path)], capture_output=True,
+                         text=True, check=True)
+    assert "(3, 512)" in out.stdout and "loaded: []" in out.stdout
