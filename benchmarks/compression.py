@@ -78,7 +78,7 @@ def train(model: ForgeForCausalLM, data: PackedDataset, steps: int, phase: str) 
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        loss = float(out.loss)
+        loss = float(out.loss.detach())
     return loss
 
 
@@ -104,7 +104,7 @@ class Bench:
             dec: float = 0.0) -> None:
         ppl, acc = quality(self.rebuilt(tensors), self.heldout) if tensors is not None else (None, None)
         self.rows.append(Row(stage, nbytes, self.fp32_bytes / nbytes, ppl, acc, enc, dec))
-        print(f"  {stage:<44} {nbytes:>10} B  x{self.fp32_bytes / nbytes:6.2f}  ppl {_fmt(ppl)}  acc {_fmt(acc)}"
+        print(f"  {stage:<48} {nbytes:>10} B  x{self.fp32_bytes / nbytes:6.2f}  ppl {_fmt(ppl)}  acc {_fmt(acc)}"
               f"  enc {enc:.2f}s dec {dec:.2f}s", flush=True)
 
     def container(self, stage: str, methods: dict[str, MethodSpec]) -> None:
@@ -129,11 +129,19 @@ def large_tensors(tensors: Mapping[str, Tensor]) -> list[str]:
     return [name for name, t in tensors.items() if classify_tensor(name, t) == "matrix"]
 
 
+def label(spec: MethodSpec) -> str:
+    if isinstance(spec, VPTQConfig):
+        residual = f"+{spec.residual}" if spec.residual else ""
+        return f"vptq(v={spec.vector}, k={spec.codebook}{residual})"
+    if isinstance(spec, SeedLMConfig):
+        return f"seedlm(K={spec.lfsr_bits}, C={spec.block}, P={spec.coeffs}, Q={spec.coeff_bits})"
+    return describe(spec)
+
+
 def method_rows(bench: Bench, methods: list[MethodSpec]) -> None:
     names = large_tensors(bench.tensors)
     for spec in methods:
-        bench.container(f"+ {describe(spec).split(', iterations')[0].split(', shortlist')[0]})",
-                        dict.fromkeys(names, spec))
+        bench.container(f"+ {label(spec)}", dict.fromkeys(names, spec))
 
 
 def planner_row(bench: Bench, config: PipelineConfig) -> None:
@@ -171,10 +179,10 @@ def tiny_session(config: PipelineConfig, args: argparse.Namespace) -> tuple[Forg
     print(f"ternary QAT: {args.qat_steps} steps, last loss {loss:.3f}")
     bench = Bench(model, heldout, fp32_bytes, args.zstd_level)
     bench.rows.append(fp32_row)
-    print(f"  {'fp32':<44} {fp32_bytes:>10} B  x  1.00  ppl {_fmt(ppl)}  acc {_fmt(acc)}")
+    print(f"  {'fp32':<48} {fp32_bytes:>10} B  x  1.00  ppl {_fmt(ppl)}  acc {_fmt(acc)}")
     ppl, acc = quality(model, heldout)
     bench.rows.append(Row("ternary (in memory)", fp32_bytes, 1.0, ppl, acc))
-    print(f"  {'ternary (in memory, fp32 shadow weights)':<44} {'':>10}    ppl {_fmt(ppl)}  acc {_fmt(acc)}")
+    print(f"  {'ternary (in memory, fp32 shadow weights)':<48} {'':>10}    ppl {_fmt(ppl)}  acc {_fmt(acc)}")
     return model, heldout, bench
 
 
@@ -196,9 +204,9 @@ def spec25m_rows(level: int) -> list[Row]:
     bench.rows.append(Row("fp32", fp32_bytes, 1.0, None, None))
     raw = sum(t.numel() * t.element_size() for t in bench.tensors.values())
     bench.add("ternary packed (TQ1_0 + fp16)", raw, None)
-    for stage, methods in (("ternary packed", {}), ("+ vptq(v=4, k=256)", VPTQConfig())):
+    for stage, methods in (("ternary packed", None), (f"+ {label(VPTQConfig())}", VPTQConfig())):
         start = time.perf_counter()
-        spec = dict.fromkeys(large_tensors(bench.tensors), methods) if methods else {}
+        spec = dict.fromkeys(large_tensors(bench.tensors), methods) if methods is not None else {}
         compressed = compress_tensors(bench.tensors, CompressionPlan(spec, zstd_level=level))
         bench.add(f"{stage} + entropy", len(compressed.data), None, time.perf_counter() - start)
     return bench.rows
@@ -207,8 +215,8 @@ def spec25m_rows(level: int) -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and cheaper SeedLM, for CI")
-    parser.add_argument("--train-steps", type=int, default=300)
-    parser.add_argument("--qat-steps", type=int, default=60)
+    parser.add_argument("--train-steps", type=int, default=200)
+    parser.add_argument("--qat-steps", type=int, default=40)
     parser.add_argument("--examples", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--zstd-level", type=int, default=19)

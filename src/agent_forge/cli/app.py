@@ -18,7 +18,7 @@ from agent_forge.config import PHASE_NAMES, config_diff, load_config
 from agent_forge.config.loader import deep_merge, parse_override, validate_config
 from agent_forge.errors import ConfigError, NotFoundError
 from agent_forge.storage.registry import ModelRegistry
-from agent_forge.storage.workspace import ENV_WORKSPACE, Workspace
+from agent_forge.storage.workspace import ENV_WORKSPACE, Workspace, validate_name
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Agent Forge: build a small language model on your own machine, in eight phases.")
@@ -84,12 +84,15 @@ def run(
     stop: Annotated[str | None, typer.Option("--to", help="Last phase to run.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Continue past a failed hand-off (recorded).")] = False,
     session: Annotated[str | None, typer.Option("--session", help="Continue inside this session.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Id for the new session (default: generated).")] = None,
 ) -> None:
     """Run the pipeline (all eight phases, or --from/--to) on a preset."""
     cfg = load_config(preset, config, set_)
     workspace, registry = open_workspace()
     orch = _orchestrator(workspace, registry)
-    session_id = session if session else orch.create_session(cfg)
+    if name and any(s["session_id"] == name for s in registry.list_sessions()):
+        raise ConfigError(f"session '{name}' already exists", f"continue it with `agent-forge resume {name}`")
+    session_id = session if session else orch.create_session(cfg, session_id=validate_name(name) if name else None)
     if session:
         registry.get_session(session)
     out.print(f"session [bold]{session_id}[/bold] in {workspace.root}")

@@ -1,0 +1,52 @@
+"""The whole pipeline as a user meets it, on `smoke`: eight phases, the trajectory table, bundle and report."""
+
+from __future__ import annotations
+
+import json
+
+from agent_forge.config import PHASE_NAMES
+from agent_forge.storage.registry import ModelRegistry
+from conftest import SESSION, agent_forge
+
+
+def test_all_eight_phases_complete_with_summary(smoke_run):
+    workspace, proc = smoke_run
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for name in PHASE_NAMES:
+        assert name in proc.stdout
+    assert "bundle:" in proc.stdout and "report:" in proc.stdout
+    registry = ModelRegistry(workspace / "registry" / "model_registry.db")
+    assert registry.get_session(SESSION)["status"] == "completed"
+    runs = {r["phase_name"]: r for r in registry.phase_runs(SESSION)}
+    assert set(runs) == set(PHASE_NAMES) and all(r["status"] == "completed" for r in runs.values())
+    statuses = {h["source_phase"]: h["validation_status"] for h in registry.handoff_history(SESSION)}
+    assert set(statuses.values()) == {"passed"}, statuses
+
+
+def test_every_phase_records_before_and_after(smoke_run):
+    workspace, _ = smoke_run
+    registry = ModelRegistry(workspace / "registry" / "model_registry.db")
+    for run in registry.phase_runs(SESSION):
+        metrics = run["metrics"]
+        assert any(k.startswith("before/") for k in metrics), run["phase_name"]
+        assert any(k.startswith("after/") for k in metrics), run["phase_name"]
+
+
+def test_final_model_lineage_reaches_phase_one(smoke_run):
+    workspace, _ = smoke_run
+    registry = ModelRegistry(workspace / "registry" / "model_registry.db")
+    final = [m for m in registry.search_models(session=SESSION) if m["phase_name"] == "final"]
+    assert len(final) == 1
+    seen, frontier = set(), [final[0]["model_id"]]
+    while frontier:
+        model = registry.get_model(frontier.pop())
+        seen.add(model["phase_name"])
+        frontier.extend(model["parents"])
+    assert set(PHASE_NAMES) <= seen
+
+
+def test_status_json_after_the_run(smoke_run):
+    workspace, _ = smoke_run
+    proc = agent_forge(workspace, "status", SESSION, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["session"]["status"] == "completed"
