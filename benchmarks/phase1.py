@@ -163,17 +163,23 @@ def llama_decoder(model: torch.nn.Module, ids: torch.Tensor) -> tuple[Callable, 
 
 
 @torch.no_grad()
-def time_decoder(prefill: Callable, step: Callable, new_tokens: int, repeats: int) -> tuple[float, float]:
-    """Median prefill ms and median per-token decode ms (each repeat starts from a fresh prefill)."""
+def time_decoder(prefill: Callable, step: Callable, new_tokens: int, repeats: int) -> dict[str, float]:
+    """Median prefill ms and per-token decode ms, wall and process CPU time (each repeat starts from a
+    fresh prefill). CPU time sums all threads; on a crowded machine it shows what wall time hides."""
     prefill_ms = median_ms(prefill, repeats=repeats, warmup=1)
-    per_token = []
+    wall, cpu = [], []
     for _ in range(repeats + 1):
         state = prefill()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for _ in range(new_tokens):
             state = step(state)
-        per_token.append((time.perf_counter() - start) * 1000.0 / new_tokens)
-    return prefill_ms, statistics.median(per_token[1:])
+        wall.append((time.perf_counter() - start) * 1000.0 / new_tokens)
+        cpu.append((time.process_time() - start_cpu) * 1000.0 / new_tokens)
+    return {
+        "prefill_ms": prefill_ms,
+        "decode_ms_per_token": statistics.median(wall[1:]),
+        "decode_cpu_ms_per_token": statistics.median(cpu[1:]),
+    }
 
 
 def bench_latency(context: int, new_tokens: int, repeats: int, bf16: bool) -> dict:
@@ -185,9 +191,8 @@ def bench_latency(context: int, new_tokens: int, repeats: int, bf16: bool) -> di
     row: dict = {"context": context, "new_tokens": new_tokens, "bf16": bf16}
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for name, decoder in (("forge", forge_decoder(forge, ids)), ("llama", llama_decoder(llama, ids))):
-            prefill_ms, decode_ms = time_decoder(*decoder, new_tokens, repeats)
-            row[f"{name}_prefill_ms"] = round(prefill_ms, 1)
-            row[f"{name}_decode_ms_per_token"] = round(decode_ms, 2)
+            for key, value in time_decoder(*decoder, new_tokens, repeats).items():
+                row[f"{name}_{key}"] = round(value, 2)
     row["prefill_vs_llama"] = round(row["forge_prefill_ms"] / row["llama_prefill_ms"], 3)
     row["decode_vs_llama"] = round(row["forge_decode_ms_per_token"] / row["llama_decode_ms_per_token"], 3)
     return row

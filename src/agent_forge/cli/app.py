@@ -150,6 +150,15 @@ def phase(
 
 
 def _print_summary(workspace: Workspace, registry: ModelRegistry, session_id: str) -> None:
+    """The D6 trajectory table, then the bundle and report paths (the report is written here)."""
+    from agent_forge.tracking.sinks import is_main_process
+
+    if not is_main_process():
+        return
+    if registry.get_session(session_id)["status"] == "completed":
+        from agent_forge.ui.report import write_report
+
+        write_report(workspace, registry, session_id)
     if STATE.quiet:
         return
     runs = registry.phase_runs(session_id)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from agent_forge.eval.heldout import HeldoutSet, evaluate
+from agent_forge.eval.heldout import HeldoutSet, _accepts_use_cache, evaluate
 
 COMPONENTS = ("perplexity", "accuracy", "speed", "memory")
 
@@ -101,11 +101,14 @@ class _HaltTally(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.inner = model
+        self.passes_use_cache = _accepts_use_cache(model)
         self.steps = 0
         self.positions = 0
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 **kwargs: Any) -> Any:
+        if not self.passes_use_cache:
+            kwargs.pop("use_cache", None)
         output = self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         halt = getattr(output, "halt_steps", None)

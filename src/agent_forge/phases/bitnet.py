@@ -24,6 +24,7 @@ the same condition, otherwise perplexity before / after ("perplexity retention")
 from __future__ import annotations
 
 import copy
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,6 +208,7 @@ class BitNetPhase(Phase):
         }
         ref = ctx.save_model("ternary", _writer(model, data.tokenizer, packed), metadata, metrics,
                              parameters=parameter_count(model), parents=[inputs[0].model_id])
+        shutil.rmtree(work, ignore_errors=True)
         return PhaseResult(True, self.name, [ref], metrics, duration_seconds=time.perf_counter() - start,
                            before=before, after=after)
 
@@ -266,7 +268,9 @@ def finetune(ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: 
 def _fp32_file_bytes(model: nn.Module, folder: Path) -> int:
     """Size of the model's fp32 safetensors file: the reference of the compression ratio."""
     model.save_pretrained(folder, safe_serialization=True)
-    return (folder / "model.safetensors").stat().st_size
+    size = (folder / "model.safetensors").stat().st_size
+    shutil.rmtree(folder, ignore_errors=True)
+    return size
 
 
 def _writer(model: nn.Module, tokenizer: ForgeTokenizer, packed: Path) -> Any:

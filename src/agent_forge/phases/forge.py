@@ -17,6 +17,7 @@ logits, so the model stays exactly ternary and packable.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_ph
 from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules
 from agent_forge.quant.packed_model import absorb_storage_precision, packed_logits_gap
 from agent_forge.train.curriculum import CurriculumConfig, CurriculumLoop, CurriculumScheduler
-from agent_forge.train.distributed import init_from_env, wrap_ddp
+from agent_forge.train.distributed import init_from_env, world, wrap_ddp
 from agent_forge.train.loop import StepOutput
 from agent_forge.train.precision import resolve_device, use_bf16
 
@@ -191,6 +192,7 @@ class ForgePhase(Phase):
         }
         ref = ctx.save_model("forged", _writer(model, data.tokenizer, packed), metadata, metrics,
                              parameters=parameter_count(model), parents=[inputs[0].model_id])
+        shutil.rmtree(packed.parent, ignore_errors=True)
         return PhaseResult(True, self.name, [ref], metrics, duration_seconds=time.perf_counter() - start,
                            before=before, after=after)
 
@@ -229,7 +231,7 @@ def train_curriculum(ctx: PhaseContext, model: nn.Module, section: Phase5Section
 def _pack(ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet) -> tuple[Any, float]:
     """Pack into Phase 4's format with its storage precision absorbed; the file must reproduce the logits."""
     phase4 = ctx.config.phase4
-    packed = ctx.phase_dir / "work" / packed_file_name(phase4)
+    packed = ctx.phase_dir / f"work_rank{world()[0]}" / packed_file_name(phase4)
     absorb_storage_precision(model, packed, packed_save_config(phase4))
     probe = heldout.lm_batches(2)[0][0].to(next(model.parameters()).device)
     gap = packed_logits_gap(model, packed, probe)

@@ -209,7 +209,7 @@ class QuietStarPhase(Phase):
 
         def step_fn(module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
             with torch.no_grad():
-                reference_logits = reference(input_ids=batch["ids"]).logits
+                reference_logits = reference(input_ids=batch["ids"], use_cache=False).logits
             loss, figures = module(batch["ids"], batch["anchors"], batch["seed"], reference_logits)
             return StepOutput(loss, figures)
 

@@ -1,0 +1,104 @@
+"""Bake data and the D10 guard: the baking loss is zero without a prompt, positive with one, and falls."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+
+from agent_forge.baking import (
+    LoRAConfig,
+    apply_lora,
+    batch_kl,
+    make_batch,
+    mean_kl,
+    merge_lora,
+    prepare_bake,
+    schedule_indices,
+)
+from agent_forge.baking.data import gather_positions
+from agent_forge.data.tokenizer import BOS_ID
+from agent_forge.model import ForgeConfig, ForgeForCausalLM
+from agent_forge.optim import MuGrokConfig, build_optimizer
+
+PROMPT = [40, 41, 42, 43, 44, 45, 46, 47]
+
+
+def peaked_model(seed: int) -> ForgeForCausalLM:
+    """A smoke model with a larger initialisation, so its next-token distributions are far from uniform."""
+    torch.manual_seed(seed)
+    return ForgeForCausalLM(ForgeConfig.from_shape("smoke", initializer_range=0.2)).eval()
+
+
+def queries(n: int, seed: int) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randint(30, 500, (int(3 + i % 4),), generator=generator).tolist() for i in range(n)]
+
+
+def test_right_padding_changes_no_scored_position() -> None:
+    model = peaked_model(0)
+    bake = prepare_bake(model, PROMPT, queries(4, 1), queries(2, 2), 1, 6, seed=3, batch_size=4)
+    batch = make_batch(bake.train, bake.train_lp, [0, 1, 2, 3])
+    with torch.no_grad():
+        together = gather_positions(model(input_ids=batch["input_ids"]).logits, batch["index"])
+        for row in range(4):
+            ids = [BOS_ID, *bake.train.queries[row], *bake.train.continuations[row]]
+            alone = model(input_ids=torch.tensor([ids])).logits
+            mask = batch["mask"][row]
+            picked = gather_positions(alone, batch["index"][row : row + 1])[0]
+            torch.testing.assert_close(together[row][mask], picked[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_the_loss_is_zero_without_a_prompt_and_positive_with_one() -> None:
+    model = peaked_model(4)
+    same = prepare_bake(model, [], queries(6, 5), queries(3, 6), 1, 6, seed=7, batch_size=3)
+    assert mean_kl(model, same.train, same.train_lp, 3) < 1e-6  # teacher and student read the same text
+    prompted = prepare_bake(model, PROMPT, queries(6, 5), queries(3, 6), 1, 6, seed=7, batch_size=3)
+    assert mean_kl(model, prompted.train, prompted.train_lp, 3) > 1e-3
+
+
+def test_schedule_visits_every_row_once_per_epoch_reproducibly() -> None:
+    batches = [schedule_indices(10, p, 5, seed=1) for p in range(4)]
+    assert sorted(batches[0] + batches[1]) == list(range(10)) == sorted(batches[2] + batches[3])
+    assert batches[0] != batches[2]  # a fresh permutation each epoch
+    assert schedule_indices(10, 3, 5, seed=1) == batches[3]
+
+
+def bake_steps(model: ForgeForCausalLM, bake, steps: int, lr_scale: float) -> None:
+    base = MuGrokConfig.from_phase("6")
+    config = dataclasses.replace(base, muon_lr=base.muon_lr * lr_scale, fallback_lr=base.fallback_lr * lr_scale,
+                                 ns_dtype="float32")
+    optimizer = build_optimizer(model, config, qk_clip_modules=[])
+    model.train()
+    for position in range(steps):
+        batch_kl(model, bake.batch(position, 8)).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    model.eval()
+
+
+def test_baking_lowers_the_kl_on_training_and_heldout_continuations() -> None:
+    teacher = peaked_model(8)
+    bake = prepare_bake(teacher, PROMPT, queries(8, 9), queries(8, 10), 2, 8, seed=11, batch_size=8)
+    student = copy.deepcopy(teacher)
+    train_before = mean_kl(student, bake.train, bake.train_lp, 8)
+    held_before = mean_kl(student, bake.heldout, bake.heldout_lp, 8)
+    bake_steps(student, bake, 12, lr_scale=20.0)
+    assert train_before > 1e-3
+    assert mean_kl(student, bake.train, bake.train_lp, 8) < 0.7 * train_before
+    assert mean_kl(student, bake.heldout, bake.heldout_lp, 8) < held_before
+
+
+def test_a_low_rank_bake_lowers_the_kl_and_survives_the_merge() -> None:
+    teacher = peaked_model(12)
+    bake = prepare_bake(teacher, PROMPT, queries(8, 13), queries(4, 14), 2, 8, seed=15, batch_size=8)
+    student = copy.deepcopy(teacher)
+    before = mean_kl(student, bake.train, bake.train_lp, 8)
+    handle = apply_lora(student, LoRAConfig(rank=4), torch.Generator().manual_seed(16))
+    bake_steps(student, bake, 12, lr_scale=100.0)
+    adapted = mean_kl(student, bake.train, bake.train_lp, 8)
+    merge_lora(student, handle)
+    merged = mean_kl(student, bake.train, bake.train_lp, 8)
+    assert adapted < 0.9 * before
+    assert abs(merged - adapted) < 1e-4 * max(1.0, adapted)

@@ -1,0 +1,70 @@
+"""``agent-forge export`` and ``agent-forge serve-bundle`` through Typer's test runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import agent_forge.cli.export_cmds  # noqa: F401 - registers the commands on the app
+from agent_forge.cli.app import app
+from agent_forge.errors import ArtifactCorruptError, ConfigError, NotFoundError
+from agent_forge.model import ForgeForCausalLM
+from agent_forge.phases.common import bitlinear_meta, forge_config
+from agent_forge.quant.bitlinear import BitLinearConfig, replace_linears
+from support.phase_harness import SESSION, harness_config, make_context, register_model
+
+RUNNER = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ws")
+    config = harness_config("smoke", ["phase7.agreement_tokens=8", "phase7.decode_tokens=4"])
+    ctx = make_context(root, "baking", config)
+    torch.manual_seed(0)
+    model = ForgeForCausalLM(forge_config(config))
+    bit_config = BitLinearConfig()
+    replace_linears(model, keep={"lm_head"}, config=bit_config)
+    register_model(ctx, model, "seed", {"bitlinear": bitlinear_meta(model, bit_config)})
+    return root
+
+
+def _invoke(workspace: Path, *args: str):
+    return RUNNER.invoke(app, ["--workspace", str(workspace), "--quiet", *args])
+
+
+def test_export_ternary_then_serve(workspace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    result = _invoke(workspace, "export", SESSION, "--format", "ternary", "--out", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    assert '"ternary_runtime"' in result.output and (out / "model.tq2_0.safetensors").is_file()
+    assert not (out / "model.onnx").exists()
+    served = _invoke(workspace, "serve-bundle", str(out), "--prompt", "Question: 2 plus 3?", "--max-new-tokens", "5")
+    assert served.exit_code == 0, served.output
+    assert served.output.strip()
+    session = RUNNER.invoke(app, ["serve-bundle", str(out), "--max-new-tokens", "3"], input="hello\n\n")
+    assert session.exit_code == 0 and session.output.count("\n") >= 2
+
+    data = bytearray((out / "tokenizer.json").read_bytes())
+    data[10] ^= 0x20
+    (out / "tokenizer.json").write_bytes(bytes(data))
+    broken = _invoke(workspace, "serve-bundle", str(out), "--prompt", "x")
+    assert isinstance(broken.exception, ArtifactCorruptError)
+
+
+def test_export_onnx_then_serve_with_onnxruntime(workspace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "onnx"
+    result = _invoke(workspace, "export", SESSION, "--format", "onnx", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert (out / "model.onnx").is_file() and (out / "model.int8.onnx").is_file()
+    assert not (out / "model.tq2_0.safetensors").exists()
+    served = _invoke(workspace, "serve-bundle", str(out), "--prompt", "Question: 1 plus 1?", "--max-new-tokens", "3")
+    assert served.exit_code == 0, served.output
+
+
+def test_bad_arguments_name_the_fix(workspace: Path, tmp_path: Path) -> None:
+    assert isinstance(_invoke(workspace, "export", SESSION, "--format", "gguf").exception, ConfigError)
+    assert isinstance(_invoke(workspace, "serve-bundle", str(tmp_path)).exception, NotFoundError)
