@@ -42,7 +42,7 @@ from agent_forge.model import ForgeForCausalLM
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import build_tokenizer, forge_config, heldout_examples, lm_step, training_examples
 from agent_forge.phases.final import candidates, heldout_loss
-from agent_forge.quant.bitlinear import replace_linears
+from agent_forge.quant.bitlinear import replace_linears, set_ramp
 from agent_forge.quant.container import (
     CompressionPlan,
     MethodSpec,
@@ -67,12 +67,15 @@ class Row:
     decode_s: float = 0.0
 
 
-def train(model: ForgeForCausalLM, data: PackedDataset, steps: int, phase: str) -> float:
-    """``steps`` optimizer steps of the model's own objective; returns the last loss."""
+def train(model: ForgeForCausalLM, data: PackedDataset, steps: int, phase: str, ramp_steps: int = 0) -> float:
+    """``steps`` optimizer steps of the model's own objective; returns the last loss. With ``ramp_steps``
+    the BitLinear layers blend from full precision into ternary over those steps, as Phase 4 does."""
     optimizer = build_optimizer(model, MuGrokConfig.from_phase(phase))
     model.train()
     loss = math.nan
     for step in range(steps):
+        if ramp_steps:
+            set_ramp(model, min(1.0, (step + 1) / ramp_steps))
         out = lm_step(model, data.batch(step))
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -175,7 +178,7 @@ def tiny_session(config: PipelineConfig, args: argparse.Namespace) -> tuple[Forg
     ppl, acc = quality(model, heldout)
     fp32_row = Row("fp32", fp32_bytes, 1.0, ppl, acc)
     replace_linears(model)
-    loss = train(model, data, args.qat_steps, "4")
+    loss = train(model, data, args.qat_steps, "4", ramp_steps=max(1, args.qat_steps // 2))
     print(f"ternary QAT: {args.qat_steps} steps, last loss {loss:.3f}")
     bench = Bench(model, heldout, fp32_bytes, args.zstd_level)
     bench.rows.append(fp32_row)
@@ -202,6 +205,7 @@ def spec25m_rows(level: int) -> list[Row]:
     replace_linears(model)
     bench = Bench(model.eval(), None, fp32_bytes, level)
     bench.rows.append(Row("fp32", fp32_bytes, 1.0, None, None))
+    print(f"  {'fp32':<48} {fp32_bytes:>10} B  x  1.00")
     raw = sum(t.numel() * t.element_size() for t in bench.tensors.values())
     bench.add("ternary packed (TQ1_0 + fp16)", raw, None)
     for stage, methods in (("ternary packed", None), (f"+ {label(VPTQConfig())}", VPTQConfig())):
@@ -216,7 +220,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and cheaper SeedLM, for CI")
     parser.add_argument("--train-steps", type=int, default=200)
-    parser.add_argument("--qat-steps", type=int, default=40)
+    parser.add_argument("--qat-steps", type=int, default=80)
     parser.add_argument("--examples", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--zstd-level", type=int, default=19)

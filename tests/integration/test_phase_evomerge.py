@@ -3,11 +3,14 @@ registers them, then the real phase (merges, fitness, evolution, checkpoints, ch
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from support.phase_harness import harness_config, make_context, register_model
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from agent_forge.config.schema import PipelineConfig
 from agent_forge.eval.fitness import FitnessMeasurement, composite_fitness, heldout_subset, measure
@@ -23,6 +26,7 @@ from agent_forge.phases.evomerge import EvoMergePhase
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import ModelRef, PhaseResult
 from agent_forge.storage.atomic import sha256_file
+from support.phase_harness import harness_config, make_context, register_model
 
 SPECIALISTS = (("reasoning", 42, 0.95), ("memory_integration", 1337, 0.90), ("adaptive_computation", 2023, 0.99))
 
@@ -139,3 +143,34 @@ def test_specialists_without_a_shared_trunk_are_rejected(first_run, smoke_config
     broken = [inputs[0], inputs[1], ModelRef(inputs[2].model_id, inputs[2].path, {"specialization": "x"})]
     ok, reason = EvoMergePhase().validate_input(make_context(root, "evomerge", smoke_config), broken)
     assert not ok and "trunk_model_id" in reason
+
+
+def _rank_worker(rank: int, world_size: int, root: str, init_file: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        config = harness_config("smoke", ["phase2.generations=3"])
+        ctx = make_context(Path(root), "evomerge", config)
+        inputs = [ctx.load_ref(f"{ctx.session_id}__cognate__{name}") for name, _, _ in SPECIALISTS]
+        result = EvoMergePhase().run(ctx, inputs)
+        evaluations = torch.tensor([result.metrics["fitness_evaluations"]])
+        torch.save(evaluations, os.path.join(root, f"evaluations_rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes: about 20 s of CPU
+def test_two_ranks_share_the_evaluations_and_find_the_same_champion(first_run, tmp_path) -> None:
+    """Under torch.distributed each rank scores half of every generation; the champion is the single run's."""
+    root, _, single = first_run
+    copy = tmp_path / "ranks"
+    # the same inputs (and registry), without the single run's evolution checkpoints and champion folder
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("checkpoints", "phase2_evomerge"))
+    mp.spawn(_rank_worker, args=(2, str(copy), str(tmp_path / "init")), nprocs=2, join=True)
+    ctx = make_context(copy, "evomerge", harness_config("smoke", ["phase2.generations=3"]))
+    champion = ctx.load_ref(ctx.model_id("champion"))
+    assert champion.path.is_relative_to(copy)
+    assert champion.metadata["fitness"] == single.metrics["final_fitness"]
+    assert sha256_file(champion.path / "model.safetensors") == sha256_file(single.models[0].path / "model.safetensors")
+    counts = [int(torch.load(copy / f"evaluations_rank{r}.pt", weights_only=True)) for r in range(2)]
+    assert sum(counts) < 2 * single.metrics["fitness_evaluations"]  # the population was split, not repeated

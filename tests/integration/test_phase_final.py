@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import torch
+from tests.support.phase_harness import harness_config, make_context, register_model
 
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.phases.common import bitlinear_meta, forge_config, load_model
@@ -14,7 +15,6 @@ from agent_forge.phases.final import COMPRESSED_FILE, REPORT_FILE, FinalPhase, d
 from agent_forge.pipeline.handoff import validate_handoff
 from agent_forge.pipeline.phase import ModelRef
 from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears
-from tests.support.phase_harness import harness_config, make_context, register_model
 
 
 def edge_model(root: Path, overrides: list[str]) -> ModelRef:

@@ -32,7 +32,6 @@ from agent_forge.tracking.sinks import MetricsTracker, SQLiteSink
 
 DONE = "20260101-090000-smoke-done01"
 LIVE = "20260102-090000-smoke-live02"
-START = datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc)
 SPECIALISTS = ("reasoning", "memory", "adaptive")
 # held-out perplexity / accuracy / size MB / latency ms after each phase: bitnet trades perplexity for size
 TRAJECTORY = {"cognate": (40.0, 0.10, 2.0, 3.0), "evomerge": (35.0, 0.14, 2.0, 3.0),
@@ -88,12 +87,13 @@ def _curves(ctx: PhaseContext, rng: np.random.Generator) -> None:
             ctx.log(step, {"train/loss": loss, "train/lr": 1e-3 * min(1.0, step / 5)}, model=run)
             if step % 10 == 0:
                 ctx.log(step, {"eval/loss": loss + 0.1}, model=run)
-    if phase == "evomerge":
+    if phase == "evomerge":  # as Phase 2 logs them: the spec's per-generation figures under "evolution"
         for gen in range(1, 11):
             best = 0.5 + 0.3 * (1 - np.exp(-gen / 3))
-            ctx.log(gen, {"generation/best_fitness": best, "generation/avg_fitness": best - 0.1,
-                          "generation/min_fitness": best - 0.2, "generation/diversity_score": 0.3 / gen})
-        ctx.log(10, {"phase/champion_combo_id": 5})
+            usage = {f"combo_usage_{c}": float((c + gen) % 3) for c in range(8)}
+            ctx.log(gen, {"generation": gen, "best_fitness": best, "avg_fitness": best - 0.1,
+                          "min_fitness": best - 0.2, "champion_fitness": best, "champion_combo_id": 5,
+                          "diversity_score": 0.3 / gen, **usage}, model="evolution")
     if phase == "quietstar":
         for step in range(1, 9):
             ctx.log(step, {"thoughts/avg_coherence": 0.4 + 0.05 * step,
@@ -101,9 +101,13 @@ def _curves(ctx: PhaseContext, rng: np.random.Generator) -> None:
     if phase == "forge":
         for step in range(1, 41):
             ctx.log(step, {"curriculum/level": 1 + step // 10})
-    if phase in ("edge", "final"):
+    if phase == "edge":
         for stage, ratio in enumerate((4.0, 8.0, 16.0), start=1):
             ctx.log(stage, {"stage/compression_ratio": ratio, "stage/perplexity": 29.0 + stage * 0.2})
+    if phase == "final":  # as Phase 8 logs them: each stage its own "model" with one point
+        for stage, name in enumerate(("seedlm", "vptq", "entropy")):
+            ctx.log(stage, {"bytes": 4e5 / 2 ** stage, "ratio": 4.0 * 2 ** stage, "perplexity": 29.0 + stage},
+                    model=f"stage:{name}")
     ctx.log(0, {"phase/duration_seconds": 60.0 + 10 * PHASE_NAMES.index(phase), "phase/success": True})
 
 
@@ -186,7 +190,8 @@ def fill_workspace(root: Path) -> FilledWorkspace:
     workspace = Workspace(root)
     filled = FilledWorkspace(Path(root), workspace, ModelRegistry(workspace.registry_path))
     tokenizer, nets = _tokenizer(), _models()
-    _fill_session(filled, DONE, list(PHASE_NAMES), None, START, nets, tokenizer, seed=1)
+    done_start = datetime.now(timezone.utc) - timedelta(seconds=sum(62 + 15 * i for i in range(8)))
+    _fill_session(filled, DONE, list(PHASE_NAMES), None, done_start, nets, tokenizer, seed=1)
     live_start = datetime.now(timezone.utc) - timedelta(seconds=60 + 75 + 4 + 30)
     _fill_session(filled, LIVE, ["cognate", "evomerge"], "quietstar", live_start, nets, tokenizer, seed=2)
     return filled

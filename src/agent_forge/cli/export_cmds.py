@@ -79,7 +79,7 @@ def export_bundle(
     from agent_forge.export.bundle import verify_bundle
     from agent_forge.phases.edge import edge_options
     from agent_forge.pipeline.context import load_ref
-    from agent_forge.storage.atomic import atomic_dir
+    from agent_forge.storage.atomic import atomic_dir, recover_dir
 
     workspace, registry = open_workspace()
     config = _session_config(registry, session_id)
@@ -89,6 +89,7 @@ def export_bundle(
     threads = torch.get_num_threads()
     with blas_threads(threads):
         edge_inputs = _edge_inputs(ref, config)
+        recover_dir(Path(folder))
         with atomic_dir(Path(folder)) as tmp:
             report = build_edge_bundle(edge_inputs, edge_options(section, threads), tmp)
     verify_bundle(folder)

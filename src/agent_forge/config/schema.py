@@ -261,7 +261,7 @@ class Phase7Section(Strict):
     float_dtype: Literal["float32", "float16"] = "float16"  # non-ternary tensors of the bundle
     embedding_bits: Literal[16, 8] = 16  # 8: int8 embedding rows in the bundle
     agreement_rows: int = Field(4, ge=1)  # held-out rows for the logits comparison
-    agreement_prompts: int = Field(2, ge=1)  # held-out prompts for greedy agreement
+    agreement_prompts: int = Field(1, ge=1)  # held-out prompts for greedy agreement
 
 
 class Phase8Section(Strict):

@@ -123,7 +123,17 @@ def _ternary_spec(model: nn.Module, folder: Path, options: EdgeOptions) -> Forma
     def load() -> RuntimeStepper:
         return RuntimeStepper(ForgeRuntimeModel(load_weights(path, settings.bits, settings.eps), config))
 
-    return FormatSpec(RUNTIME, [path], load, None, "numpy runtime with KV/memory cache")
+    return FormatSpec(RUNTIME, [path], load, None, "numpy runtime with KV/memory cache" + _beyond(model, options))
+
+
+def _beyond(model: nn.Module, options: EdgeOptions) -> str:
+    """Formats without a length limit run prefills longer than the trained context; say so."""
+    limit = int(model.config.max_seq_len)
+    longer = [n for n in options.prefill_lengths if n > limit]
+    if not longer:
+        return ""
+    return (f"; prefill {longer} exceeds max_seq_len {limit}: it runs (sliding window, streaming memory) "
+            "but lies outside the trained length")
 
 
 def _export(model: nn.Module, options: EdgeOptions, folder: Path, seconds: dict[str, float]
@@ -168,7 +178,7 @@ def build_edge_bundle(inputs: EdgeInputs, options: EdgeOptions, folder: Path) ->
     specs = _export(model, options, folder, seconds)
     bundle_io.write_base_files(folder, model.config, inputs.tokenizer_json, _settings(model, options, specs))
     torch_spec = FormatSpec(TORCH, inputs.torch_files, lambda: TorchStepper(inputs.load_torch()), None,
-                            "PyTorch eager with the model's cache")
+                            "PyTorch eager with the model's cache" + _beyond(model, options))
     with blas_threads(options.threads):
         start = time.perf_counter()
         profile, loaded = {}, {}

@@ -49,7 +49,7 @@ from agent_forge.phases.common import (
 )
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, register_phase
-from agent_forge.storage.atomic import atomic_dir, atomic_write_json
+from agent_forge.storage.atomic import atomic_dir, atomic_write_json, recover_dir
 
 REPORT_FILE = "edge_report.json"
 
@@ -135,6 +135,7 @@ class EdgePhase(Phase):
                 heldout: HeldoutSet, section: Phase7Section, threads: int) -> EdgeReport:
         rows, prompts, tokens = heldout_inputs(heldout, section)
         target = ctx.workspace.bundle_dir(ctx.session_id)
+        recover_dir(target)  # a run killed mid-swap leaves the old or new bundle complete, plus temporaries
         edge_inputs = EdgeInputs(model, tokenizer_json, rows, prompts, tokens, [source.path / "model.safetensors"],
                                  lambda: load_model(source), {"source_model": source.model_id,
                                                               "session_id": ctx.session_id, "bundle_name": target.name})

@@ -3,12 +3,15 @@
 The three specialists name the trunk they were forked from (``trunk_model_id``, D2); it is the base of
 task arithmetic (DARE, TIES) in every merge. Fitness (:mod:`agent_forge.eval.fitness`) is measured on a
 fixed prefix of the shared held-out set against the specialists' mean, so 1.0 means "as good as the
-average specialist". Generation 0 holds the eight combos; each later generation holds six mutants of the
-two elites and two merges of the six losers (:mod:`agent_forge.merge.evolution`); the champion is the
-fittest model seen. Under torchrun every rank builds the same candidates from the same seeds and measures
-its share of them; the values are gathered, so the run equals a single-process run. Each finished
-generation is checkpointed (population and champion weights as safetensors, lineage and history as JSON),
-so a killed run resumes at the last finished generation and ends with the same champion.
+average specialist". Selection sees only that prefix (and Fisher rows from it); the D6 records use the
+whole held-out set, so the "after" figures are slightly optimistic on the prefix and clean on the rest.
+Generation 0 holds the eight combos; each later generation holds six mutants of the two elites and two
+merges of the six losers (:mod:`agent_forge.merge.evolution`); the champion is the fittest model seen.
+The merged model keeps the specialists' shape and takes the mean of their non-shape settings.
+Under torchrun every rank builds the same candidates from the same seeds and measures its share of them;
+the values are gathered, so the run equals a single-process run. Each finished generation is
+checkpointed (population and champion weights as safetensors, lineage and history as JSON), so a killed
+run resumes at the last finished generation and ends with the same champion.
 """
 
 from __future__ import annotations
@@ -118,8 +121,12 @@ class Scorer:
         return self.model
 
     def measure(self, state: StateDict) -> FitnessMeasurement:
+        return self.measure_model(self.load(state))
+
+    def measure_model(self, model: torch.nn.Module) -> FitnessMeasurement:
+        """Any model (a specialist with its own non-shape settings, say) on the fitness set."""
         self.evaluations += 1
-        return measure(self.load(state), self.heldout, self.batch_size)
+        return measure(model, self.heldout, self.batch_size)
 
     def fitness(self, state: StateDict) -> Fitness:
         if self.reference is None:
@@ -330,12 +337,12 @@ class EvoMergePhase(Phase):
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
         init_from_env(device)
-        specialists = [load_model(ref) for ref in inputs]
+        specialists = [load_model(ref).to(device) for ref in inputs]
         trunk_id = inputs[0].metadata["trunk_model_id"]
         base = canonical_state(load_model(ctx.load_ref(trunk_id)))
         states = [canonical_state(model) for model in specialists]
         scorer = build_scorer(section, data.heldout, specialists, device)
-        measured = [scorer.measure(state) for state in states]
+        measured = [scorer.measure_model(model) for model in specialists]  # each with its own settings
         scorer.reference = FitnessMeasurement.mean(measured)
         specialist_fitness = [composite_fitness(m, scorer.reference, scorer.weights) for m in measured]
         mutable = frozenset(name for name, _ in scorer.model.named_parameters())

@@ -6,6 +6,7 @@ checks convergence: the share of held-out prompts where the model thinks in a we
 answers in the right format. Step 2 trains the model and a mixing head with Quiet-STaR (D11 "3_rl", KL to
 the frozen baked model). The output "reasoner" keeps the thinking tokens (same tokenizer) and stores the
 mixing head beside its weights (``mixing_head.safetensors``); its metadata carries the measured figures.
+Memory overhead = (mixing head + the key/value cache of one thought stream) / the fp32 model, per thought.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class Stopwatch:
     """Seconds spent in each part of the phase, for the budget on ``tiny`` (``time/<part>_s``)."""
 
     def __init__(self) -> None:
-        self.last, self.laps = time.perf_counter(), {}
+        self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
@@ -124,6 +126,7 @@ class QuietStarPhase(Phase):
         final = clock.timed("think_final", think, model)
         rows = self._qs_rows(data.heldout.lm_rows, device)
         qs = clock.timed("qs_eval", quietstar_figures, policy, rows, section.positions_per_seq, section.seed)
+        qs["mixing_head_params"] = float(parameter_count(policy.mixer))
         after = eval_record(model, data.heldout, fp32_size_mb(model))
         clock.lap("d6_after")
         metrics = self._metrics(before, after, initial, baked, final, qs, bake, rl_losses, section)
@@ -259,6 +262,9 @@ class QuietStarPhase(Phase):
             metrics.update({f"{prefix}/{k}": v for k, v in report.metrics.items()})
         metrics.update({f"phase/{k}": v for k, v in final.metrics.items()})
         metrics.update({f"phase/{k}": v for k, v in qs.items()})
+        model_mb = after.size_mb or 1.0
+        per_thought_cache = final.metrics["stream_cache_mb"] / max(final.metrics["thoughts_generated"], 1.0)
+        metrics["phase/memory_overhead"] = (qs["mixing_head_params"] * 4 / 1e6 + per_thought_cache) / model_mb
         metrics["convergence/validity_rate"] = baked.metrics["validity_rate"]
         metrics["convergence/threshold"] = section.convergence_threshold
         metrics["convergence/passed"] = float(baked.metrics["validity_rate"] >= section.convergence_threshold)

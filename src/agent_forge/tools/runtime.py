@@ -88,8 +88,9 @@ def _run_group(model: nn.Module, group: _Group, queue: list[_Group], results: li
         chosen = pick_tokens(out.logits[:, -1], temperature, generator)
         keep: list[int] = []
         inserts: dict[int, list[tuple[int, list[int]]]] = {}
+        picked = chosen.tolist()  # one device-to-host copy per step
         for position, row in enumerate(rows):
-            token, result = int(chosen[position]), results[row]
+            token, result = picked[position], results[row]
             result.tokens.append(token)
             result.sampled.append(True)
             if token == eos_id:
@@ -108,7 +109,7 @@ def _run_group(model: nn.Module, group: _Group, queue: list[_Group], results: li
                 results[rows[position]].tokens.extend(extra)
                 results[rows[position]].sampled.extend([False] * len(extra))
                 results[rows[position]].inserts += 1
-            ids = torch.tensor([[int(chosen[p]), *extra] for p, extra in items], device=device)
+            ids = torch.tensor([[picked[p], *extra] for p, extra in items], device=device)
             queue.append(_Group([rows[p] for p in positions], ids, _select(cache, positions, device)))
         if keep and len(keep) < len(rows):
             cache = _select(cache, keep, device)

@@ -62,14 +62,17 @@ def _seconds(value: float | None) -> str:
 def series_figure(group: ChartGroup, champion: dict[str, Any] | None = None) -> go.Figure:
     """One chart of a group's curves against the step (a generation, a stage, a training step)."""
     fig = go.Figure()
-    for trace in group.traces:
+    if group.kind == "stages":
+        fig.add_trace(go.Scatter(x=[t.label for t in group.traces], y=[t.series.last for t in group.traces],
+                                 mode="lines+markers", name=group.key))
+    for trace in group.traces if group.kind == "curve" else []:
         mode = "lines" if len(trace.series.steps) > 30 else "lines+markers"
         fig.add_trace(go.Scatter(x=trace.series.steps, y=trace.series.values, mode=mode, name=trace.label))
     title = group.title
     if champion and "fitness" in group.key:
         shown = ", ".join(f"{k.rpartition('/')[2]}={_short(v)}" for k, v in champion.items())
         title += f" | champion {shown}"
-    fig.update_xaxes(title_text="step")
+    fig.update_xaxes(title_text="stage" if group.kind == "stages" else "step")
     return _layout(fig, title)
 
 

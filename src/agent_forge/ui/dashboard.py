@@ -42,7 +42,8 @@ def open_data(root: str | None) -> ForgeData:
 
 
 @st.cache_resource(show_spinner="loading model", max_entries=2)
-def cached_model(root: str | None, model_id: str) -> LoadedModel:
+def cached_model(root: str | None, model_id: str, metadata_sha256: str | None) -> LoadedModel:
+    """Keyed by the metadata checksum too, so a model re-registered by a re-run phase is loaded afresh."""
     return load_for_generation(open_data(root), model_id)
 
 
@@ -211,7 +212,8 @@ def page_generate(data: ForgeData, session_id: str, root: str | None) -> None:
     seed = int(cols[2].number_input("seed", 0, 2**31 - 1, 0, key="generate_seed"))
     if st.button("Generate", key="generate_button", type="primary"):
         try:
-            text = generate_text(cached_model(root, model_id), prompt, tokens, temperature, seed)
+            loaded = cached_model(root, model_id, data.model(model_id).get("metadata_sha256"))
+            text = generate_text(loaded, prompt, tokens, temperature, seed)
         except ForgeError as exc:
             st.error(str(exc))
             return
@@ -256,9 +258,16 @@ def main() -> None:
               "Compare": page_compare}[page]
     if auto and page in ("Overview", "Metrics") and data.is_live(session_id):
         st.caption(f"live: refreshing every {every} s")
-        st.fragment(run_every=every)(render)(data, session_id)
+        st.fragment(run_every=every)(_live)(render, data, session_id)
     else:
         render(data, session_id)
+
+
+def _live(render: Any, data: ForgeData, session_id: str) -> None:
+    """One timed refresh; once the run has ended, redraw the whole app once, without the timer."""
+    if not data.is_live(session_id):
+        st.rerun()
+    render(data, session_id)
 
 
 if __name__ == "__main__":

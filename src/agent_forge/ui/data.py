@@ -30,8 +30,8 @@ LOWER_IS_BETTER = {"perplexity": True, "loss": True, "bits_per_byte": True, "acc
                    "size_mb": True, "latency_ms": True}
 CHART_PRIORITY = ("loss", "fitness", "coherence", "validity", "compression", "perplexity", "accuracy",
                   "curriculum", "level")
-_STAT_PREFIX = re.compile(r"^(best|avg|mean|min|max|final|median)_")
-_STAT_SUFFIX = re.compile(r"_(avg_\d+|ma|ema)$")
+_STAT_PREFIX = re.compile(r"^(best|avg|mean|min|max|final|median|champion)_")
+_STAT_SUFFIX = re.compile(r"_(avg_\d+|ma|ema|\d+)$")
 
 
 @dataclass(frozen=True)
@@ -58,12 +58,17 @@ class Trace:
 
 @dataclass
 class ChartGroup:
-    """Series drawn in one chart: same phase and the same quantity (e.g. every model's train/loss)."""
+    """Series drawn in one chart: same phase and the same quantity (e.g. every model's train/loss).
+
+    ``kind`` is ``curve`` (x = step) or ``stages``: one value per model, drawn across the models in step
+    order (e.g. Phase 8 logs each compression stage as its own model with one point).
+    """
 
     phase: str
     key: str
     title: str
     traces: list[Trace] = field(default_factory=list)
+    kind: str = "curve"
 
 
 @dataclass
@@ -130,12 +135,19 @@ def _priority(key: str) -> int:
 
 
 def chart_groups(series: list[Series], min_points: int = 2) -> list[ChartGroup]:
-    """Group curves into charts by phase and quantity; curves with fewer points are left to tables."""
+    """Group curves into charts by phase and quantity, plus per-stage charts of one-point series.
+
+    A curve that only repeats its step (a ``generation`` counter) carries nothing and is left out; single
+    values that no other model shares are left to tables.
+    """
     buckets: dict[tuple[str, str], list[Series]] = defaultdict(list)
+    singles: dict[tuple[str, str], list[Series]] = defaultdict(list)
     for item in series:
-        if len(item.steps) >= min_points:
+        if len(item.steps) >= min_points and item.values != [float(s) for s in item.steps]:
             prefix, base = metric_family(item.name)
             buckets[(item.phase, f"{prefix}/{base}" if prefix else base)].append(item)
+        elif len(item.steps) == 1:
+            singles[(item.phase, item.name)].append(item)
     groups = []
     for (phase, key), items in buckets.items():
         models = {s.model for s in items}
@@ -143,6 +155,11 @@ def chart_groups(series: list[Series], min_points: int = 2) -> list[ChartGroup]:
         ordered = sorted(items, key=lambda s: (s.model, s.name))
         traces = [Trace(_label(s, len(models), len(names)), s) for s in ordered]
         groups.append(ChartGroup(phase, key, f"{phase}: {key}", traces))
+    for (phase, name), items in singles.items():
+        if len({s.model for s in items}) >= min_points:
+            ordered = sorted(items, key=lambda s: (s.steps[0], s.model))
+            traces = [Trace(s.model, s) for s in ordered]
+            groups.append(ChartGroup(phase, name, f"{phase}: {name} per stage", traces, kind="stages"))
     order = {name: i for i, name in enumerate(PHASE_NAMES)}
     groups.sort(key=lambda g: (order.get(g.phase, len(order)), _priority(g.key), g.key))
     return groups

@@ -54,6 +54,7 @@ def test_bundle_runs_without_the_training_stack(bit_model, tmp_path: Path) -> No
     eos = bit_model.config.eos_token_id
     assert got == (want[: want.index(eos) + 1] if eos in want else want)
 
-    text = subprocess.run([str(python), "-m", "forge_runtime", str(folder), "--prompt", "what is 2 times 2?",
-                           "--max-new-tokens", "4"], capture_output=True, text=True, env=env, timeout=300)
+    text = subprocess.run([str(python), "-m", "forge_runtime", ".", "--prompt", "what is 2 times 2?",
+                           "--max-new-tokens", "4"], cwd=folder, capture_output=True, text=True, env=env,
+                          timeout=300)
     assert text.returncode == 0 and "ms/token" in text.stdout, text.stderr

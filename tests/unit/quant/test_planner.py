@@ -117,3 +117,9 @@ def test_decoded_file_equals_the_in_memory_reconstruction_and_stages_add_up() ->
 def test_lossless_only_encoding_matches_raw_spec() -> None:
     item = encode_tensor("norm", TENSORS["norm"], RawSpec())
     assert torch.equal(item.reconstruction, TENSORS["norm"]) and item.method == "raw"
+
+
+def test_planning_is_deterministic_so_a_rerun_writes_the_same_file() -> None:
+    first = plan_compression(TENSORS, output_error, CANDIDATES, metric_config(100.0))
+    second = plan_compression(TENSORS, output_error, CANDIDATES, metric_config(100.0))
+    assert first.compressed.data == second.compressed.data

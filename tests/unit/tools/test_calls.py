@@ -20,7 +20,8 @@ def test_a_well_formed_call_parses_and_runs() -> None:
     [("<tool>calculator<args>2</args>", "malformed"), ("<tool>calculator</tool>2 + 3</args>", "malformed"),
      ("<tool>calculator</tool><args>2 + 3", "malformed"), ("<tool>shell</tool><args>rm -rf /</args>", "unknown"),
      ("<tool>calculator</tool><args>2 <eos> 3</args>", "malformed"), ("<tool>calculator</tool><args> </args>", "empty"),
-     ("<tool>calculator</tool><args>" + "1+" * 150 + "1</args>", "oversized"), ("<tool></tool><args>1</args>", "malformed")],
+     ("<tool>calculator</tool><args>" + "1+" * 150 + "1</args>", "oversized"),
+     ("<tool></tool><args>1</args>", "malformed")],
 )  # fmt: skip
 def test_malformed_calls_are_rejected_with_a_reason(text: str, error: str) -> None:
     (parsed,) = parse_calls(text)

@@ -103,12 +103,18 @@ def test_metric_series_and_their_charts(data: ForgeData) -> None:
     labels = sorted(t.label for t in groups[("cognate", "train/loss")].traces)
     assert labels == sorted(["trunk", *SPECIALISTS])
     assert [t.label for t in groups[("bitnet", "train/loss")].traces] == ["bitnet"]
-    fitness = next(g for g in chart_groups(data.metric_series(DONE, phase="evomerge")) if "fitness" in g.key)
-    assert fitness.key == "generation/fitness"
-    assert sorted(t.label for t in fitness.traces) == ["avg_fitness", "best_fitness", "min_fitness"]
+    evolution = {g.key: g for g in chart_groups(data.metric_series(DONE, phase="evomerge"))}
+    assert sorted(t.label for t in evolution["fitness"].traces) == [
+        "avg_fitness", "best_fitness", "champion_fitness", "min_fitness"]
+    assert len(evolution["combo_usage"].traces) == 8  # combo_usage_0..7 in one chart
+    assert "generation" not in evolution  # a counter equal to its step draws nothing
     for phase, key in (("quietstar", "thoughts/coherence"), ("forge", "curriculum/level"),
                        ("edge", "stage/compression_ratio"), ("edge", "stage/perplexity")):
         assert key in {g.key for g in chart_groups(data.metric_series(DONE, phase=phase))}
+    stages = {g.key: g for g in chart_groups(data.metric_series(DONE, phase="final")) if g.kind == "stages"}
+    assert set(stages) == {"bytes", "ratio", "perplexity"}
+    assert [t.label for t in stages["ratio"].traces] == ["stage:seedlm", "stage:vptq", "stage:entropy"]
+    assert [t.series.last for t in stages["ratio"].traces] == [4.0, 8.0, 16.0]
     # single points (phase/duration_seconds) are left to tables, never drawn as one-dot charts
     assert not any(g.key.startswith("phase/") for g in chart_groups(data.metric_series(DONE)))
 
@@ -125,14 +131,18 @@ def test_metric_family_grouping() -> None:
     assert metric_family("generation/best_fitness") == ("generation", "fitness")
     assert metric_family("train/loss_avg_100") == ("train", "loss")
     assert metric_family("compression_ratio") == ("", "compression_ratio")
-    flat = [Series("cognate", "a", "x/loss", [1], [1.0], [0.0]),
-            Series("cognate", "a", "x/acc", [1, 2], [1.0, 2.0], [0.0, 0.0])]
+    assert metric_family("combo_usage_7") == ("", "combo_usage")
+    assert metric_family("champion_fitness") == ("", "fitness")
+    flat = [Series("cognate", "a", "x/loss", [1], [1.0], [0.0]),  # one point, one model: a table row
+            Series("cognate", "a", "x/acc", [1, 2], [3.0, 1.0], [0.0, 0.0]),
+            Series("cognate", "a", "x/generation", [1, 2], [1.0, 2.0], [0.0, 0.0])]  # a step counter
     assert [g.key for g in chart_groups(flat)] == ["x/acc"]
 
 
 def test_champion_and_final_values(data: ForgeData) -> None:
     champion = data.champion(DONE, "evomerge")
     assert champion["champion_combo_binary"] == "101" and champion["champion_combo_id"] == 5
+    assert champion["champion_fitness"] == pytest.approx(0.5 + 0.3 * (1 - 2.718281828 ** (-10 / 3)))
     finals = {(r["model"], r["name"]): r for r in data.final_values(DONE, "cognate")}
     assert finals[("trunk", "train/loss")]["step"] == 30 and finals[("trunk", "train/loss")]["points"] == 30
     assert finals[("phase", "phase/duration_seconds")]["value"] == 60.0

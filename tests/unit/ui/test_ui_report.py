@@ -56,11 +56,13 @@ def test_charts_hold_the_registry_numbers(report, data: ForgeData) -> None:
     trunk = next(t for t in loss["data"] if t["name"] == "trunk")
     series = next(s for s in data.metric_series(DONE, "cognate", "train/loss") if s.model == "trunk")
     assert trunk["x"] == series.steps and trunk["y"] == pytest.approx(series.values)
-    fitness = next(t for t in titles if t.startswith("evomerge: generation/fitness"))
+    fitness = next(t for t in titles if t.startswith("evomerge: fitness"))
     assert "champion" in fitness and "101" in fitness
     timeline = titles["phase timeline"]
     assert sorted(y for trace in timeline["data"] for y in trace["y"]) == sorted(PHASE_NAMES)
     assert any("trajectory" in t for t in titles)
+    stages = titles["final: ratio per stage"]["data"][0]
+    assert stages["x"] == ["stage:seedlm", "stage:vptq", "stage:entropy"] and stages["y"] == [4.0, 8.0, 16.0]
 
 
 def test_html_tables_show_timeline_trajectory_and_models(report, filled) -> None:

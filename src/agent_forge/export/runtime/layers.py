@@ -8,7 +8,8 @@ import numpy as np
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    return x * (1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(eps))) * weight
+    mean_square = np.add.reduce(x * x, axis=-1, keepdims=True) * np.float32(1.0 / x.shape[-1])
+    return x * (1.0 / np.sqrt(mean_square + np.float32(eps))) * weight
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -85,13 +86,20 @@ class MemoryConstants:
     theta: float
 
 
+def _pad_rows(x: np.ndarray, before: int, after: int) -> np.ndarray:
+    """Zero rows before and after along axis 1 (np.pad costs more than the matmuls it feeds)."""
+    out = np.zeros((x.shape[0], before + x.shape[1] + after, x.shape[2]), dtype=x.dtype)
+    out[:, before : before + x.shape[1]] = x
+    return out
+
+
 def _chunk_stats(k: np.ndarray, v: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     """A_c = K_c^T K_c and B_c = V_c^T K_c per chunk of the (zero-padded) segment: (B, n, d, d) each."""
     batch, length = k.shape[:2]
     n_chunks = -(-length // chunk)
     pad = n_chunks * chunk - length
     if pad:
-        k, v = (np.pad(t, ((0, 0), (0, pad), (0, 0))) for t in (k, v))
+        k, v = _pad_rows(k, 0, pad), _pad_rows(v, 0, pad)
     kc, vc = k.reshape(batch, n_chunks, chunk, -1), v.reshape(batch, n_chunks, chunk, -1)
     return kc.swapaxes(-1, -2) @ kc, vc.swapaxes(-1, -2) @ kc
 
@@ -104,8 +112,12 @@ def memory_segment(k: np.ndarray, v: np.ndarray, q: np.ndarray, state: MemorySta
     so an unfinished chunk (its statistics pending in the state) continues where it stopped.
     """
     offset = start % chunk
+    if offset + k.shape[1] < chunk:  # no chunk completes (most decode steps): read M, add to the pending stats
+        kk = state.pending_kk + k.swapaxes(-1, -2) @ k
+        vk = state.pending_vk + v.swapaxes(-1, -2) @ k
+        return q @ state.memory.swapaxes(-1, -2), MemoryState(state.memory, state.momentum, kk, vk)
     if offset:
-        k, v, q = (np.pad(t, ((0, 0), (offset, 0), (0, 0))) for t in (k, v, q))
+        k, v, q = (_pad_rows(t, offset, 0) for t in (k, v, q))
     batch, total, d_mem = k.shape
     complete = total // chunk
     kk, vk = _chunk_stats(k, v, chunk)
@@ -120,7 +132,7 @@ def memory_segment(k: np.ndarray, v: np.ndarray, q: np.ndarray, state: MemorySta
         boundaries.append(memory)
     n_read = kk.shape[1]
     if n_read * chunk > total:
-        q = np.pad(q, ((0, 0), (0, n_read * chunk - total), (0, 0)))
+        q = _pad_rows(q, 0, n_read * chunk - total)
     qc = q.reshape(batch, n_read, chunk, d_mem)
     reads = qc @ np.stack(boundaries[:n_read], axis=1).swapaxes(-1, -2)
     reads = reads.reshape(batch, n_read * chunk, d_mem)[:, offset:total]

@@ -55,7 +55,8 @@ class MAGLayer:
         self.mlp_norm = weights.tensor(f"{prefix}mlp_norm.weight")
         names = ["attn.q_proj", "attn.k_proj", "attn.v_proj", "memory.qkv", "gate.hidden"]
         parts = [weights.linear(prefix + n) for n in names]
-        self.splits = np.cumsum([p.out_features for p in parts])[:-1]
+        ends = np.cumsum([p.out_features for p in parts]).tolist()
+        self.bounds = list(zip([0, *ends[:-1]], ends, strict=True))
         self.fused = fuse(parts)
         self.parts = parts if self.fused is None else []
         self.o_proj = weights.linear(f"{prefix}attn.o_proj")
@@ -71,7 +72,8 @@ class MAGLayer:
 
     def _projections(self, h: np.ndarray) -> list[np.ndarray]:
         if self.fused is not None:
-            return np.split(self.fused(h), self.splits, axis=-1)
+            out = self.fused(h)
+            return [out[..., a:b] for a, b in self.bounds]
         return [p(h) for p in self.parts]
 
     def _attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: LayerCache, start: int
@@ -92,7 +94,8 @@ class MAGLayer:
         h = rms_norm(x, self.attn_norm, self.eps)
         q, k, v, mem_qkv, gate_hidden = self._projections(h)
         attn = self._attention(q, k, v, cache, start)
-        mk, mv, mq = np.split(mem_qkv, 3, axis=-1)
+        d_mem = self.config.d_mem
+        mk, mv, mq = mem_qkv[..., :d_mem], mem_qkv[..., d_mem : 2 * d_mem], mem_qkv[..., 2 * d_mem :]
         reads, cache.memory = memory_segment(unit_rows(mk), mv, unit_rows(mq), cache.memory, start,
                                              self.config.mem_chunk, self.const)
         mem = self.mem_out(reads.astype(np.float32))

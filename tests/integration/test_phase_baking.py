@@ -1,0 +1,98 @@
+"""Phase 6 Baking on the smoke preset: both bakes run, the KL falls, the output is registered and loadable."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from agent_forge.model import ForgeForCausalLM
+from agent_forge.phases.baking import BakingPhase
+from agent_forge.phases.common import bitlinear_meta, forge_config, load_model
+from agent_forge.quant.bitlinear import BitLinear, BitLinearConfig, bitlinear_modules, replace_linears
+from support.phase_harness import harness_config, make_context, register_model, seed_model
+
+BAKES = ("tools", "persona")
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def full_bake(tmp_path_factory: pytest.TempPathFactory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("baking")
+    ref = seed_model(root, "forge")
+    ctx = make_context(root, "baking")
+    return root, ref, ctx, BakingPhase().run(ctx, [ref])
+
+
+def test_both_bakes_lower_the_kl_and_every_figure_is_recorded(full_bake) -> None:
+    _, _, _, result = full_bake
+    metrics = result.metrics
+    assert result.success and result.phase_name == "baking"
+    for bake in BAKES:
+        before, after = metrics[f"{bake}/kl_heldout_before"], metrics[f"{bake}/kl_heldout_after"]
+        assert before > 0 and after < before, (bake, before, after)
+        assert metrics[f"{bake}/kl_train_last_batch"] < metrics[f"{bake}/kl_train_first_batch"]
+    for stage in ("tools_prompted", "tools_before", "tools_after", "tools_final"):
+        for figure in ("format_valid", "call_rate", "result_correct", "accuracy", "p_tool"):
+            assert 0.0 <= metrics[f"{stage}/{figure}"] <= 1.0
+        assert metrics[f"{stage}/call_logprob"] < 0
+    for key in ("marker_share_prompted", "marker_share_before", "marker_share_after", "similarity_after"):
+        assert 0.0 <= metrics[f"persona/{key}"] <= 1.0
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    assert all(math.isfinite(v) for v in numbers.values())
+    assert result.before is not None and result.after is not None
+    assert result.before.perplexity and result.after.perplexity and result.after.size_mb
+
+
+def test_the_baked_model_is_registered_loadable_and_changed(full_bake) -> None:
+    _, ref, ctx, result = full_bake
+    (out,) = result.models
+    assert out.model_id == ctx.model_id("baked") and out.metadata["parents"] == [ref.model_id]
+    stored = ctx.load_ref(out.model_id)
+    baked, original = load_model(stored), load_model(ref)
+    assert "bitlinear" not in stored.metadata
+    assert stored.metadata["kl_tools_after"] < stored.metadata["kl_tools_before"]
+    changed = [n for n, p in baked.state_dict().items() if not torch.equal(p, original.state_dict()[n])]
+    assert changed
+
+
+def test_a_rerun_resumes_from_the_checkpoints_and_gives_the_same_model(full_bake) -> None:
+    root, ref, _, result = full_bake
+    again = BakingPhase().run(make_context(root, "baking"), [ref])
+    for bake in BAKES:
+        assert again.metrics[f"{bake}/kl_heldout_after"] == result.metrics[f"{bake}/kl_heldout_after"]
+    first, second = load_model(result.models[0]).state_dict(), load_model(again.models[0]).state_dict()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_a_low_rank_bake_of_a_ternary_model_survives_the_merge_and_stays_ternary(tmp_path: Path) -> None:
+    config = harness_config("smoke", ["phase6.lora_rank=4", "phase6.lr_scale=100"])
+    forge = make_context(tmp_path, "forge", config)
+    torch.manual_seed(1)
+    model = ForgeForCausalLM(forge_config(config, initializer_range=0.2))  # peaked outputs: a KL worth baking
+    replace_linears(model, keep={"lm_head"}, config=BitLinearConfig())
+    ref = register_model(forge, model, "ternary", {"bitlinear": bitlinear_meta(model, BitLinearConfig())})
+    result = BakingPhase().run(make_context(tmp_path, "baking", config), [ref])
+    metrics = result.metrics
+    for bake in BAKES:
+        assert metrics[f"{bake}/lora_modules"] > 0 and metrics[f"{bake}/kl_heldout_before"] > 0.1
+        # the adapter was trained through the ternary quantizer: merging keeps exactly what it computed
+        assert metrics[f"{bake}/kl_heldout_after"] == pytest.approx(metrics[f"{bake}/kl_heldout_adapter"], rel=1e-4)
+    assert metrics["bitlinear/ternary_flip_share"] > 0
+    (out,) = result.models
+    assert out.metadata["bitlinear"] == ref.metadata["bitlinear"]
+    layers = bitlinear_modules(load_model(out))
+    assert sorted(layers) == ref.metadata["bitlinear"]["modules"]
+    for layer in layers.values():
+        assert isinstance(layer, BitLinear) and layer.ramp == 1.0
+        assert set(layer.ternary_weight().values.unique().tolist()) <= {-1, 0, 1}
