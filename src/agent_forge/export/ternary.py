@@ -46,4 +46,5 @@ def export_ternary(model: nn.Module, folder: str | Path, fmt: TernaryFormat = "t
     activation_settings(model)
     path = Path(folder) / weights_file_name(fmt)
     save_packed(model, path, PackedSaveConfig(fmt, float_dtype, int8_embeddings))
+    path.chmod(0o644)  # the atomic write leaves its temporary file's owner-only mode; a bundle is shared
     return path

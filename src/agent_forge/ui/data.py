@@ -159,7 +159,8 @@ def chart_groups(series: list[Series], min_points: int = 2) -> list[ChartGroup]:
         if len({s.model for s in items}) >= min_points:
             ordered = sorted(items, key=lambda s: (s.steps[0], s.model))
             traces = [Trace(s.model, s) for s in ordered]
-            groups.append(ChartGroup(phase, name, f"{phase}: {name} per stage", traces, kind="stages"))
+            across = "stage" if all(s.model.startswith("stage") for s in items) else "model"
+            groups.append(ChartGroup(phase, name, f"{phase}: {name} per {across}", traces, kind="stages"))
     order = {name: i for i, name in enumerate(PHASE_NAMES)}
     groups.sort(key=lambda g: (order.get(g.phase, len(order)), _priority(g.key), g.key))
     return groups
