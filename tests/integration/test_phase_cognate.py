@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 
-from support.phase_harness import make_context
-
 from agent_forge.phases.cognate import CognatePhase
 from agent_forge.phases.common import load_model
+from support.phase_harness import make_context
 
 
 def test_cognate_trains_trunk_and_three_specialists(tmp_path):

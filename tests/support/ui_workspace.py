@@ -85,7 +85,7 @@ def _curves(ctx: PhaseContext, rng: np.random.Generator) -> None:
         for step in range(1, 31):
             loss = 6.0 * np.exp(-step / (8 + 2 * index)) + 2.0 + 0.05 * rng.standard_normal()
             ctx.log(step, {"train/loss": loss, "train/lr": 1e-3 * min(1.0, step / 5)}, model=run)
-            if step % 10 == 0:
+            if step % 10 == 0 and (run in ("trunk", phase) or step == 30):  # specialists: one final eval
                 ctx.log(step, {"eval/loss": loss + 0.1}, model=run)
     if phase == "evomerge":  # as Phase 2 logs them: the spec's per-generation figures under "evolution"
         for gen in range(1, 11):

@@ -64,7 +64,6 @@ SAFE_BUILTINS = (
     "StopIteration",
     "ArithmeticError",
     "RuntimeError",
-    "NotImplementedError",
 )
 ALLOWED_MODULES = ("math", "re", "heapq", "collections", "itertools", "functools", "bisect", "cmath")
 _FORBIDDEN_PREFIXES = ("_", "gi_", "f_", "tb_", "cr_", "ag_", "co_", "func_")

@@ -6,9 +6,11 @@ CE over the recursion steps + act_loss_weight * ACT loss - gate_entropy_reg * ga
 HF: position i predicts labels[i+1], -100 is ignored.
 
 With labels, the loss goes through the fused head cross-entropy (`head_loss`), which never stores logits;
-the returned `logits` (halting step) are then a detached by-product. Call without labels for
-differentiable logits. In training mode with labels the ACT teacher takes one EMA step per forward
-(like BatchNorm statistics), so no training loop can forget it.
+the returned `logits` (halting step) are then a detached by-product, returned in eval mode and, in
+training mode, only with `return_logits=True`: a training step has no use for them, and at batch 4 x 2048
+with vocabulary 32768 they alone are a gigabyte. Call without labels for differentiable logits. In
+training mode with labels the ACT teacher takes one EMA step per forward (like BatchNorm statistics), so
+no training loop can forget it.
 """
 
 from __future__ import annotations
@@ -196,9 +198,11 @@ class ForgeForCausalLM(ForgePreTrainedModel, GenerationMixin):
         past_key_values: ForgeCache | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
+        return_logits: bool | None = None,
         **kwargs: Any,
     ) -> ForgeOutput:
-        """Logits at each position's halting step; with labels, the loss and its parts."""
+        """Logits at each position's halting step; with labels, the loss and its parts (and the logits
+        unless `return_logits` is False; it defaults to True in eval mode and False in training mode)."""
         cache = self._prepare_cache(cache if cache is not None else past_key_values, use_cache, labels)
         start = cache.seen_tokens if cache is not None else 0
         key_valid = self._key_valid(attention_mask, input_ids.shape[1], cache)
@@ -207,7 +211,8 @@ class ForgeForCausalLM(ForgePreTrainedModel, GenerationMixin):
         if cache is not None:
             self._store(cache, features, key_valid, input_ids.shape[1])
         if labels is not None:
-            return self._training_output(features, labels, attention_mask, cache)
+            keep = (not self.training) if return_logits is None else return_logits
+            return self._training_output(features, labels, attention_mask, cache, keep)
         x = features.hidden[:, -logits_to_keep:] if logits_to_keep else features.hidden
         halted = self.recurse(x)
         mask = None if attention_mask is None else attention_mask[:, -x.shape[1] :]
@@ -232,14 +237,17 @@ class ForgeForCausalLM(ForgePreTrainedModel, GenerationMixin):
         labels: torch.Tensor,
         attention_mask: torch.Tensor | None,
         cache: ForgeCache | None,
+        return_logits: bool,
     ) -> ForgeOutput:
         steps = run_all_steps(self.trm, self.act_head, features.hidden, self.config.trm_t_max, self.norm_out)
         probs = [halting_probability(q) for q in steps.act_logits]
         halt = halting_steps(probs, float(self.config.act_threshold))
-        logits = features.hidden.new_empty(
-            *halt.shape, self.config.vocab_size, dtype=_head_dtype(features.hidden)
-        )
-        step_losses, act = self._objective_parts(steps, labels, halt, logits.view(-1, logits.shape[-1]))
+        logits = None
+        if return_logits:
+            shape = (*halt.shape, self.config.vocab_size)
+            logits = features.hidden.new_empty(shape, dtype=_head_dtype(features.hidden))
+        flat = None if logits is None else logits.view(-1, logits.shape[-1])
+        step_losses, act = self._objective_parts(steps, labels, halt, flat)
         weights = torch.tensor(self.config.resolved_step_weights, device=step_losses.device)
         entropy = features.gate_entropy
         loss = (weights * step_losses).sum() + float(self.config.act_loss_weight) * act
@@ -257,9 +265,10 @@ class ForgeForCausalLM(ForgePreTrainedModel, GenerationMixin):
         )
 
     def _objective_parts(
-        self, steps: StepOutputs, labels: torch.Tensor, halt: torch.Tensor, out_logits: torch.Tensor
+        self, steps: StepOutputs, labels: torch.Tensor, halt: torch.Tensor, out_logits: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-step shifted CE and the ACT loss; fills out_logits with each position's halting-step logits.
+        """Per-step shifted CE and the ACT loss; fills out_logits (when given) with each position's
+        halting-step logits.
 
         Labels are shifted left and padded with -100, so position i is scored against labels[i+1]. In
         training mode the ACT teacher takes its EMA step before it scores the next steps.
@@ -280,7 +289,11 @@ class ForgeForCausalLM(ForgePreTrainedModel, GenerationMixin):
         return torch.stack(losses), act
 
     def _head_loss(
-        self, hidden: torch.Tensor, targets: torch.Tensor, out_logits: torch.Tensor, rows: torch.Tensor
+        self,
+        hidden: torch.Tensor,
+        targets: torch.Tensor,
+        out_logits: torch.Tensor | None,
+        rows: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed CE and top-1 flags of one step; the fused path needs a plain nn.Linear head."""
         if type(self.lm_head) is nn.Linear:
@@ -289,8 +302,9 @@ class ForgeForCausalLM(ForgePreTrainedModel, GenerationMixin):
         flat = logits.reshape(-1, logits.shape[-1])
         total = F.cross_entropy(flat, targets.reshape(-1), ignore_index=-100, reduction="sum")
         with torch.no_grad():
-            keep = rows.reshape(-1).nonzero().squeeze(1)
-            out_logits.index_copy_(0, keep, flat.index_select(0, keep).to(out_logits.dtype))
+            if out_logits is not None:
+                keep = rows.reshape(-1).nonzero().squeeze(1)
+                out_logits.index_copy_(0, keep, flat.index_select(0, keep).to(out_logits.dtype))
             picked = logits.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
             top1 = (picked >= logits.amax(dim=-1)).float() * (targets != -100).float()
         return total, top1

@@ -19,6 +19,8 @@ rise of held-out perplexity. Accuracy counts only when the input model answers a
 ``MIN_CORRECT`` held-out examples right: below that, accuracy ratios are sampling noise (small models
 often score ~0), while perplexity always measures. ``accuracy_retention`` is accuracy after / before on
 the same condition, otherwise perplexity before / after ("perplexity retention"); metadata names the basis.
+The D6 ``after.latency_ms`` is the decode latency of the packed integer path (how the ternary model is
+run); the BitLinear simulation's own latency is ``performance/bitlinear_latency_ms``.
 """
 
 from __future__ import annotations

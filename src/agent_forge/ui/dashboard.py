@@ -138,7 +138,7 @@ def page_metrics(data: ForgeData, session_id: str) -> None:
         cols = st.columns(2)
         for index, group in enumerate(mine):
             figure = charts.series_figure(group, champion)
-            cols[index % 2].plotly_chart(figure, key=f"chart_{phase}_{group.key}")
+            cols[index % 2].plotly_chart(figure, key=f"chart_{phase}_{group.kind}_{group.key}")
         with st.expander(f"{phase}: last value of every metric"):
             _table(final_rows([s for s in series if s.phase == phase]), f"final_{phase}")
 

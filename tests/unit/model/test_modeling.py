@@ -335,3 +335,35 @@ def test_one_spec25m_training_step_runs_on_cpu() -> None:
     assert abs(out.lm_loss.item() - math.log(32768)) < 1.0, "an untrained model starts near ln(vocab)"
     with torch.no_grad():
         assert model(ids, labels=ids).lm_loss < out.lm_loss
+
+
+def test_training_forward_returns_logits_only_when_asked() -> None:
+    """A training step never needs the (tokens x vocab) logits; eval with labels and return_logits do."""
+    model = build_model(seed=22).train()
+    ids = random_ids(2, 20)
+    assert model(ids, labels=ids).logits is None
+    kept = model(ids, labels=ids, return_logits=True)
+    with torch.no_grad():
+        masked = model(ids).logits  # training mode: every step, halting by masks
+    torch.testing.assert_close(kept.logits, masked, atol=1e-5, rtol=1e-5)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, labels=ids).logits, model(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+class SubclassedHead(torch.nn.Linear):
+    """Any head that is not a plain nn.Linear (BitLinear in Phase 4) takes the autograd CE path."""
+
+
+def test_a_subclassed_head_gives_the_same_loss_gradients_and_logits() -> None:
+    fused, plain = build_model(seed=23).train(), build_model(seed=23).train()
+    plain.lm_head = SubclassedHead(64, 512, bias=False)
+    plain.lm_head.weight = plain.model.embed_tokens.weight
+    ids = random_ids(2, 20)
+    a, b = fused(ids, labels=ids, return_logits=True), plain(ids, labels=ids, return_logits=True)
+    torch.testing.assert_close(b.loss, a.loss)
+    torch.testing.assert_close(b.logits, a.logits, atol=1e-5, rtol=1e-5)
+    a.loss.backward()
+    b.loss.backward()
+    torch.testing.assert_close(plain.model.embed_tokens.weight.grad, fused.model.embed_tokens.weight.grad)
+    assert plain(ids, labels=ids).logits is None

@@ -87,7 +87,7 @@ def test_compare_page_puts_two_models_side_by_side(filled, monkeypatch: pytest.M
     table = app.dataframe[0].value.set_index("field")
     assert table.loc["model_name", "A"] == "reasoning" and table.loc["model_name", "B"] == "adaptive"
     assert table.loc["metadata.final_loss", "B - A"] == pytest.approx(0.2)
-    assert len(app.get("plotly_chart")) >= 2  # train/loss and eval/loss overlays
+    assert len(app.get("plotly_chart")) >= 2  # train/loss and train/lr overlays
 
 
 def test_generate_page_continues_the_prompt(filled, data: ForgeData, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -111,6 +111,9 @@ def test_metric_series_and_their_charts(data: ForgeData) -> None:
     for phase, key in (("quietstar", "thoughts/coherence"), ("forge", "curriculum/level"),
                        ("edge", "stage/compression_ratio"), ("edge", "stage/perplexity")):
         assert key in {g.key for g in chart_groups(data.metric_series(DONE, phase=phase))}
+    cognate = [(g.kind, g.title) for g in chart_groups(data.metric_series(DONE, phase="cognate"))]
+    assert ("curve", "cognate: eval/loss") in cognate  # the trunk's evaluations over its training
+    assert ("stages", "cognate: eval/loss per model") in cognate  # one final evaluation per specialist
     stages = {g.key: g for g in chart_groups(data.metric_series(DONE, phase="final")) if g.kind == "stages"}
     assert set(stages) == {"bytes", "ratio", "perplexity"}
     assert [t.label for t in stages["ratio"].traces] == ["stage:seedlm", "stage:vptq", "stage:entropy"]
