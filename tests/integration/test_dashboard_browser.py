@@ -29,6 +29,8 @@ from agent_forge.ui.report import write_report
 from support.ui_workspace import DONE, LIVE, fill_workspace
 
 pytestmark = pytest.mark.browser
+_playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
+expect, sync_playwright = _playwright.expect, _playwright.sync_playwright
 ROOT = Path(__file__).resolve().parents[2]
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 CHROMIUM_CANDIDATES = ("/usr/lib/chromium/chromium", "chromium", "chromium-browser", "google-chrome")
@@ -96,10 +98,9 @@ def _artifacts() -> Path:
 
 
 def test_dashboard_in_headless_chromium(tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
     clock = _Clock()
     port, log, shots, root = _free_port(), tmp_path / "dashboard.log", _artifacts(), tmp_path / "ws"
-    with sync_api.sync_playwright() as pw:
+    with sync_playwright() as pw:
         executable = _chromium(pw)
         if executable is None:
             pytest.skip("no Chromium: `python -m playwright install chromium` or `apt-get install chromium`")
@@ -137,11 +138,10 @@ def _overview(page, port: int, filled, shots: Path) -> None:
     assert LIVE in cells and DONE in cells and "running" in cells and "completed" in cells
     page.get_by_text("live: refreshing every 5 s").wait_for()
     # the timeline: one bar per started phase (cognate, evomerge, quietstar), every phase on the axis
-    _count(page, ".js-plotly-plot .barlayer .point", 3)
     title = page.locator(".gtitle").filter(has_text="phase timeline")
     timeline = page.locator(".js-plotly-plot").filter(has=title).last  # a live refresh may redraw it
-    assert timeline.locator(".barlayer .point").count() == 3
-    assert sorted(timeline.locator(".ytick text").all_text_contents()) == sorted(PHASE_NAMES)
+    expect(timeline.locator(".barlayer .point")).to_have_count(3, timeout=60_000)
+    expect(timeline.locator(".ytick text")).to_have_text(list(reversed(PHASE_NAMES)))
     page.screenshot(path=str(shots / "dashboard_overview.png"))
     print(f"screenshot: {shots / 'dashboard_overview.png'}")
     # a write while the page is open shows up without a reload (WAL reader + auto-refresh)
@@ -154,8 +154,8 @@ def _metrics(page, shots: Path) -> None:
     title = page.locator(".gtitle").filter(has_text="cognate: train/loss")
     title.wait_for(timeout=60_000)
     chart = page.locator(".js-plotly-plot").filter(has=title)
-    assert chart.locator(".scatterlayer .trace").count() == 4  # trunk and three specialists
-    assert sorted(chart.locator(".legendtext").all_text_contents()) == ["adaptive", "memory", "reasoning", "trunk"]
+    expect(chart.locator(".scatterlayer .trace")).to_have_count(4)  # trunk and three specialists
+    expect(chart.locator(".legendtext")).to_have_text(["adaptive", "memory", "reasoning", "trunk"])
     chart.scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "dashboard_metrics.png"))
     print(f"screenshot: {shots / 'dashboard_metrics.png'}")

@@ -219,6 +219,7 @@ class Phase5Section(Strict):
     dream_every: int = Field(50, ge=1)
     dream_steps: int = Field(5, ge=0)
     grokfast: bool = True
+    lr_scale: float = Field(1.0, gt=0.0)  # multiplies both learning rates of the D11 Phase 5 preset
     train: TrainSection = Field(default_factory=TrainSection)
 
     @model_validator(mode="after")

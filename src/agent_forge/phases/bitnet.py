@@ -26,6 +26,7 @@ run); the BitLinear simulation's own latency is ``performance/bitlinear_latency_
 from __future__ import annotations
 
 import copy
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -222,13 +223,18 @@ class BitNetPhase(Phase):
             other = copy.deepcopy(model)
             outcomes.append(finetune(ctx, other, heldout, section, device, use_ramp=not section.ramp))
             del other
-        outcomes.append(finetune(ctx, model, heldout, section, device, use_ramp=section.ramp))
+        outcomes.append(finetune(ctx, model, heldout, section, device, use_ramp=section.ramp,
+                                 full_eval=section.compare_ramp))
         return outcomes
 
 
 def finetune(ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: Phase4Section,
-             device: torch.device, use_ramp: bool) -> QatOutcome:
-    """Quantization-aware fine-tuning through TrainLoop; the ramp is a pure function of the step."""
+             device: torch.device, use_ramp: bool, full_eval: bool = True) -> QatOutcome:
+    """Quantization-aware fine-tuning through TrainLoop; the ramp is a pure function of the step.
+
+    ``full_eval`` adds held-out accuracy to the final record (a comparison needs it; the phase's own
+    final evaluation follows anyway, so a single schedule gets the loss only).
+    """
     steps, batch_size = section.finetune_steps, section.train.batch_size
     seq_len = ctx.config.data.seq_len
     n_examples = min(ctx.config.data.train_examples,
@@ -262,7 +268,11 @@ def finetune(ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: 
     result = loop.run()
     set_ramp(model, 1.0)
     model.eval()
-    record = eval_record(model, heldout, None, latency=False)
+    if full_eval:
+        record = eval_record(model, heldout, None, latency=False)
+    else:
+        loss = heldout_loss(model, heldout)
+        record = EvalRecord(perplexity=math.exp(loss), loss=loss)
     final_loss = result.losses[-1] if result.losses else float("nan")
     return QatOutcome(use_ramp, record, result.state.step, final_loss)
 
@@ -357,7 +367,8 @@ def _qat_metrics(outcomes: list[QatOutcome], section: Phase4Section, before: Eva
         figures[f"qat/{key}_steps"] = outcome.steps
         figures[f"qat/{key}_final_train_loss"] = outcome.final_loss
         figures[f"qat/{key}_perplexity"] = outcome.record.perplexity
-        figures[f"qat/{key}_accuracy"] = outcome.record.accuracy
+        if outcome.record.accuracy is not None:
+            figures[f"qat/{key}_accuracy"] = outcome.record.accuracy
         figures[f"qat/{key}_recovery_percent"] = recovery_percent(
             before.perplexity, quantized.perplexity, outcome.record.perplexity)
     return figures

@@ -217,7 +217,9 @@ def train_curriculum(ctx: PhaseContext, model: nn.Module, section: Phase5Section
         level = scheduler.update(loop.state.step, accuracy)
         return {"level_accuracy": accuracy, "level": float(level), "highest_level": float(scheduler.highest)}
 
-    optim_config = dataclasses.replace(MuGrokConfig.from_phase("5"), grokfast=section.grokfast)
+    preset = MuGrokConfig.from_phase("5")
+    optim_config = dataclasses.replace(preset, grokfast=section.grokfast, muon_lr=preset.muon_lr * section.lr_scale,
+                                       fallback_lr=preset.fallback_lr * section.lr_scale)
     optimizer = build_optimizer(model, optim_config)
     loop = CurriculumLoop(
         curriculum=scheduler, ctx=ctx, run_name="curriculum", model=wrap_ddp(model, device),

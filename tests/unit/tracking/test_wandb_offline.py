@@ -65,3 +65,34 @@ def test_a_resumed_session_continues_the_step_count(tmp_path: Path, monkeypatch:
     steps = [[row["_step"] for row in history_rows(run / "run-resumed-session.wandb")] for run in runs]
     levels = [row["forge/curriculum/level"] for run in runs for row in history_rows(run / "run-resumed-session.wandb")]
     assert steps == [[1, 2, 3], [4, 5, 6]] and levels == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+
+
+def test_orchestrator_logs_every_phase_into_one_offline_run(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tracking.wandb=offline`: both test phases' metrics reach one run, value for value as in SQLite."""
+    from agent_forge.config import load_config
+    from agent_forge.pipeline import Orchestrator
+    from agent_forge.storage.registry import ModelRegistry
+    from agent_forge.storage.workspace import Workspace
+    from support.run_tiny_pipeline import RULES
+    from support.tiny_phases import TEST_PHASES
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    workspace = Workspace(tmp_path)
+    registry = ModelRegistry(workspace.registry_path)
+    orchestrator = Orchestrator(workspace, registry, quiet=True, phases=TEST_PHASES)
+    config = load_config("smoke", overrides=[*RULES, "tracking.wandb=offline"])
+    session = orchestrator.create_session(config, session_id="wandb-session")
+    orchestrator.run(session)
+
+    runs = list((workspace.session_dir(session) / "wandb").rglob("offline-run-*"))
+    assert len(runs) == 1
+    rows = history_rows(runs[0] / f"run-{session}.wandb")
+    logged = sorted((key, value) for row in rows for key, value in row.items()
+                    if not key.startswith("_") and not key.endswith("/step"))
+    stored = sorted((f"{m['phase']}/{m['name']}" if m["model"] == "phase" else
+                     f"{m['phase']}/{m['model']}/{m['name']}", m["value"]) for m in registry.metrics(session))
+    assert logged == stored
+    assert {key.split("/")[0] for key, _ in logged} == {"cognate", "evomerge"}
+    assert any(key == "cognate/lm1/train/loss" for key, _ in logged)
+    assert any(key == "evomerge/phase/duration_seconds" for key, _ in logged)
