@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" $(TORCH_INDEX)
 	$(PY) -m pip install --quiet -e ".[dev]"
-	-$(PY) -m playwright install chromium > /dev/null 2>&1
+	@# the dashboard's browser test needs a Chromium: Playwright's own, else the system package (skips without)
+	-$(PY) -m playwright install chromium > /dev/null 2>&1 || command -v chromium > /dev/null \
+	  || (command -v apt-get > /dev/null && [ "$$(id -u)" = 0 ] && apt-get install -y -qq --no-install-recommends chromium > /dev/null 2>&1)
 	touch $(STAMP)
 
 setup: $(STAMP)

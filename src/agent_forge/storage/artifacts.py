@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_forge.errors import ArtifactCorruptError, NotFoundError
-from agent_forge.storage.atomic import atomic_dir, recover_dir, sha256_file
+from agent_forge.storage.atomic import atomic_dir, sha256_file
 
 METADATA = "metadata.json"
 METRICS = "metrics.json"
@@ -67,7 +67,6 @@ def describe_artifact(folder: Path) -> ArtifactInfo:
 def read_metadata(folder: Path) -> dict[str, Any]:
     """Parse ``metadata.json``; a missing or malformed file is reported as corruption."""
     folder = Path(folder)
-    recover_dir(folder)
     path = folder / METADATA
     if not folder.is_dir():
         raise NotFoundError(f"artifact folder {folder} does not exist", "check the model id with `agent-forge models`")
