@@ -8,9 +8,10 @@ import torch
 
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.phases.common import bitlinear_meta, forge_config, load_model, session_data
-from agent_forge.phases.forge import ForgePhase
+from agent_forge.phases.forge import ForgePhase, level_accuracy, level_data, train_curriculum
 from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears, ternary_state
 from agent_forge.quant.packed_io import load_packed
+from agent_forge.train.curriculum import CurriculumConfig, CurriculumScheduler
 from support.phase_harness import harness_config, make_context, register_model
 
 OVERRIDES = ["phase5.steps=8", "phase5.eval_interval=4", "phase5.dream_every=4", "phase5.dream_steps=1"]
@@ -79,3 +80,27 @@ def test_forge_refuses_a_model_that_is_not_ternary(tmp_path):
     plain = register_model(ctx, ForgeForCausalLM(forge_config(config)), "plain", {})
     ok, reason = ForgePhase().validate_input(make_context(tmp_path, "forge", config), [plain])
     assert not ok and "bitlinear" in reason
+
+
+def test_inside_training_the_level_falls_and_a_dream_replays_the_level_below(tmp_path):
+    """A fresh model scores 0: started at the top level it must step down at each evaluation, and the
+    dream cycle at step 4 (level 2 by then) must replay level 1 and measure it before and after."""
+    config = harness_config("smoke", OVERRIDES)
+    seed = _ternary_seed(tmp_path, config)
+    ctx = make_context(tmp_path, "forge", config)
+    model, section = load_model(seed), ctx.phase_config
+    levels = level_data(ctx, section)
+    scheduler = CurriculumScheduler(CurriculumConfig(max_level=3, eval_interval=4, dream_every=4, dream_steps=1))
+    state = scheduler.state_dict()
+    scheduler.load_state_dict({**state, "level": 3, "highest": 3})
+    measured: list[list[int]] = []
+
+    def measure(wanted: list[int]) -> dict[int, float]:
+        measured.append(wanted)
+        return {level: level_accuracy(model, levels.evals[level]) for level in wanted}
+
+    train_curriculum(ctx, model, section, levels, scheduler, measure, torch.device("cpu"))
+    assert [(h["level"], h["new_level"]) for h in scheduler.history] == [(3, 2), (2, 1)]
+    assert scheduler.steps_per_level == {3: 4, 2: 3} and scheduler.dream_steps_per_level == {1: 1}
+    assert measured == [[1], [1]] and len(scheduler.dreams) == 1
+    assert set(scheduler.dreams[0]["before"]) == set(scheduler.dreams[0]["after"]) == {1}

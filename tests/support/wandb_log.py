@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,21 @@ def read_records(path: Path) -> list[Any]:
     return records
 
 
+def settled_records(path: Path, timeout: float = 60.0) -> list[Any]:
+    """The records once W&B's core process has flushed the run (it writes after ``finish`` returns)."""
+    deadline = time.time() + timeout
+    while True:
+        records = read_records(path) if Path(path).exists() else []
+        kinds = {r.WhichOneof("record_type") for r in records}
+        if "exit" in kinds or time.time() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def history_rows(path: Path) -> list[dict[str, Any]]:
     """Each ``run.log`` call as a dict (W&B's own ``_step``/``_timestamp``/``_runtime`` keys included)."""
     rows = []
-    for record in read_records(path):
+    for record in settled_records(path):
         if record.WhichOneof("record_type") == "history":
             rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
                          for item in record.history.item})
@@ -56,4 +68,4 @@ def history_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def run_id(path: Path) -> str:
-    return next(r.run.run_id for r in read_records(path) if r.WhichOneof("record_type") == "run")
+    return next(r.run.run_id for r in settled_records(path) if r.WhichOneof("record_type") == "run")

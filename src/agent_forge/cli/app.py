@@ -168,7 +168,7 @@ def _print_summary(workspace: Workspace, registry: ModelRegistry, session_id: st
     bundle = workspace.bundle_dir(session_id)
     report = workspace.report_dir(session_id) / "report.html"
     if bundle.exists():
-        out.print(f"bundle: {bundle}")
+        out.print(f"bundle: {bundle}", soft_wrap=True, highlight=False)
     if report.exists():
-        out.print(f"report: {report}")
+        out.print(f"report: {report}", soft_wrap=True, highlight=False)
 

@@ -76,4 +76,4 @@ def report(
     finally:
         registry.close()
     if not STATE.quiet:
-        out.print(f"report: {html_path}\nsummary: {md_path}")
+        out.print(f"report: {html_path}\nsummary: {md_path}", soft_wrap=True, highlight=False)
