@@ -1,22 +1,13 @@
-"""Shared end-to-end fixtures: one uninterrupted `smoke` run of the whole pipeline through the real CLI."""
+"""Shared end-to-end fixture: one uninterrupted `smoke` run of the whole pipeline through the real CLI."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SESSION = "e2e-smoke"
-
-
-def agent_forge(workspace: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "agent_forge", "--workspace", str(workspace), *args],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+from support.e2e import SESSION, agent_forge
 
 
 @pytest.fixture(scope="session")

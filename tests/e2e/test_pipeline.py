@@ -6,7 +6,7 @@ import json
 
 from agent_forge.config import PHASE_NAMES
 from agent_forge.storage.registry import ModelRegistry
-from conftest import SESSION, agent_forge
+from support.e2e import SESSION, agent_forge
 
 
 def test_all_eight_phases_complete_with_summary(smoke_run):

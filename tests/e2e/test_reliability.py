@@ -14,7 +14,7 @@ from pathlib import Path
 from agent_forge.storage.atomic import OLD_MARK, TMP_MARK
 from agent_forge.storage.registry import ModelRegistry
 from agent_forge.storage.snapshot import registry_snapshot
-from conftest import ROOT, SESSION
+from support.e2e import ROOT, SESSION
 
 MIN_KILLS = 10
 READER = """

@@ -3,11 +3,12 @@
 Recipe: load the Phase 4 model with its BitLinear layers (training stays quantization-aware: the
 straight-through estimator updates full-precision shadow weights, the forward is ternary); measure it
 (D6) and its accuracy per difficulty level on a curriculum evaluation set (held-out split, its own seed);
-train with the Phase 5 MuonGrokfast preset (Grokfast switchable by ``phase5.grokfast``) on batches of the
-scheduler's current level, which moves up/down with held-out accuracy at that level every
-``eval_interval`` steps, with dream cycles replaying earlier levels every ``dream_every`` steps; measure
-again. Levels come from the configured data (builtin generator levels; real sources at the levels their
-adapters give): a level without training rows or evaluation examples is left out of the range.
+train with the Phase 5 MuonGrokfast preset (Grokfast switchable by ``phase5.grokfast``, both learning
+rates times ``phase5.lr_scale``) on batches of the scheduler's current level, which moves up/down with
+held-out accuracy at that level every ``eval_interval`` steps, with dream cycles replaying earlier levels
+every ``dream_every`` steps; measure again. Levels come from the configured data (builtin generator
+levels; real sources at the levels their adapters give): a level without training rows or evaluation
+examples is left out of the range.
 
 The output "forged" is packed into Phase 4's format (same block type, same storage precision); the
 storage precision is absorbed first and a copy rebuilt from the packed file alone must give identical
@@ -30,7 +31,7 @@ from agent_forge.config.schema import Phase5Section
 from agent_forge.data.dataset import PackedDataset
 from agent_forge.data.sources import load_mixture
 from agent_forge.data.tasks import TaskExample
-from agent_forge.errors import ForgeError
+from agent_forge.errors import ForgeError, HandoffError
 from agent_forge.eval.heldout import HeldoutSet, answers_correct
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.bitnet import (
@@ -142,7 +143,7 @@ class ForgePhase(Phase):
         start = time.perf_counter()
         ok, reason = self.validate_input(ctx, inputs)
         if not ok:
-            raise ValueError(reason)
+            raise HandoffError(reason, "run Phase 4 (bitnet) on the model first")
         section: Phase5Section = ctx.phase_config
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
