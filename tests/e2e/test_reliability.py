@@ -18,17 +18,16 @@ from support.e2e import ROOT, SESSION
 
 MIN_KILLS = 10
 READER = """
-import sys, time, sqlite3
+import os, sys, time
 from agent_forge.storage.registry import ModelRegistry
-path, stop = sys.argv[1], sys.argv[2]
-reads = 0
-import os
+path, ready, stop = sys.argv[1], sys.argv[2], sys.argv[3]
+while not os.path.exists(ready) and not os.path.exists(stop):  # the schema exists once the session is made
+    time.sleep(0.05)
+registry, reads = ModelRegistry(path, readonly=True), 0
 while not os.path.exists(stop):
-    if os.path.exists(path):
-        registry = ModelRegistry(path)
-        for s in registry.list_sessions():
-            registry.metrics(s["session_id"]); registry.phase_runs(s["session_id"])
-        reads += 1
+    for s in registry.list_sessions():
+        registry.metrics(s["session_id"]); registry.phase_runs(s["session_id"])
+    reads += 1
     time.sleep(0.02)
 print(reads)
 """
@@ -62,17 +61,27 @@ def _kill_after_progress(proc: subprocess.Popen, workspace: Path, rng: random.Ra
     return True
 
 
+def _continue_args(workspace: Path) -> tuple[str, ...]:
+    """`resume` once the session exists; a kill before it was created means starting the run again."""
+    registry_path = workspace / "registry" / "model_registry.db"
+    exists = registry_path.exists() and any(s["session_id"] == SESSION
+                                            for s in ModelRegistry(registry_path).list_sessions())
+    return ("resume", SESSION) if exists else ("run", "--preset", "smoke", "--name", SESSION)
+
+
 def test_repeated_sigkill_and_resume_match_the_uninterrupted_run(smoke_run, tmp_path):
     reference_ws, reference = smoke_run
     assert reference.returncode == 0, reference.stderr[-3000:]
     workspace, stop_flag = tmp_path / "victim", tmp_path / "stop"
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(workspace / "registry" / "model_registry.db"),
-                               str(stop_flag)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready = workspace / "sessions" / SESSION / "config.yaml"
+    database = workspace / "registry" / "model_registry.db"
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(database), str(ready), str(stop_flag)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rng, kills = random.Random(2026), 0
     proc = _start(workspace, "run", "--preset", "smoke", "--name", SESSION)
     while kills < MIN_KILLS and _kill_after_progress(proc, workspace, rng):
         kills += 1
-        proc = _start(workspace, "resume", SESSION)
+        proc = _start(workspace, *_continue_args(workspace))
     proc.wait(1200)
     assert proc.returncode == 0, proc.stderr.read().decode()[-3000:]
     stop_flag.write_text("stop")

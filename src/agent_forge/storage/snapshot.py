@@ -11,8 +11,11 @@ from typing import Any
 
 from agent_forge.storage.registry import ModelRegistry
 
-VOLATILE_MARKS = ("seconds", "time", "system/", "per_s", "tokens_s", "latency", "_ms", "speed", "throughput",
-                  "rss", "memory_mb", "peak")
+VOLATILE_MARKS = ("seconds", "time", "system/", "per_s", "tokens_s", "latency", "_ms", "ms_per", "speed",
+                  "throughput", "rss", "memory_mb", "peak")
+# Folder sizes include metadata/manifest files that carry measured timings, whose printed length can differ by
+# a byte between runs: sizes are compared to the kilobyte.
+SIZE_DIGITS = 3
 
 
 def is_volatile(name: str) -> bool:
@@ -20,13 +23,15 @@ def is_volatile(name: str) -> bool:
     return any(mark in lowered for mark in VOLATILE_MARKS)
 
 
-def _strip(value: Any, session_id: str) -> Any:
+def _strip(value: Any, session_id: str, key: str = "") -> Any:
+    if isinstance(value, float) and key.endswith("size_mb"):
+        return round(value, SIZE_DIGITS)
     if isinstance(value, str):
         return value.replace(session_id, "<session>")
     if isinstance(value, list):
         return [_strip(v, session_id) for v in value]
     if isinstance(value, dict):
-        return {k: _strip(v, session_id) for k, v in value.items() if not is_volatile(k)}
+        return {k: _strip(v, session_id, k) for k, v in value.items() if not is_volatile(k)}
     return value
 
 
