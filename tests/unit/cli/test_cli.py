@@ -89,3 +89,23 @@ def test_console_entry_points_run(tmp_path):
     for cmd in ([sys.executable, "-m", "agent_forge", "--help"], [sys.executable, "-m", "agent_forge", "sessions"]):
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_registry_commands_on_an_empty_workspace(tmp_path, capsys):
+    ws = str(tmp_path / "empty")
+    for args in (["status"], ["sessions", "--json"], ["models", "--json"], ["vacuum"], ["clean", "--all"]):
+        code, out, err = _cli(capsys, "--workspace", ws, *args)
+        assert code == 0, (args, out, err)
+    code, out, err = _cli(capsys, "--workspace", ws, "clean")
+    assert code == 2 and "--age" in out + err
+
+
+def test_clean_and_vacuum_on_a_populated_workspace(tmp_path, capsys):
+    root = tmp_path / "ws"
+    run_tiny_pipeline(str(root), "to-clean")
+    code, out, _ = _cli(capsys, "--workspace", str(root), "vacuum")
+    assert code == 0 and "registry:" in out
+    code, out, _ = _cli(capsys, "--workspace", str(root), "clean", "--all")
+    assert code == 0 and "removed 1 session(s)" in out
+    code, out, _ = _cli(capsys, "--workspace", str(root), "sessions", "--json")
+    assert json.loads(out) == [] and not (root / "sessions" / "to-clean").exists()
