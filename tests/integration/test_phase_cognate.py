@@ -21,6 +21,9 @@ def test_cognate_trains_trunk_and_three_specialists(tmp_path):
         assert meta["loss_drop"] > 0.2
         assert (ref.path / "model.safetensors").exists() and (ref.path / "tokenizer.json").exists()
         assert sum(meta["param_breakdown"].values()) == ref.parameters
+        shares = [v for k, v in meta["halting"].items() if k.startswith("halt_share_step_")]
+        assert math.isclose(sum(shares), 1.0, rel_tol=1e-5)
+        assert 1.0 <= meta["halting"]["mean_halt_steps"] <= len(shares)
     thresholds = {load_model(ref).config.act_threshold for ref in result.models}
     assert len(thresholds) == 3
     assert result.after.loss < result.before.loss

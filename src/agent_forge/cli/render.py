@@ -52,4 +52,4 @@ def trajectory_rows(phase_runs: list[dict[str, Any]], handoffs: dict[str, str]) 
     return rows
 
 
-TRAJECTORY_COLUMNS = ["phase", "status", "seconds", "perplexity", "accuracy", "size MB", "latency ms", "hand-off"]
+TRAJECTORY_COLUMNS = ["phase", "status", "s", "ppl", "acc", "MB", "ms/tok", "hand-off"]

@@ -48,6 +48,7 @@ class ModelSection(Strict):
     trm_hidden: int = Field(128, ge=4)
     act_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     act_ema: float = Field(0.98, ge=0.0, lt=1.0)
+    act_step_cost: float = Field(0.02, ge=0.0)
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelSection:

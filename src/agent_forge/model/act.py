@@ -1,17 +1,19 @@
 """Adaptive computation time: a per-position halting head with bootstrapped targets from an EMA teacher.
 
 The head reads the latent z of each recursion step and gives one halting logit q_t per position; the
-halting probability is p_t = sigmoid(q_t). Its BCE target is the probability that halting at step t is no
-worse than going on:
+halting probability is p_t = sigmoid(q_t). Its BCE target says whether halting at step t costs at most
+`step_cost` nats against going on:
 
-    y_t = c_t + (1 - c_t) * (1 - W_{t+1}),
-    W_t = pbar_t * c_t + (1 - pbar_t) * W_{t+1},   W_{T-1} = c_{T-1},
+    y_t = 1 if l_t <= F_{t+1} + step_cost else 0,
+    F_t = pbar_t * l_t + (1 - pbar_t) * F_{t+1},   F_{T-1} = l_{T-1},
 
-where c_t is 1 if step t's top prediction is the label and W_{t+1} is the chance that going on ends on a
-right answer when the EMA teacher (a copy of the head, decay `act_ema`, like a Q-learning target network)
-decides where to stop (pbar are its halting probabilities). So a position already right halts, a position
-that a later step fixes goes on, and a position no step fixes halts at once: halting follows what the
-recursion gains, neither always step 0 nor always T_max. The last step always halts and has no loss.
+where l_t is the position's cross-entropy at step t and F_{t+1} the loss expected from going on when the
+EMA teacher (a copy of the head, decay `act_ema`, like a Q-learning target network) decides where to stop
+(pbar are its halting probabilities). `step_cost` is the price of one more recursion step in nats, as in
+ponder-cost ACT. A position whose later steps do not lower its loss by more than that halts; one that a
+later step helps goes on. Top-1 correctness would be a coarser signal: on text a small model's recursion
+rarely flips an argmax while it does move the loss, so a correctness target halted everything at step 0.
+The last step always halts and has no loss.
 
 At inference a position halts at the first step whose p_t reaches `act_threshold` (a higher threshold
 halts later).
@@ -76,15 +78,18 @@ def halting_steps(probabilities: list[torch.Tensor], threshold: float) -> torch.
 
 
 @torch.no_grad()
-def act_targets(correct: list[torch.Tensor], teacher_probs: list[torch.Tensor]) -> list[torch.Tensor]:
-    """y_t for every step but the last (see the module docstring); inputs are 0/1 and probabilities."""
-    steps = len(correct)
-    targets: list[torch.Tensor] = [correct[0]] * (steps - 1)
-    future = correct[-1].float()
+def act_targets(
+    losses: list[torch.Tensor], teacher_probs: list[torch.Tensor], step_cost: float
+) -> list[torch.Tensor]:
+    """y_t for every step but the last (see the module docstring) from per-position losses l_t (nats) and
+    the teacher's halting probabilities."""
+    steps = len(losses)
+    targets: list[torch.Tensor] = [losses[0]] * (steps - 1)
+    future = losses[-1].float()
     for t in range(steps - 2, -1, -1):
-        c = correct[t].float()
-        targets[t] = c + (1.0 - c) * (1.0 - future)
-        future = teacher_probs[t] * c + (1.0 - teacher_probs[t]) * future
+        loss = losses[t].float()
+        targets[t] = (loss <= future + step_cost).float()
+        future = teacher_probs[t] * loss + (1.0 - teacher_probs[t]) * future
     return targets
 
 

@@ -122,6 +122,7 @@ class ForgeConfig(PreTrainedConfig):
     act_threshold: Number = 0.5
     act_ema: Number = 0.98
     act_loss_weight: Number = 0.1
+    act_step_cost: Number = 0.02
     static_act: bool = False
     rms_norm_eps: Number = 1e-6
     initializer_range: Number = 0.02
@@ -146,6 +147,8 @@ class ForgeConfig(PreTrainedConfig):
             raise ValueError("surprise_weight * mem_lr must lie in [0, 1] for a stable memory update")
         if self.mem_decay is not None and not 0.0 < self.mem_decay <= 1.0:
             raise ValueError(f"mem_decay must lie in (0, 1], got {self.mem_decay}")
+        if self.act_step_cost < 0:
+            raise ValueError(f"act_step_cost must be at least 0 (nats per recursion step), got {self.act_step_cost}")
         for name in ("act_threshold", "act_ema"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must lie in (0, 1), got {getattr(self, name)}")

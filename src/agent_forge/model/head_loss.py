@@ -3,10 +3,10 @@
 Deep supervision puts a full-vocabulary CE on every recursion step. Done the usual way, each step keeps
 its (tokens x vocab) logits and log-softmax alive until the backward, and that backward allocates two more
 tensors of the same size: for the 25M shape at 2048 tokens that is over a gigabyte per step. Here rows
-are processed in chunks: each chunk's logits give the loss, the "target is the top logit" flag (for the
-ACT targets), the halting-step logits to return, and d(loss)/d(hidden) and d(loss)/d(W) at once (softmax
-minus one-hot, two matmuls). Only those gradients are kept; the backward just scales them. The matmul
-count is the same as autograd's (one forward, two backward), no logits are ever stored, and gradients
+are processed in chunks: each chunk's logits give the loss, each position's loss (for the ACT targets),
+the halting-step logits to return, and d(loss)/d(hidden) and d(loss)/d(W) at once (softmax minus
+one-hot, two matmuls). Only those gradients are kept; the backward just scales them. The matmul count is
+the same as autograd's (one forward, two backward), no logits are ever stored, and gradients
 are only formed when an input requires them.
 """
 
@@ -31,7 +31,7 @@ def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
 def _chunk_pass(
     h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, want_grad: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """One chunk: (logits, summed CE, top-1 flags, softmax minus one-hot in the compute dtype or None).
+    """One chunk: (logits, summed CE, per-row CE, softmax minus one-hot in the compute dtype or None).
 
     The logits are returned before they are overwritten in place by the softmax.
     """
@@ -40,18 +40,19 @@ def _chunk_pass(
     index = target.clamp_min(0).unsqueeze(1)
     picked = logits.gather(1, index).squeeze(1)
     top = logits.amax(dim=1)
-    top1 = (picked >= top).float() * valid
     probs = logits.sub(top.unsqueeze(1)).exp_()
     norm = probs.sum(dim=1)
-    total = ((top + norm.log() - picked) * valid).sum()
+    row_loss = (top + norm.log() - picked) * valid
+    total = row_loss.sum()
     if not want_grad:
-        return logits, total, top1, None
+        return logits, total, row_loss, None
     probs.div_(norm.unsqueeze(1)).scatter_add_(1, index, -valid.unsqueeze(1))
-    return logits, total, top1, probs.mul_(valid.unsqueeze(1)).to(h.dtype)
+    return logits, total, row_loss, probs.mul_(valid.unsqueeze(1)).to(h.dtype)
 
 
 class HeadCrossEntropy(torch.autograd.Function):
-    """loss = sum over rows with target != -100 of CE(hidden @ W^T, target); also top-1 flags."""
+    """loss = sum over rows with target != -100 of CE(hidden @ W^T, target); also each row's CE (0 where
+    ignored), detached."""
 
     @staticmethod
     def forward(
@@ -67,7 +68,7 @@ class HeadCrossEntropy(torch.autograd.Function):
         want_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         w = weight.to(dtype)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        top1 = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        row_loss = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         grad_hidden = (
             torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if want_grad else None
         )
@@ -78,7 +79,7 @@ class HeadCrossEntropy(torch.autograd.Function):
             for start in range(0, hidden.shape[0], rows):
                 part = slice(start, start + rows)
                 h = hidden[part].to(dtype)
-                logits, chunk_total, top1[part], grad_logits = _chunk_pass(h, w, targets[part], want_grad)
+                logits, chunk_total, row_loss[part], grad_logits = _chunk_pass(h, w, targets[part], want_grad)
                 total += chunk_total
                 if out_logits is not None:
                     keep = out_rows[part].nonzero().squeeze(1)
@@ -88,11 +89,11 @@ class HeadCrossEntropy(torch.autograd.Function):
                     grad_weight += (grad_logits.t() @ h).float()
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.dtypes = (hidden.dtype, weight.dtype)
-        ctx.mark_non_differentiable(top1)
-        return total, top1
+        ctx.mark_non_differentiable(row_loss)
+        return total, row_loss
 
     @staticmethod
-    def backward(ctx, grad_total: torch.Tensor, _grad_top1: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx, grad_total: torch.Tensor, _grad_rows: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_hidden, grad_weight = ctx.saved_tensors
         hidden_dtype, weight_dtype = ctx.dtypes
         scale = grad_total.float()
@@ -109,7 +110,8 @@ def head_cross_entropy(
     out_rows: torch.Tensor | None = None,
     chunk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed CE, top-1 flags shaped like targets) for hidden (..., d), head weight (V, d), targets (...).
+    """(summed CE, per-position CE shaped like targets, detached) for hidden (..., d), head weight (V, d)
+    and targets (...).
 
     When out_logits (rows, V) is given, the logits of the rows where out_rows is True are written into it
     (the caller collects each position's halting-step logits without another matmul). `chunk` overrides
@@ -118,5 +120,5 @@ def head_cross_entropy(
     flat = hidden.reshape(-1, hidden.shape[-1])
     rows = None if out_rows is None else out_rows.reshape(-1)
     chunk = chunk or chunk_rows(weight.shape[0])
-    total, top1 = HeadCrossEntropy.apply(flat, weight, targets.reshape(-1), out_logits, rows, chunk)
-    return total, top1.view(targets.shape)
+    total, row_loss = HeadCrossEntropy.apply(flat, weight, targets.reshape(-1), out_logits, rows, chunk)
+    return total, row_loss.view(targets.shape)

@@ -49,6 +49,7 @@ NON_SHAPE_FIELDS = frozenset(
         "act_threshold",
         "act_ema",
         "act_loss_weight",
+        "act_step_cost",
         "mem_capacity",
         "mem_decay",
         "mem_lr",
@@ -276,16 +277,17 @@ class ForgeForCausalLM(ForgePreTrainedModel, GenerationMixin):
         targets = F.pad(labels[:, 1:], (0, 1), value=-100)
         valid = targets != -100
         count = valid.sum().clamp_min(1)
-        losses, correct = [], []
+        losses, row_losses = [], []
         for t, hidden in enumerate(steps.hidden):
-            total, top1 = self._head_loss(hidden, targets, out_logits, halt == t)
+            total, rows = self._head_loss(hidden, targets, out_logits, halt == t)
             losses.append(total / count)
-            correct.append(top1)
+            row_losses.append(rows)
         if self.training:
             self.act_head.update_teacher(float(self.config.act_ema))
         with torch.no_grad():
             teacher = [halting_probability(self.act_head.teacher(z)) for z in steps.latents]
-        act = act_loss(steps.act_logits, act_targets(correct, teacher), valid.float())
+        step_cost = float(self.config.act_step_cost)
+        act = act_loss(steps.act_logits, act_targets(row_losses, teacher, step_cost), valid.float())
         return torch.stack(losses), act
 
     def _head_loss(
@@ -295,19 +297,17 @@ class ForgeForCausalLM(ForgePreTrainedModel, GenerationMixin):
         out_logits: torch.Tensor | None,
         rows: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed CE and top-1 flags of one step; the fused path needs a plain nn.Linear head."""
+        """Summed CE and per-position CE (detached) of one step; the fused path needs a plain nn.Linear head."""
         if type(self.lm_head) is nn.Linear:
             return head_cross_entropy(hidden, self.lm_head.weight, targets, out_logits, rows)
         logits = self.lm_head(hidden)
         flat = logits.reshape(-1, logits.shape[-1])
-        total = F.cross_entropy(flat, targets.reshape(-1), ignore_index=-100, reduction="sum")
+        row_loss = F.cross_entropy(flat.float(), targets.reshape(-1), ignore_index=-100, reduction="none")
         with torch.no_grad():
             if out_logits is not None:
                 keep = rows.reshape(-1).nonzero().squeeze(1)
                 out_logits.index_copy_(0, keep, flat.index_select(0, keep).to(out_logits.dtype))
-            picked = logits.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-            top1 = (picked >= logits.amax(dim=-1)).float() * (targets != -100).float()
-        return total, top1
+        return row_loss.sum(), row_loss.detach().view(targets.shape)
 
     def _prepare_cache(
         self, cache: ForgeCache | None, use_cache: bool | None, labels: torch.Tensor | None

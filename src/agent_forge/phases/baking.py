@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from agent_forge.baking import (
 )
 from agent_forge.data.tokenizer import BOS_ID, EOS_ID, ForgeTokenizer
 from agent_forge.optim import MuGrokConfig, build_optimizer
+from agent_forge.phases.bitnet import pack_as_phase4, packed_inference_latency_ms, packed_writer
 from agent_forge.phases.common import (
     bitlinear_meta,
     eval_record,
@@ -48,7 +50,7 @@ from agent_forge.phases.common import (
 )
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
-from agent_forge.quant.bitlinear import BitLinearConfig
+from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules
 from agent_forge.tools import decode, evaluate_tool_use_variants, tool_tasks
 from agent_forge.train.distributed import world, wrap_ddp
 from agent_forge.train.loop import LoopResult, StepOutput, TrainLoop
@@ -101,19 +103,20 @@ class BakingPhase(Phase):
         tokenizer, ref = data.tokenizer, inputs[0]
         device = resolve_device(ctx.config.runtime.device)
         model = load_model(ref).to(device)
-        before = eval_record(model, data.heldout, ref.size_mb)
+        before = self._record(model, data.heldout, ref.metadata.get("size_mb", ref.size_mb))
         metrics: dict[str, Any] = record_metrics("before", before)
         ternary_before = ternary_values(model)
         metrics.update(self._tool_stage(ctx, model, tokenizer, section, device))
         metrics.update(self._persona_stage(ctx, model, tokenizer, section, device, data.heldout.examples))
         metrics["bitlinear/layers"] = len(ternary_before)
         metrics["bitlinear/ternary_flip_share"] = ternary_flip_share(ternary_before, model)
-        after = eval_record(model, data.heldout, ref.size_mb)
-        metrics.update(record_metrics("after", after))
+        packed = self._pack(ctx, model, data.heldout, metrics)
+        after = self._record(model, data.heldout, ref.size_mb)
         metrics["wall_seconds"] = time.perf_counter() - start
         metrics["cpu_seconds"] = time.process_time() - cpu
-        out = self._save(ctx, model, tokenizer, ref, metrics)
-        after.size_mb = metrics["after/size_mb"] = out.size_mb
+        out = self._save(ctx, model, tokenizer, ref, metrics, packed)
+        after.size_mb = metrics["size_mb"] if packed is not None else out.size_mb
+        metrics.update(record_metrics("after", after))
         return PhaseResult(True, self.name, [out], metrics, duration_seconds=time.perf_counter() - start,
                            before=before, after=after)
 
@@ -211,8 +214,27 @@ class BakingPhase(Phase):
 
     # ---- output ------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _record(model: nn.Module, heldout: Any, size_mb: float | None) -> Any:
+        """The D6 record; a ternary model's latency is that of its packed integer path, as in phases 4-5."""
+        ternary = bool(bitlinear_modules(model))
+        record = eval_record(model, heldout, size_mb, latency=not ternary)
+        if ternary:
+            record.latency_ms = packed_inference_latency_ms(model)
+        return record
+
+    @staticmethod
+    def _pack(ctx: PhaseContext, model: nn.Module, heldout: Any, metrics: dict[str, Any]) -> Path | None:
+        """A ternary model is stored like Phase 4's output: its packed file is what it weighs on a device."""
+        if not bitlinear_modules(model):
+            return None
+        packed, gap = pack_as_phase4(ctx, model, heldout, "baked")
+        metrics["packed/logits_max_abs_diff"] = gap
+        metrics["size_mb"] = metrics["packed/size_mb"] = packed.stat().st_size / 1e6
+        return packed
+
     def _save(self, ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer, ref: ModelRef,
-              metrics: dict[str, Any]) -> ModelRef:
+              metrics: dict[str, Any], packed: Path | None) -> ModelRef:
         section = ctx.phase_config
         metadata: dict[str, Any] = {
             "baked_prompts": [section.tool_prompt, section.persona_prompt], "lora_rank": section.lora_rank,
@@ -229,5 +251,13 @@ class BakingPhase(Phase):
             config = BitLinearConfig(granularity=quant["granularity"],
                                      activation_bits=quant["activation_bits"])
             metadata["bitlinear"] = bitlinear_meta(model, config)
-        return ctx.save_model("baked", model_writer(model, tokenizer), metadata, metrics=metrics,
-                              parameters=parameter_count(model), parents=[ref.model_id])
+        writer = model_writer(model, tokenizer)
+        if packed is not None:
+            writer = packed_writer(model, tokenizer, packed)
+            metadata.update(size_mb=metrics["size_mb"], packed_file=packed.name,
+                            pack_format=ctx.config.phase4.pack_format)
+        out = ctx.save_model("baked", writer, metadata, metrics=metrics,
+                             parameters=parameter_count(model), parents=[ref.model_id])
+        if packed is not None:
+            shutil.rmtree(packed.parent, ignore_errors=True)
+        return out

@@ -57,11 +57,12 @@ from agent_forge.phases.common import (
 )
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, register_phase
-from agent_forge.quant.bitlinear import BitLinear, BitLinearConfig, replace_linears, set_ramp
+from agent_forge.quant.bitlinear import BitLinear, BitLinearConfig, bitlinear_modules, replace_linears, set_ramp
 from agent_forge.quant.calibration import CalibrationReport, calibrate
 from agent_forge.quant.fast_linear import to_packed_inference
 from agent_forge.quant.packed_io import PackedSaveConfig, packed_size_breakdown
 from agent_forge.quant.packed_model import absorb_storage_precision, packed_logits_gap
+from agent_forge.train.distributed import world
 from agent_forge.train.loop import StepOutput, TrainLoop
 from agent_forge.train.precision import resolve_device, use_bf16
 
@@ -209,7 +210,7 @@ class BitNetPhase(Phase):
             "embedding_bits": section.embedding_bits, "finetuned": bool(outcomes),
             "perplexity": after.perplexity, "accuracy": after.accuracy,
         }
-        ref = ctx.save_model("ternary", _writer(model, data.tokenizer, packed), metadata, metrics,
+        ref = ctx.save_model("ternary", packed_writer(model, data.tokenizer, packed), metadata, metrics,
                              parameters=parameter_count(model), parents=[inputs[0].model_id])
         shutil.rmtree(work, ignore_errors=True)
         return PhaseResult(True, self.name, [ref], metrics, duration_seconds=time.perf_counter() - start,
@@ -285,7 +286,8 @@ def _fp32_file_bytes(model: nn.Module, folder: Path) -> int:
     return size
 
 
-def _writer(model: nn.Module, tokenizer: ForgeTokenizer, packed: Path) -> Any:
+def packed_writer(model: nn.Module, tokenizer: ForgeTokenizer, packed: Path) -> Any:
+    """Writes the HF folder of the model plus its packed file (the deployable form)."""
     base = model_writer(model, tokenizer)
 
     def write(folder: Path) -> None:
@@ -293,6 +295,19 @@ def _writer(model: nn.Module, tokenizer: ForgeTokenizer, packed: Path) -> Any:
         (folder / packed.name).write_bytes(packed.read_bytes())
 
     return write
+
+
+def pack_as_phase4(ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, what: str) -> tuple[Path, float]:
+    """Pack a trained ternary model into Phase 4's format with its storage precision absorbed; a copy rebuilt
+    from the file alone must reproduce the logits exactly. Returns (file, logit gap)."""
+    phase4 = ctx.config.phase4
+    packed = ctx.phase_dir / f"work_rank{world()[0]}" / packed_file_name(phase4)
+    absorb_storage_precision(model, packed, packed_save_config(phase4))
+    probe = heldout.lm_batches(2)[0][0].to(next(model.parameters()).device)
+    gap = packed_logits_gap(model, packed, probe)
+    if gap != 0.0 or not bitlinear_modules(model):
+        raise PackedMismatchError(f"the {what} model does not pack exactly (logit gap {gap})")
+    return packed, gap
 
 
 def _log_calibration(ctx: PhaseContext, calib: CalibrationReport) -> None:

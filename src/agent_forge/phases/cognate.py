@@ -81,6 +81,7 @@ class CognatePhase(Phase):
         for ref, record in zip(refs, records, strict=True):
             metrics.update(record_metrics(ref.metadata["specialization"], record))
             metrics[f"{ref.metadata['specialization']}/loss_drop"] = ref.metadata["loss_drop"]
+            metrics.update({f"{ref.metadata['specialization']}/{k}": v for k, v in ref.metadata["halting"].items()})
         return PhaseResult(True, self.name, refs, metrics, before=before, after=best,
                            duration_seconds=time.perf_counter() - started)
 
@@ -95,8 +96,10 @@ class CognatePhase(Phase):
         loop = self._train(ctx, model, spec.name, section.specialist_steps, spec.seed, spec.kind_weights)
         record = eval_record(model, data.heldout, fp32_size_mb(model))
         drop = 1.0 - record.loss / before.loss
+        halting = halting_figures(model, data.heldout)
         metadata = {"specialization": spec.name, "seed": spec.seed, "final_loss": record.loss,
                     "initial_loss": before.loss, "loss_drop": drop, "final_train_loss": loop.losses[-1],
+                    "halting": halting,
                     "trunk_model_id": trunk_ref.model_id, "param_breakdown": model.param_breakdown(),
                     **specialist_values(spec)}
         ref = ctx.save_model(spec.name, model_writer(model, data.tokenizer), metadata,
@@ -127,3 +130,22 @@ def _heldout_figures(model: ForgeForCausalLM, heldout: Any) -> dict[str, float]:
     result = evaluate(model, heldout)
     return {"loss": result.loss, "perplexity": result.perplexity, "accuracy": result.accuracy,
             "bits_per_byte": result.bits_per_byte}
+
+
+@torch.no_grad()
+def halting_figures(model: ForgeForCausalLM, heldout: Any) -> dict[str, float]:
+    """Where the ACT head halts on the held-out text at the model's own threshold: the mean number of
+    recursion steps and the share of positions halting at each step (shows it is neither always the first
+    nor always the last)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    counts = torch.zeros(model.config.trm_t_max, dtype=torch.long)
+    for ids, mask, _targets in heldout.lm_batches(32):
+        halt = model(ids.to(device), attention_mask=mask.to(device)).halt_steps
+        counts += torch.bincount(halt[mask.to(device).bool()].cpu(), minlength=counts.numel())
+    model.train(was_training)
+    shares = counts.float() / counts.sum().clamp_min(1)
+    steps = torch.arange(1, counts.numel() + 1, dtype=torch.float32)
+    return {"mean_halt_steps": float((shares * steps).sum()),
+            **{f"halt_share_step_{t + 1}": float(share) for t, share in enumerate(shares)}}

@@ -36,18 +36,16 @@ from agent_forge.eval.heldout import HeldoutSet, answers_correct
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.bitnet import (
     TOKENS_PER_EXAMPLE,
-    PackedMismatchError,
     heldout_loss,
-    packed_file_name,
+    pack_as_phase4,
     packed_inference_latency_ms,
-    packed_save_config,
+    packed_writer,
 )
 from agent_forge.phases.common import (
     bitlinear_meta,
     eval_record,
     lm_step,
     load_model,
-    model_writer,
     packed_dataset,
     parameter_count,
     record_metrics,
@@ -56,10 +54,9 @@ from agent_forge.phases.common import (
 )
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
-from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules
-from agent_forge.quant.packed_model import absorb_storage_precision, packed_logits_gap
+from agent_forge.quant.bitlinear import BitLinearConfig
 from agent_forge.train.curriculum import CurriculumConfig, CurriculumLoop, CurriculumScheduler
-from agent_forge.train.distributed import init_from_env, world, wrap_ddp
+from agent_forge.train.distributed import init_from_env, wrap_ddp
 from agent_forge.train.loop import StepOutput
 from agent_forge.train.precision import resolve_device, use_bf16
 
@@ -166,7 +163,7 @@ class ForgePhase(Phase):
         _log_dreams(ctx, scheduler)
         accuracy_after = measure(levels.levels)
         loss_unpacked = heldout_loss(model, data.heldout)
-        packed, gap = _pack(ctx, model, data.heldout)
+        packed, gap = pack_as_phase4(ctx, model, data.heldout, "forged")
         after = eval_record(model, data.heldout, packed.stat().st_size / 1e6, latency=False)
         after.latency_ms = packed_inference_latency_ms(model)
         metrics = {
@@ -191,7 +188,7 @@ class ForgePhase(Phase):
             "accuracy_by_level_after": _str_keys(accuracy_after),
             "perplexity": after.perplexity, "accuracy": after.accuracy,
         }
-        ref = ctx.save_model("forged", _writer(model, data.tokenizer, packed), metadata, metrics,
+        ref = ctx.save_model("forged", packed_writer(model, data.tokenizer, packed), metadata, metrics,
                              parameters=parameter_count(model), parents=[inputs[0].model_id])
         shutil.rmtree(packed.parent, ignore_errors=True)
         return PhaseResult(True, self.name, [ref], metrics, duration_seconds=time.perf_counter() - start,
@@ -229,28 +226,6 @@ def train_curriculum(ctx: PhaseContext, model: nn.Module, section: Phase5Section
         config=section.model_dump(), eval_fn=eval_fn, device=device,
         bf16=use_bf16(section.train.bf16, device))
     return loop.run()
-
-
-def _pack(ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet) -> tuple[Any, float]:
-    """Pack into Phase 4's format with its storage precision absorbed; the file must reproduce the logits."""
-    phase4 = ctx.config.phase4
-    packed = ctx.phase_dir / f"work_rank{world()[0]}" / packed_file_name(phase4)
-    absorb_storage_precision(model, packed, packed_save_config(phase4))
-    probe = heldout.lm_batches(2)[0][0].to(next(model.parameters()).device)
-    gap = packed_logits_gap(model, packed, probe)
-    if gap != 0.0 or not bitlinear_modules(model):
-        raise PackedMismatchError(f"the forged model does not pack exactly (logit gap {gap})")
-    return packed, gap
-
-
-def _writer(model: nn.Module, tokenizer: Any, packed: Any) -> Any:
-    base = model_writer(model, tokenizer)
-
-    def write(folder: Any) -> None:
-        base(folder)
-        (folder / packed.name).write_bytes(packed.read_bytes())
-
-    return write
 
 
 def _str_keys(values: dict[int, float]) -> dict[str, float]:

@@ -51,20 +51,29 @@ def test_halting_picks_the_first_step_over_the_threshold_else_the_last() -> None
 
 
 def test_act_targets_follow_the_bootstrapped_definition() -> None:
-    correct = [
-        torch.tensor([1.0, 0.0, 0.0, 0.0]),
-        torch.tensor([0.0, 1.0, 0.0, 0.0]),
-        torch.tensor([1.0, 1.0, 1.0, 0.0]),
+    losses = [
+        torch.tensor([0.1, 2.0, 2.0, 3.0]),
+        torch.tensor([0.1, 0.5, 2.0, 3.0]),
+        torch.tensor([0.1, 0.5, 0.2, 3.0]),
     ]
     teacher = [torch.full((4,), 0.5), torch.tensor([0.2, 0.6, 0.7, 0.1]), torch.full((4,), 0.9)]
-    targets = act_targets(correct, teacher)
-    future_2 = correct[2]
-    torch.testing.assert_close(targets[1], correct[1] + (1 - correct[1]) * (1 - future_2))
-    future_1 = teacher[1] * correct[1] + (1 - teacher[1]) * future_2
-    torch.testing.assert_close(targets[0], correct[0] + (1 - correct[0]) * (1 - future_1))
-    # right now -> 1; never right later -> 1; only the last step right, teacher stops at step 1 with 0.7
-    torch.testing.assert_close(targets[0], torch.tensor([1.0, 0.0, 0.7, 1.0]))
+    cost = 0.05
+    targets = act_targets(losses, teacher, cost)
+    future_2 = losses[2]
+    torch.testing.assert_close(targets[1], (losses[1] <= future_2 + cost).float())
+    future_1 = teacher[1] * losses[1] + (1 - teacher[1]) * future_2
+    torch.testing.assert_close(targets[0], (losses[0] <= future_1 + cost).float())
+    # no later gain -> halt; a later step lowers the loss -> go on; no step helps -> halt
+    torch.testing.assert_close(targets[0], torch.tensor([1.0, 0.0, 0.0, 1.0]))
+    torch.testing.assert_close(targets[1], torch.tensor([1.0, 1.0, 0.0, 1.0]))
     assert len(targets) == 2
+
+
+def test_act_step_cost_trades_small_gains_for_compute() -> None:
+    losses = [torch.tensor([1.00, 1.00]), torch.tensor([0.97, 0.50])]
+    teacher = [torch.full((2,), 0.5), torch.full((2,), 0.5)]
+    assert act_targets(losses, teacher, 0.0)[0].tolist() == [0.0, 0.0]
+    assert act_targets(losses, teacher, 0.05)[0].tolist() == [1.0, 0.0]
 
 
 def test_act_loss_is_the_mean_bce_over_valid_positions_and_all_but_the_last_step() -> None:
@@ -137,21 +146,24 @@ def test_answer_and_latent_are_detached_between_steps_but_features_are_not() -> 
 
 
 def test_act_training_halts_early_where_steps_gain_nothing_and_late_where_they_do() -> None:
-    """Three kinds of position: right from step 0, right only from step 1, never right. Trained on these
-    outcomes with its EMA teacher, the head halts the first kind at step 0, the second at step 1 and the
-    third at step 0: halting follows what recursion gains, neither always 0 nor always T_max."""
+    """Three kinds of position: low loss from step 0, loss lowered by step 1, loss high at every step.
+    Trained on these losses with its EMA teacher, the head halts the first kind at step 0, the second at
+    step 1 and the third at step 0: halting follows what recursion gains, neither always 0 nor always
+    T_max."""
     torch.manual_seed(0)
     head = ACTHead(ForgeConfig.from_shape("smoke"))
     head.copy_to_teacher()
     kinds = torch.arange(3).repeat(20)
     kind_vec, step_vec = torch.randn(3, 64), torch.randn(3, 64)
     latents = [kind_vec[kinds] + step_vec[t] + 0.1 * torch.randn(60, 64) for t in range(3)]
-    correct = [(kinds == 0).float(), (kinds <= 1).float(), (kinds <= 1).float()]
+    high, low = torch.full((60,), 3.0), torch.full((60,), 0.2)
+    losses = [torch.where(kinds == 0, low, high), torch.where(kinds <= 1, low, high)]
+    losses.append(losses[1].clone())
     optimizer = torch.optim.Adam(head.parameters(), lr=0.02)
     valid = torch.ones(60)
     for _ in range(200):
         head.update_teacher(0.98)
-        targets = act_targets(correct, [halting_probability(head.teacher(z)) for z in latents])
+        targets = act_targets(losses, [halting_probability(head.teacher(z)) for z in latents], 0.02)
         loss = act_loss([head(z) for z in latents], targets, valid)
         optimizer.zero_grad()
         loss.backward()
