@@ -4,6 +4,7 @@ the run cleanly and `resume` completes it."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,3 +85,26 @@ def test_crashed_rank_fails_cleanly_and_resume_completes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert registry.get_session(session)["status"] in {"partial", "completed"}
     assert len(_trunk_losses(tmp_path)) == 8
+
+
+def _champion(workspace: Path) -> dict:
+    registry = ModelRegistry(workspace / "registry" / "model_registry.db")
+    (model,) = registry.search_models(phase="evomerge")
+    meta = model["metadata"]
+    return {key: meta[key] for key in ("fitness", "combo_id", "generation", "origin", "fitness_components")}
+
+
+def test_two_processes_pick_the_single_process_phase2_champion(tmp_path):
+    """Phase 2 on the same Phase 1 models: each rank scores its share of every generation, the values are
+    gathered, and the champion and its fitness equal those of one process."""
+    base = tmp_path / "base"
+    first = _agent_forge(base, 1, "run", "--preset", "smoke", "--to", "cognate", *SHORT)
+    assert first.returncode == 0, first.stderr[-2000:]
+    session = ModelRegistry(base / "registry" / "model_registry.db").list_sessions()[0]["session_id"]
+    for name, procs in (("one", 1), ("two", 2)):
+        shutil.copytree(base, tmp_path / name)
+        done = _agent_forge(tmp_path / name, procs, "resume", session, "--to", "evomerge")
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, two = _champion(tmp_path / "one"), _champion(tmp_path / "two")
+    assert two["combo_id"] == one["combo_id"] and two["origin"] == one["origin"]
+    assert two["fitness"] == pytest.approx(one["fitness"], rel=1e-6)
