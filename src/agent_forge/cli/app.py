@@ -16,6 +16,7 @@ from agent_forge.cli.render import (
 )
 from agent_forge.config import PHASE_NAMES, config_diff, load_config
 from agent_forge.config.loader import deep_merge, parse_override, validate_config
+from agent_forge.config.schema import PipelineConfig
 from agent_forge.errors import ConfigError, NotFoundError
 from agent_forge.storage.registry import ModelRegistry
 from agent_forge.storage.workspace import ENV_WORKSPACE, Workspace, validate_name
@@ -112,17 +113,24 @@ def resume(
     workspace, registry = open_workspace()
     orch = _orchestrator(workspace, registry)
     registry.get_session(session_id)
-    cfg = orch.session_config(session_id)
-    if set_:
-        stored = cfg.model_dump(mode="json")
-        merged = stored
-        for item in set_:
-            merged = deep_merge(merged, parse_override(item))
-        cfg = validate_config(merged)
-        out.print(f"[yellow]warning:[/yellow] resuming with changed keys: {', '.join(config_diff(stored, merged))}")
+    cfg = _with_overrides(orch.session_config(session_id), set_)
     _sigterm_as_interrupt()
     summary = orch.run(session_id, stop=stop, force=force, config=cfg)
     _print_summary(workspace, registry, summary.session_id)
+
+
+def _with_overrides(cfg: PipelineConfig, overrides: list[str] | None) -> PipelineConfig:
+    """A session's stored config with --set overrides applied (validated), naming what changed."""
+    if not overrides:
+        return cfg
+    stored = cfg.model_dump(mode="json")
+    merged = stored
+    for item in overrides:
+        merged = deep_merge(merged, parse_override(item))
+    changed = config_diff(stored, merged)
+    if changed:
+        out.print(f"[yellow]warning:[/yellow] continuing the session with changed keys: {', '.join(changed)}")
+    return validate_config(merged)
 
 
 @app.command()
@@ -142,7 +150,10 @@ def phase(
     if session is None and name != PHASE_NAMES[0]:
         raise ConfigError(f"phase '{name}' needs --session with the output of the previous phase",
                           "list sessions with `agent-forge sessions`")
-    cfg = orch.session_config(session) if session else load_config(preset, config, set_)
+    if session and config:
+        raise ConfigError("--config applies to a new session only; a session keeps its stored configuration",
+                          "change single keys of the session with --set section.key=value")
+    cfg = _with_overrides(orch.session_config(session), set_) if session else load_config(preset, config, set_)
     session_id = session or orch.create_session(cfg)
     _sigterm_as_interrupt()
     orch.run(session_id, start=name, stop=name, force=force, config=cfg)

@@ -204,6 +204,7 @@ class Phase4Section(Strict):
     ramp: bool = True
     ramp_fraction: float = Field(0.75, gt=0.0, le=1.0)  # share of the QAT steps over which ramp goes 0 -> 1
     compare_ramp: bool = False
+    lr_scale: float = Field(1.0, gt=0.0)  # multiplies both learning rates of the D11 Phase 4 preset
     train: TrainSection = Field(default_factory=TrainSection)
 
 

@@ -109,3 +109,22 @@ def test_clean_and_vacuum_on_a_populated_workspace(tmp_path, capsys):
     assert code == 0 and "removed 1 session(s)" in out
     code, out, _ = _cli(capsys, "--workspace", str(root), "sessions", "--json")
     assert json.loads(out) == [] and not (root / "sessions" / "to-clean").exists()
+
+
+def test_phase_in_a_session_applies_set_overrides(tmp_path, capsys):
+    """`phase NAME --session S --set k=v` changes that key for the run (and says so); --config is refused."""
+    ws = str(tmp_path)
+    code, out, err = _cli(capsys, "--workspace", ws, "phase", "cognate", "--preset", "smoke",
+                          "--set", "phase1.trunk_steps=2", "--set", "phase1.specialist_steps=1",
+                          "--set", "handoff.cognate->evomerge.min_loss_drop=0.0")
+    assert code == 0, out + err
+    session = json.loads(_cli(capsys, "--workspace", ws, "sessions", "--json")[1])[0]["session_id"]
+    code, out, err = _cli(capsys, "--workspace", ws, "phase", "evomerge", "--session", session,
+                          "--set", "phase2.generations=1")
+    assert code == 0, out + err
+    assert "phase2.generations" in out
+    models = json.loads(_cli(capsys, "--workspace", ws, "models", "--phase", "evomerge", "--json")[1])
+    assert models[0]["metadata"]["generations"] == 1
+    code, out, err = _cli(capsys, "--workspace", ws, "phase", "evomerge", "--session", session,
+                          "--config", str(tmp_path / "x.yaml"))
+    assert code == 2 and "--set" in out + err and "Traceback" not in out + err
