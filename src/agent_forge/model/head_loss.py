@@ -29,25 +29,28 @@ def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
 
 
 def _chunk_pass(
-    h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, want_grad: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """One chunk: (logits, summed CE, per-row CE, softmax minus one-hot in the compute dtype or None).
+    h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, want_grad: bool, keep: torch.Tensor | None
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One chunk: (logits of the rows in `keep` or None, summed CE, per-row CE, softmax minus one-hot in
+    the compute dtype or None).
 
-    The logits are returned before they are overwritten in place by the softmax.
+    The logits buffer becomes the softmax in place (no second chunk-sized tensor), so the kept rows are
+    copied out first; the gradient is scaled by valid/norm in one pass.
     """
     logits = (h @ w.t()).float()
+    kept = None if keep is None else logits.index_select(0, keep)
     valid = (target != IGNORE_INDEX).float()
     index = target.clamp_min(0).unsqueeze(1)
     picked = logits.gather(1, index).squeeze(1)
     top = logits.amax(dim=1)
-    probs = logits.sub(top.unsqueeze(1)).exp_()
+    probs = logits.sub_(top.unsqueeze(1)).exp_()
     norm = probs.sum(dim=1)
     row_loss = (top + norm.log() - picked) * valid
     total = row_loss.sum()
     if not want_grad:
-        return logits, total, row_loss, None
-    probs.div_(norm.unsqueeze(1)).scatter_add_(1, index, -valid.unsqueeze(1))
-    return logits, total, row_loss, probs.mul_(valid.unsqueeze(1)).to(h.dtype)
+        return kept, total, row_loss, None
+    probs.mul_((valid / norm).unsqueeze(1)).scatter_add_(1, index, -valid.unsqueeze(1))
+    return kept, total, row_loss, probs.to(h.dtype)
 
 
 class HeadCrossEntropy(torch.autograd.Function):
@@ -79,11 +82,11 @@ class HeadCrossEntropy(torch.autograd.Function):
             for start in range(0, hidden.shape[0], rows):
                 part = slice(start, start + rows)
                 h = hidden[part].to(dtype)
-                logits, chunk_total, row_loss[part], grad_logits = _chunk_pass(h, w, targets[part], want_grad)
+                keep = None if out_logits is None else out_rows[part].nonzero().squeeze(1)
+                kept, chunk_total, row_loss[part], grad_logits = _chunk_pass(h, w, targets[part], want_grad, keep)
                 total += chunk_total
-                if out_logits is not None:
-                    keep = out_rows[part].nonzero().squeeze(1)
-                    out_logits[part].index_copy_(0, keep, logits.index_select(0, keep).to(out_logits.dtype))
+                if kept is not None:
+                    out_logits[part].index_copy_(0, keep, kept.to(out_logits.dtype))
                 if grad_logits is not None:
                     grad_hidden[part] = grad_logits @ w
                     grad_weight += (grad_logits.t() @ h).float()
