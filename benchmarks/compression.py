@@ -11,7 +11,8 @@ of the model rebuilt from exactly what that stage stores:
    entropy coding, for VPTQ (with and without a residual codebook) and SeedLM;
 6. ``planner``: Phase 8's choice under the preset's quality budget (what ``FinalPhase`` writes).
 
-The tiny model is trained for ``--train-steps`` fp32 steps and ``--qat-steps`` ternary steps first, so the
+The tiny model is trained for ``--train-steps`` fp32 steps and ``--qat-steps`` ternary steps first (at the
+preset's Phase 1 and Phase 4 learning-rate scales and ramp setting), so the
 perplexities mean something (a fresh model's are ~vocab size whatever is done to it). ``--spec25m`` adds
 sizes for spec25m shapes with fresh weights (no quality: sizes only, VPTQ only, SeedLM's exhaustive search
 over 12.6M embedding weights takes minutes).
@@ -24,6 +25,7 @@ over 12.6M embedding weights takes minutes).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -67,10 +69,14 @@ class Row:
     decode_s: float = 0.0
 
 
-def train(model: ForgeForCausalLM, data: PackedDataset, steps: int, phase: str, ramp_steps: int = 0) -> float:
-    """``steps`` optimizer steps of the model's own objective; returns the last loss. With ``ramp_steps``
-    the BitLinear layers blend from full precision into ternary over those steps, as Phase 4 does."""
-    optimizer = build_optimizer(model, MuGrokConfig.from_phase(phase))
+def train(model: ForgeForCausalLM, data: PackedDataset, steps: int, phase: str, lr_scale: float = 1.0,
+          ramp_steps: int = 0) -> float:
+    """``steps`` optimizer steps of the model's own objective at the D11 preset of ``phase`` times the
+    preset's ``lr_scale``; returns the last loss. With ``ramp_steps`` the BitLinear layers blend from full
+    precision into ternary over those steps, as Phase 4 does with ``ramp: true``."""
+    preset = MuGrokConfig.from_phase(phase)
+    optimizer = build_optimizer(model, dataclasses.replace(preset, muon_lr=preset.muon_lr * lr_scale,
+                                                           fallback_lr=preset.fallback_lr * lr_scale))
     model.train()
     loss = math.nan
     for step in range(steps):
@@ -172,13 +178,14 @@ def tiny_session(config: PipelineConfig, args: argparse.Namespace) -> tuple[Forg
     torch.manual_seed(0)
     model = ForgeForCausalLM(forge_config(config))
     start = time.perf_counter()
-    loss = train(model, data, args.train_steps, "1")
+    loss = train(model, data, args.train_steps, "1", config.phase1.lr_scale)
     print(f"fp32: {args.train_steps} steps, last loss {loss:.3f} ({time.perf_counter() - start:.0f}s)")
     fp32_bytes = sum(p.numel() for p in model.parameters()) * 4
     ppl, acc = quality(model, heldout)
     fp32_row = Row("fp32", fp32_bytes, 1.0, ppl, acc)
     replace_linears(model)
-    loss = train(model, data, args.qat_steps, "4", ramp_steps=max(1, args.qat_steps // 2))
+    ramp_steps = max(1, round(config.phase4.ramp_fraction * args.qat_steps)) if config.phase4.ramp else 0
+    loss = train(model, data, args.qat_steps, "4", config.phase4.lr_scale, ramp_steps)
     print(f"ternary QAT: {args.qat_steps} steps, last loss {loss:.3f}")
     bench = Bench(model, heldout, fp32_bytes, args.zstd_level)
     bench.rows.append(fp32_row)
