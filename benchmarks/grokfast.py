@@ -4,7 +4,8 @@ Trains the Forge model of a preset the way Phase 5 trains it (BitLinear layers, 
 Phase 5 MuonGrokfast preset) on tasks of one difficulty level, twice from the same initial weights and
 the same batches: once with the Grokfast filter, once without. Held-out accuracy (teacher-forced exact
 match on the held-out split) is measured every ``--eval-every`` steps; the first step at which it
-reaches ``--target`` is the figure. Prints both, and the ratio off/on (> 1: Grokfast gets there faster).
+reaches ``--target`` is the figure. Prints both, the held-out loss of both runs after the same number of
+steps (the last evaluation both reached), and the ratio off/on (> 1: Grokfast gets there faster).
 A run that never reaches the target within ``--steps`` is reported as such (the ratio is then a bound).
 The default task, two-choice multiple choice at level 1, scores exactly 0 until the model answers with a
 letter followed by <eos>; 0.5 is reached when it has learned that format and picks at chance or better.
@@ -27,7 +28,7 @@ from agent_forge.config import load_config
 from agent_forge.data.dataset import PackedDataset
 from agent_forge.data.tasks import mix_tasks, training_text
 from agent_forge.data.tokenizer import train_tokenizer
-from agent_forge.eval.heldout import HeldoutSet, answers_correct
+from agent_forge.eval.heldout import HeldoutSet, evaluate
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import forge_config
@@ -46,7 +47,7 @@ class Outcome:
     grokfast: bool
     steps_to_target: int | None
     final_accuracy: float
-    curve: list[tuple[int, float, float]]  # step, train loss, held-out accuracy
+    curve: list[tuple[int, float, float, float]]  # step, train loss, held-out loss, held-out accuracy
     seconds: float
 
 
@@ -59,7 +60,7 @@ def build_data(args: argparse.Namespace) -> Data:
     tokenizer = train_tokenizer((training_text(e) for e in train), config.model.vocab_size)
     seq_len = config.data.seq_len
     dataset = PackedDataset.from_examples(tokenizer, train, seq_len, args.batch_size, args.seed)
-    return Data(dataset, HeldoutSet.build(tokenizer, held, seq_len, max_lm_sequences=1), config.model.vocab_size)
+    return Data(dataset, HeldoutSet.build(tokenizer, held, seq_len, max_lm_sequences=8), config.model.vocab_size)
 
 
 def initial_model(args: argparse.Namespace) -> ForgeForCausalLM:
@@ -69,9 +70,11 @@ def initial_model(args: argparse.Namespace) -> ForgeForCausalLM:
     return model
 
 
-def accuracy(model: ForgeForCausalLM, held: HeldoutSet) -> float:
-    correct = answers_correct(model, held)
-    return sum(correct) / len(correct)
+def heldout_figures(model: ForgeForCausalLM, held: HeldoutSet) -> tuple[float, float]:
+    """(held-out loss, teacher-forced exact-match accuracy); leaves the model in training mode."""
+    result = evaluate(model, held)
+    model.train()
+    return result.loss, result.accuracy
 
 
 def train_until(args: argparse.Namespace, data: Data, grokfast: bool) -> Outcome:
@@ -79,9 +82,9 @@ def train_until(args: argparse.Namespace, data: Data, grokfast: bool) -> Outcome
     model = initial_model(args).train()
     config = dataclasses.replace(MuGrokConfig.from_phase("5"), grokfast=grokfast)
     optimizer = build_optimizer(model, config)
-    curve: list[tuple[int, float, float]] = []
+    curve: list[tuple[int, float, float, float]] = []
     start = time.perf_counter()
-    reached, acc = None, accuracy(model, data.heldout)
+    reached, acc = None, heldout_figures(model, data.heldout)[1]
     for step in range(1, args.steps + 1):
         batch = data.train.batch(step - 1)
         loss = model(input_ids=batch, labels=batch).loss
@@ -90,8 +93,8 @@ def train_until(args: argparse.Namespace, data: Data, grokfast: bool) -> Outcome
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step % args.eval_every == 0 or step == args.steps:
-            acc = accuracy(model, data.heldout)
-            curve.append((step, float(loss.detach()), acc))
+            heldout_loss, acc = heldout_figures(model, data.heldout)
+            curve.append((step, float(loss.detach()), heldout_loss, acc))
             if acc >= args.target:
                 reached = step
                 break
@@ -126,6 +129,10 @@ def main() -> None:
         reached = out.steps_to_target if out.steps_to_target is not None else f">{args.steps} (not reached)"
         print(f"  grokfast {'on ' if out.grokfast else 'off'}: steps to target {reached}, "
               f"final accuracy {out.final_accuracy:.3f}, {out.seconds:.1f} s")
+    common = min(o.curve[-1][0] for o in outcomes)
+    losses = [next(c[2] for c in o.curve if c[0] == common) for o in outcomes]
+    print(f"  held-out loss after {common} steps (same seed, same batches): on {losses[0]:.4f}, "
+          f"off {losses[1]:.4f}")
     on, off = (o.steps_to_target or args.steps for o in outcomes)
     bound = "" if all(o.steps_to_target for o in outcomes) else " (bound: a run did not reach the target)"
     print(f"  ratio off/on: {off / on:.2f}{bound}")
