@@ -265,6 +265,7 @@ class Phase7Section(Strict):
     embedding_bits: Literal[16, 8] = 16  # 8: int8 embedding rows in the bundle
     agreement_rows: int = Field(4, ge=1)  # held-out rows for the logits comparison
     agreement_prompts: int = Field(1, ge=1)  # held-out prompts for greedy agreement
+    threads: int = Field(0, ge=0)  # threads of every runtime while measuring; 0: the run's own (runtime.threads)
 
 
 class Phase8Section(Strict):

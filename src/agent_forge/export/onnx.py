@@ -146,6 +146,9 @@ class OnnxRunner:
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(int(threads), 1)
         options.inter_op_num_threads = 1
+        # no busy-waiting between runs: spinning pool threads take the cores from PyTorch and the numpy
+        # runtime that the profile and agreement checks call in turn (measured: 4x slower phase 7 on 2 cores)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.seq_len, self.pad_id = int(seq_len), int(pad_id)

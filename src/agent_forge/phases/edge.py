@@ -114,7 +114,7 @@ class EdgePhase(Phase):
         data = session_data(ctx)
         source = inputs[0]
         model = load_model(source)
-        threads = torch.get_num_threads()
+        threads = section.threads or torch.get_num_threads()
         torch_file = source.path / "model.safetensors"
         with blas_threads(threads):
             before = eval_record(model, data.heldout, torch_file.stat().st_size / 1e6, latency=False)
