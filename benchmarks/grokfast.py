@@ -115,7 +115,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="also write the results here")
-    return parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="30 steps and 600 examples (a smoke check)")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.eval_every, args.train_examples, args.eval_examples = 30, 10, 600, 32
+    return args
 
 
 def main() -> None:

@@ -196,7 +196,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--quick", action="store_true", help="5 timed steps, no learning comparison")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.learn = 5, None
     torch.set_num_threads(args.threads)
     step_time_table(args.steps)
     if args.learn:
