@@ -25,7 +25,6 @@ over 12.6M embedding weights takes minutes).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import time
@@ -74,9 +73,7 @@ def train(model: ForgeForCausalLM, data: PackedDataset, steps: int, phase: str, 
     """``steps`` optimizer steps of the model's own objective at the D11 preset of ``phase`` times the
     preset's ``lr_scale``; returns the last loss. With ``ramp_steps`` the BitLinear layers blend from full
     precision into ternary over those steps, as Phase 4 does with ``ramp: true``."""
-    preset = MuGrokConfig.from_phase(phase)
-    optimizer = build_optimizer(model, dataclasses.replace(preset, muon_lr=preset.muon_lr * lr_scale,
-                                                           fallback_lr=preset.fallback_lr * lr_scale))
+    optimizer = build_optimizer(model, MuGrokConfig.from_phase(phase).scaled(lr_scale))
     model.train()
     loss = math.nan
     for step in range(steps):

@@ -71,9 +71,8 @@ def initial_model(args: argparse.Namespace) -> ForgeForCausalLM:
 
 
 def heldout_figures(model: ForgeForCausalLM, held: HeldoutSet) -> tuple[float, float]:
-    """(held-out loss, teacher-forced exact-match accuracy); leaves the model in training mode."""
+    """(held-out loss, teacher-forced exact-match accuracy); ``evaluate`` restores the training mode."""
     result = evaluate(model, held)
-    model.train()
     return result.loss, result.accuracy
 
 

@@ -143,7 +143,7 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @contextlib.contextmanager
-def _evaluation_mode(model: nn.Module) -> Iterator[None]:
+def evaluation_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode and no autograd for the block; the caller's training mode is restored afterwards."""
     was_training = model.training
     model.eval()
@@ -156,7 +156,7 @@ def _evaluation_mode(model: nn.Module) -> Iterator[None]:
 
 def evaluate(model: nn.Module, heldout: HeldoutSet, batch_size: int = 32) -> EvalResult:
     """Loss, perplexity, bits per byte and exact-match accuracy of ``model`` on ``heldout``."""
-    with _evaluation_mode(model):
+    with evaluation_mode(model):
         nats, n_tokens = _summed_loss(model, heldout, batch_size)
         correct = _teacher_forced_correct(model, heldout, batch_size)
     loss = nats / n_tokens if n_tokens else math.nan
@@ -174,7 +174,7 @@ def evaluate(model: nn.Module, heldout: HeldoutSet, batch_size: int = 32) -> Eva
 
 def answers_correct(model: nn.Module, heldout: HeldoutSet, batch_size: int = 32) -> list[bool]:
     """Teacher-forced exact match per example, in the order of ``heldout.examples``."""
-    with _evaluation_mode(model):
+    with evaluation_mode(model):
         return _teacher_forced_correct(model, heldout, batch_size)
 
 

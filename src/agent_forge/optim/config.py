@@ -6,9 +6,10 @@ changed copy and re-runs the validation, so an impossible value fails at constru
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Any, Literal
 
 NS_QUINTIC: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
 NS_DTYPES: tuple[str, ...] = ("bfloat16", "float32", "float64")
@@ -51,6 +52,12 @@ class MuGrokConfig:
     def grokfast_active(self) -> bool:
         """The filter is skipped entirely (no EMA state) when switched off or when lambda is 0."""
         return self.grokfast and self.grokfast_lambda > 0.0
+
+    def scaled(self, lr_scale: float, **changes: Any) -> MuGrokConfig:
+        """This preset with both learning rates times ``lr_scale`` (a preset's measured adjustment of D11's
+        rates) and any other fields replaced."""
+        return dataclasses.replace(self, muon_lr=self.muon_lr * lr_scale, fallback_lr=self.fallback_lr * lr_scale,
+                                   **changes)
 
     @classmethod
     def from_phase(cls, phase: int | str) -> MuGrokConfig:

@@ -10,7 +10,6 @@ the prompt against the prompted reference, persona adherence, and the D6 record.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -69,9 +68,7 @@ def optimizer_config(section: Any, device: torch.device) -> MuGrokConfig:
     """The D11 Phase 6 preset times ``lr_scale``; Newton-Schulz in fp32 on a CPU, where bf16 matmuls are
     emulated and about 3.5x slower (measured on tiny: 0.26 s against 0.07 s per optimizer step)."""
     base = MuGrokConfig.from_phase("6")
-    return dataclasses.replace(base, muon_lr=base.muon_lr * section.lr_scale,
-                               fallback_lr=base.fallback_lr * section.lr_scale,
-                               ns_dtype="float32" if device.type == "cpu" else base.ns_dtype)
+    return base.scaled(section.lr_scale, ns_dtype="float32" if device.type == "cpu" else base.ns_dtype)
 
 
 def generations(model: nn.Module, prompts: list[list[int]], tokens: int) -> list[list[int]]:
@@ -111,12 +108,13 @@ class BakingPhase(Phase):
         metrics["bitlinear/layers"] = len(ternary_before)
         metrics["bitlinear/ternary_flip_share"] = ternary_flip_share(ternary_before, model)
         packed = self._pack(ctx, model, data.heldout, metrics)
-        after = self._record(model, data.heldout, ref.size_mb)
+        after = self._record(model, data.heldout, metrics.get("size_mb", ref.size_mb))
+        metrics.update(record_metrics("after", after))
         metrics["wall_seconds"] = time.perf_counter() - start
         metrics["cpu_seconds"] = time.process_time() - cpu
         out = self._save(ctx, model, tokenizer, ref, metrics, packed)
-        after.size_mb = metrics["size_mb"] if packed is not None else out.size_mb
-        metrics.update(record_metrics("after", after))
+        if packed is None:  # the stored folder is the model: its size is known once written
+            after.size_mb = metrics["after/size_mb"] = out.size_mb
         return PhaseResult(True, self.name, [out], metrics, duration_seconds=time.perf_counter() - start,
                            before=before, after=after)
 

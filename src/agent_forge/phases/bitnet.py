@@ -26,7 +26,6 @@ run); the BitLinear simulation's own latency is ``performance/bitlinear_latency_
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import shutil
 import time
@@ -262,9 +261,7 @@ def finetune(ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: 
         return {"heldout_loss_ternary": heldout_loss(net, heldout)}
 
     run_name = "qat_ramp" if use_ramp else "qat_direct"
-    preset = MuGrokConfig.from_phase("4")
-    optimizer = build_optimizer(model, dataclasses.replace(preset, muon_lr=preset.muon_lr * section.lr_scale,
-                                                           fallback_lr=preset.fallback_lr * section.lr_scale))
+    optimizer = build_optimizer(model, MuGrokConfig.from_phase("4").scaled(section.lr_scale))
     loop = TrainLoop(ctx=ctx, run_name=run_name, model=model, optimizer=optimizer, batch_fn=batch_fn,
                      step_fn=step_fn, total_steps=steps, train=section.train,
                      config={**section.model_dump(), "schedule": run_name}, eval_fn=eval_fn, device=device,

@@ -7,14 +7,13 @@ kind weights), so Phase 2 can merge them and use the trunk as the base for task 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
 import torch
 
 from agent_forge.config.schema import Phase1Section, SpecialistSection
-from agent_forge.eval.heldout import evaluate
+from agent_forge.eval.heldout import evaluate, evaluation_mode
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import (
@@ -38,9 +37,7 @@ from agent_forge.train.precision import resolve_device, use_bf16
 
 def optimizer_config(section: Phase1Section) -> MuGrokConfig:
     """The D11 Phase 1 preset, scaled by the preset's lr_scale, Grokfast switchable."""
-    base = MuGrokConfig.from_phase("1")
-    return dataclasses.replace(base, muon_lr=base.muon_lr * section.lr_scale,
-                               fallback_lr=base.fallback_lr * section.lr_scale, grokfast=section.grokfast)
+    return MuGrokConfig.from_phase("1").scaled(section.lr_scale, grokfast=section.grokfast)
 
 
 def specialist_values(spec: SpecialistSection) -> dict[str, Any]:
@@ -132,19 +129,16 @@ def _heldout_figures(model: ForgeForCausalLM, heldout: Any) -> dict[str, float]:
             "bits_per_byte": result.bits_per_byte}
 
 
-@torch.no_grad()
 def halting_figures(model: ForgeForCausalLM, heldout: Any) -> dict[str, float]:
     """Where the ACT head halts on the held-out text at the model's own threshold: the mean number of
     recursion steps and the share of positions halting at each step (shows it is neither always the first
     nor always the last)."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     counts = torch.zeros(model.config.trm_t_max, dtype=torch.long)
-    for ids, mask, _targets in heldout.lm_batches(32):
-        halt = model(ids.to(device), attention_mask=mask.to(device)).halt_steps
-        counts += torch.bincount(halt[mask.to(device).bool()].cpu(), minlength=counts.numel())
-    model.train(was_training)
+    with evaluation_mode(model):
+        for ids, mask, _targets in heldout.lm_batches(32):
+            halt = model(ids.to(device), attention_mask=mask.to(device)).halt_steps
+            counts += torch.bincount(halt[mask.to(device).bool()].cpu(), minlength=counts.numel())
     shares = counts.float() / counts.sum().clamp_min(1)
     steps = torch.arange(1, counts.numel() + 1, dtype=torch.float32)
     return {"mean_halt_steps": float((shares * steps).sum()),

@@ -17,7 +17,6 @@ logits, so the model stays exactly ternary and packable.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import time
 from collections import defaultdict
@@ -215,10 +214,8 @@ def train_curriculum(ctx: PhaseContext, model: nn.Module, section: Phase5Section
         level = scheduler.update(loop.state.step, accuracy)
         return {"level_accuracy": accuracy, "level": float(level), "highest_level": float(scheduler.highest)}
 
-    preset = MuGrokConfig.from_phase("5")
-    optim_config = dataclasses.replace(preset, grokfast=section.grokfast, muon_lr=preset.muon_lr * section.lr_scale,
-                                       fallback_lr=preset.fallback_lr * section.lr_scale)
-    optimizer = build_optimizer(model, optim_config)
+    optimizer = build_optimizer(model, MuGrokConfig.from_phase("5").scaled(section.lr_scale,
+                                                                          grokfast=section.grokfast))
     loop = CurriculumLoop(
         curriculum=scheduler, ctx=ctx, run_name="curriculum", model=wrap_ddp(model, device),
         optimizer=optimizer, batch_fn=batch_fn, step_fn=step_fn, total_steps=section.steps,

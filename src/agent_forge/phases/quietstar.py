@@ -12,7 +12,6 @@ Memory overhead = (mixing head + the key/value cache of one thought stream) / th
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import json
 import random
@@ -70,8 +69,7 @@ QS_EVAL_ROWS = 8
 
 
 def scaled(preset: str, scale: float) -> MuGrokConfig:
-    base = MuGrokConfig.from_phase(preset)
-    return dataclasses.replace(base, muon_lr=base.muon_lr * scale, fallback_lr=base.fallback_lr * scale)
+    return MuGrokConfig.from_phase(preset).scaled(scale)
 
 
 class Stopwatch:

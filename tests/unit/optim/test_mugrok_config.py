@@ -81,3 +81,12 @@ def test_switches_off_cleanly() -> None:
     assert not MuGrokConfig(grokfast=False).grokfast_active
     assert not MuGrokConfig(grokfast_lambda=0.0).grokfast_active
     assert MuGrokConfig(qk_clip_tau=None).qk_clip_tau is None
+
+
+def test_scaled_multiplies_both_rates_and_replaces_other_fields() -> None:
+    base = MuGrokConfig.from_phase("4")
+    scaled = base.scaled(30.0, grokfast=False)
+    assert scaled.muon_lr == pytest.approx(base.muon_lr * 30)
+    assert scaled.fallback_lr == pytest.approx(base.fallback_lr * 30)
+    assert scaled.grokfast is False and scaled.grokfast_lambda == base.grokfast_lambda
+    assert base.scaled(1.0) == base
