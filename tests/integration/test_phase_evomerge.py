@@ -22,7 +22,7 @@ from agent_forge.phases.common import (
     session_data,
     training_examples,
 )
-from agent_forge.phases.evomerge import EvoMergePhase
+from agent_forge.phases.evomerge import EvoMergePhase, fisher_inputs
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import ModelRef, PhaseResult
 from agent_forge.storage.atomic import sha256_file
@@ -128,6 +128,14 @@ def test_same_seed_same_champion_and_resume_reuses_generations(first_run, smoke_
     assert resumed.metrics["fitness_evaluations"] == 3  # only the specialists' reference measurements
     assert sha256_file(resumed.models[0].path / "model.safetensors") == weights
 
+    checkpoint = next(Path(root).rglob("gen_*/weights.safetensors"))
+    data = bytearray(checkpoint.read_bytes())
+    data[-1] ^= 0xFF  # a flipped weight byte: the CRC check rejects it and the evolution starts over
+    checkpoint.write_bytes(bytes(data))
+    redone = run_phase(root, smoke_config, inputs)
+    assert redone.metrics["fitness_evaluations"] > 3
+    assert redone.metrics["final_fitness"] == result.metrics["final_fitness"]
+
     fresh_inputs = register_inputs(tmp_path, smoke_config)  # an independent workspace, same seeds
     short = harness_config("smoke", ["phase2.generations=1"])
     run_phase(tmp_path, short, fresh_inputs)  # stops after generation 1 ...
@@ -174,3 +182,11 @@ def test_two_ranks_share_the_evaluations_and_find_the_same_champion(first_run, t
     assert sha256_file(champion.path / "model.safetensors") == sha256_file(single.models[0].path / "model.safetensors")
     counts = [int(torch.load(copy / f"evaluations_rank{r}.pt", weights_only=True)) for r in range(2)]
     assert sum(counts) < 2 * single.metrics["fitness_evaluations"]  # the population was split, not repeated
+
+
+def test_fisher_inputs_batch_rows_of_equal_length_only() -> None:
+    rows = [[1, 2, 3], [4, 5, 6], [7, 8], [9, 10, 11]]
+    single = fisher_inputs(rows, 1, torch.device("cpu"))
+    assert [b.tolist() for b in single] == [[r] for r in rows]
+    paired = fisher_inputs(rows, 2, torch.device("cpu"))
+    assert [b.tolist() for b in paired] == [[[1, 2, 3], [4, 5, 6]], [[7, 8]], [[9, 10, 11]]]

@@ -156,7 +156,8 @@ class Phase2Section(Strict):
     ties_keep: float = Field(0.2, gt=0.0, le=1.0)
     frankenmerge_mode: Literal["best", "weighted"] = "weighted"
     fitness: FitnessWeights = Field(default_factory=FitnessWeights)
-    fisher_batches: int = Field(2, ge=1)
+    fisher_batches: int = Field(2, ge=1)  # held-out LM rows the diagonal Fisher of DFS reads
+    fisher_rows_per_batch: int = Field(1, ge=1)  # 1: per-example Fisher; more: one pass per batch (cheaper)
     seed: int = 7
     elites: int = Field(2, ge=1)
     children_per_elite: int = Field(3, ge=1)

@@ -7,9 +7,10 @@ up to 1, has fitness about 1:
 - perplexity: ``ref_ppl / ppl`` on the held-out LM rows (the spec's ``1 / perplexity``, normalised);
 - accuracy: ``(acc + 1/n) / (ref_acc + 1/n)``, teacher-forced exact match on the n held-out tasks; the
   one-example smoothing keeps the ratio finite when the reference solves nothing;
-- speed: ``ref_steps / steps``, where ``steps`` is the mean number of TRM recursion steps a real token
-  uses before it halts on the held-out data. Inference exits early, so compute per token is proportional
-  to it. Wall-clock throughput is not used: timing noise would reorder the population;
+- speed: ``ref_steps / steps``, where ``steps`` is the mean number of TRM recursion steps a position
+  uses before it halts on the held-out data (every real token of the LM rows, the answer positions of
+  the tasks: the only task positions whose logits are formed). Inference exits early, so compute per
+  token is proportional to it. Wall-clock throughput is not used: timing noise would reorder the population;
 - memory: ``ref_bytes / bytes`` of the model's unique parameters and buffers. Merges of one architecture
   all have the same size, so in Phase 2 this component is 1 for every candidate; it is kept because the
   spec weighs it and it moves as soon as a candidate's size does.
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from agent_forge.eval.heldout import HeldoutSet, _accepts_use_cache, evaluate
+from agent_forge.eval.heldout import HeldoutSet, _accepts_use_cache, accepts_logits_mask, evaluate
 
 COMPONENTS = ("perplexity", "accuracy", "speed", "memory")
 
@@ -102,6 +103,7 @@ class _HaltTally(nn.Module):
         super().__init__()
         self.inner = model
         self.passes_use_cache = _accepts_use_cache(model)
+        self.accepts_logits_mask = accepts_logits_mask(model)
         self.steps = 0
         self.positions = 0
 
@@ -111,6 +113,9 @@ class _HaltTally(nn.Module):
             kwargs.pop("use_cache", None)
         output = self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        selected = kwargs.get("logits_mask")
+        if selected is not None:  # only the selected positions ran the recursion
+            mask = torch.ones(int(selected.sum()), dtype=torch.long, device=mask.device)
         halt = getattr(output, "halt_steps", None)
         used = mask if halt is None else (halt.to(mask.device) + 1) * mask  # no recursion: one step each
         self.steps += int(used.sum())

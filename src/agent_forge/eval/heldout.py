@@ -26,6 +26,7 @@ from agent_forge.eval.metrics import (
     EvalResult,
     bits_per_byte,
     exact_match,
+    masked_exact_match,
     mean_by_group,
     perplexity,
     summed_token_nll,
@@ -191,8 +192,26 @@ def _teacher_forced_correct(model: nn.Module, heldout: HeldoutSet, batch_size: i
     device, rows_correct = model_device(model), []
     for batch in heldout.qa_batches(batch_size):
         ids, mask, targets = (tensor.to(device) for tensor in batch)
-        rows_correct += exact_match(model_logits(model, ids, mask), targets).tolist()
+        rows_correct += _rows_correct(model, ids, mask, targets).tolist()
     correct = [False] * heldout.n_examples
     for row, index in enumerate(heldout.qa_order):
         correct[index] = rows_correct[row]
     return correct
+
+
+def _rows_correct(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Exact match per row; a model that takes ``logits_mask`` forms logits on the answer positions only."""
+    if not accepts_logits_mask(model):
+        return exact_match(model_logits(model, ids, mask), targets)
+    scored = targets != IGNORE_INDEX
+    extra = {"use_cache": False} if _accepts_use_cache(model) else {}
+    output = model(input_ids=ids, attention_mask=mask, logits_mask=scored, **extra)
+    return masked_exact_match(output.logits, targets, scored)
+
+
+def accepts_logits_mask(model: nn.Module) -> bool:
+    """Does ``model.forward`` take ``logits_mask`` (a wrapper may say so with ``accepts_logits_mask``)?"""
+    flag = getattr(model, "accepts_logits_mask", None)
+    if isinstance(flag, bool):
+        return flag
+    return "logits_mask" in inspect.signature(model.forward).parameters

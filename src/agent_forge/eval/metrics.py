@@ -50,6 +50,15 @@ def exact_match(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return right.all(dim=1) & scored.any(dim=1)
 
 
+def masked_exact_match(logits: torch.Tensor, targets: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """``exact_match`` from the logits of the scored positions only: ``logits`` is ``[N, V]`` for the N
+    True entries of ``scored`` (``[B, T]``) in row-major order."""
+    wrong = (logits.argmax(dim=-1) != targets[scored]).long()
+    rows = scored.nonzero()[:, 0]
+    wrong_per_row = torch.zeros(scored.shape[0], dtype=torch.long, device=scored.device).index_add_(0, rows, wrong)
+    return (wrong_per_row == 0) & scored.any(dim=1)
+
+
 def perplexity(mean_nll: float) -> float:
     """exp(loss), infinite instead of an overflow error for a hopeless model."""
     return math.exp(mean_nll) if mean_nll < 700 else math.inf

@@ -194,19 +194,32 @@ def next_generation(
     return children, combos
 
 
-def parameter_diversity(states: Sequence[StateLike], keys: Sequence[str] | None = None) -> float:
+def parameter_diversity(
+    states: Sequence[StateLike], keys: Sequence[str] | None = None, chunk: int = 1 << 20
+) -> float:
     """Root-mean-square element distance between members, averaged over all pairs (0 = all identical).
 
-    Differences are taken element by element (never through ``|a|^2 + |b|^2 - 2ab``) and summed in float64,
-    so the tiny distances between an elite's mutants are not lost to cancellation.
+    Differences are taken element by element (never through ``|a|^2 + |b|^2 - 2ab``; the difference of two
+    close float32 values is exact), so the tiny distances between an elite's mutants are not lost to
+    cancellation; per-slice norms are squared and summed in float64. Tensors are read in slices of at most
+    ``chunk`` elements, stacked across members into reused buffers (fresh large temporaries cost page
+    faults), so all pairs cost a few large ops per slice.
     """
     if len(states) < 2:
         return 0.0
     names = list(keys) if keys is not None else [k for k, v in states[0].items() if v.is_floating_point()]
-    total, count, pairs = 0.0, sum(states[0][k].numel() for k in names), 0
-    for i in range(len(states)):
-        for j in range(i + 1, len(states)):
-            squared = math.fsum(float((states[i][k] - states[j][k]).double().square().sum()) for k in names)
-            total += math.sqrt(squared / max(count, 1))
-            pairs += 1
-    return total / pairs
+    size = len(states)
+    width = min(chunk, max(states[0][k].numel() for k in names))
+    stacked, diff = torch.empty(size, width), torch.empty(size - 1, width)
+    squared = torch.zeros(size, size, dtype=torch.float64)
+    for name in names:
+        flat = [state[name].reshape(-1).float() for state in states]
+        for start in range(0, flat[0].numel(), chunk):
+            slices = [t[start : start + chunk] for t in flat]
+            part = torch.stack(slices, out=stacked[:, : slices[0].numel()])
+            for i in range(size - 1):
+                gaps = torch.sub(part[i + 1 :], part[i], out=diff[: size - 1 - i, : part.shape[1]])
+                squared[i, i + 1 :] += torch.linalg.vector_norm(gaps, dim=1).double().square()
+    count = max(sum(states[0][k].numel() for k in names), 1)
+    upper = torch.triu_indices(size, size, offset=1)
+    return float((squared[upper[0], upper[1]] / count).sqrt().mean())

@@ -200,10 +200,16 @@ class ForgeForCausalLM(ForgePreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
         return_logits: bool | None = None,
+        logits_mask: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> ForgeOutput:
         """Logits at each position's halting step; with labels, the loss and its parts (and the logits
-        unless `return_logits` is False; it defaults to True in eval mode and False in training mode)."""
+        unless `return_logits` is False; it defaults to True in eval mode and False in training mode).
+
+        `logits_mask` (bool, B x L) runs the recursion and the head only where it is True and returns
+        those positions' logits as (N, V) in row-major order: the recursion is position-wise, so they equal
+        the full pass's logits there. Scoring a few answer tokens after a long prompt then costs the
+        backbone pass alone."""
         cache = self._prepare_cache(cache if cache is not None else past_key_values, use_cache, labels)
         start = cache.seen_tokens if cache is not None else 0
         key_valid = self._key_valid(attention_mask, input_ids.shape[1], cache)
@@ -214,9 +220,12 @@ class ForgeForCausalLM(ForgePreTrainedModel, GenerationMixin):
         if labels is not None:
             keep = (not self.training) if return_logits is None else return_logits
             return self._training_output(features, labels, attention_mask, cache, keep)
-        x = features.hidden[:, -logits_to_keep:] if logits_to_keep else features.hidden
+        if logits_mask is not None:
+            x, mask = features.hidden[logits_mask.to(torch.bool)], None
+        else:
+            x = features.hidden[:, -logits_to_keep:] if logits_to_keep else features.hidden
+            mask = None if attention_mask is None else attention_mask[:, -x.shape[1] :]
         halted = self.recurse(x)
-        mask = None if attention_mask is None else attention_mask[:, -x.shape[1] :]
         return ForgeOutput(
             logits=halted.logits,
             cache=cache,

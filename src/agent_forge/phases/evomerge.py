@@ -66,7 +66,7 @@ from agent_forge.phases.common import (
 )
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
-from agent_forge.storage.atomic import atomic_dir, recover_dir, sha256_file
+from agent_forge.storage.atomic import atomic_dir, crc32_file, recover_dir
 from agent_forge.train.distributed import barrier, init_from_env, world
 from agent_forge.train.precision import resolve_device
 
@@ -142,7 +142,7 @@ class Scorer:
 
 
 def _objective(model: ForgeForCausalLM, row: torch.Tensor) -> torch.Tensor:
-    return model(input_ids=row, labels=row).loss
+    return model(input_ids=row, labels=row, return_logits=False).loss
 
 
 def build_scorer(section: Phase2Section, heldout: HeldoutSet, specialists: list[ForgeForCausalLM],
@@ -150,10 +150,21 @@ def build_scorer(section: Phase2Section, heldout: HeldoutSet, specialists: list[
     model = ForgeForCausalLM(copy.deepcopy(specialists[0].config))
     model.set_non_shape(**merged_config([m.config for m in specialists]))
     subset = heldout_subset(heldout, section.fitness_lm_sequences, section.fitness_examples)
-    chosen = subset.lm_rows[: section.fisher_batches]
-    rows = [torch.tensor([row], dtype=torch.long, device=device) for row in chosen]
+    rows = fisher_inputs(subset.lm_rows[: section.fisher_batches], section.fisher_rows_per_batch, device)
     weights = CompositeWeights(**section.fitness.model_dump())
     return Scorer(model.to(device).eval(), subset, weights, rows, section.eval_batch_size)
+
+
+def fisher_inputs(rows: list[list[int]], per_batch: int, device: torch.device) -> list[torch.Tensor]:
+    """Held-out rows for the Fisher, ``per_batch`` to a batch (rows of unequal length go alone)."""
+    batches: list[torch.Tensor] = []
+    for start in range(0, len(rows), per_batch):
+        group = rows[start : start + per_batch]
+        if len({len(row) for row in group}) == 1:
+            batches.append(torch.tensor(group, dtype=torch.long, device=device))
+        else:
+            batches += [torch.tensor([row], dtype=torch.long, device=device) for row in group]
+    return batches
 
 
 def evolution_settings(section: Phase2Section, mutable: frozenset[str]) -> EvolutionSettings:
@@ -258,7 +269,7 @@ class Evolution:
                 save_file(tensors, str(tmp / "weights.safetensors"))
                 state = {"generation": generation, "fingerprint": self.fingerprint, "history": self.history,
                          "population": [m.info() for m in self.population], "champion": self.champion.info(),
-                         "weights_sha256": sha256_file(tmp / "weights.safetensors")}
+                         "weights_crc32": crc32_file(tmp / "weights.safetensors")}
                 (tmp / "state.json").write_text(json.dumps(state, sort_keys=True), encoding="utf-8")
             for old in self.generation_dirs():
                 if old != target:
@@ -279,7 +290,7 @@ class Evolution:
                 continue
             try:
                 state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-                valid = sha256_file(path / "weights.safetensors") == state["weights_sha256"]
+                valid = crc32_file(path / "weights.safetensors") == state["weights_crc32"]
             except (OSError, ValueError, KeyError):
                 continue
             if not valid or state["fingerprint"] != self.fingerprint:

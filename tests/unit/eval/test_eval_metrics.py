@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent_forge.eval.metrics import (
     IGNORE_INDEX,
     EvalResult,
     bits_per_byte,
     exact_match,
+    masked_exact_match,
     mean_by_group,
     perplexity,
     summed_token_nll,
@@ -47,3 +50,16 @@ def test_perplexity_bits_per_byte_and_grouping():
 def test_eval_result_serialises():
     result = EvalResult(1.0, math.e, 1.5, 0.5, {1: 0.5}, {"mc": 0.5}, 10, 2)
     assert result.to_dict()["accuracy_by_kind"] == {"mc": 0.5}
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 4), length=st.integers(1, 6), vocab=st.integers(2, 5), seed=st.integers(0, 2**16))
+def test_masked_exact_match_equals_exact_match_on_the_full_logits(rows, length, vocab, seed):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(rows, length, vocab, generator=gen)
+    targets = torch.randint(0, vocab, (rows, length), generator=gen)
+    targets[torch.rand(rows, length, generator=gen) < 0.5] = IGNORE_INDEX
+    targets[0, -1] = logits[0, -1].argmax()  # at least one right scored position
+    scored = targets != IGNORE_INDEX
+    expected = exact_match(logits, targets)
+    assert torch.equal(masked_exact_match(logits[scored], targets, scored), expected)

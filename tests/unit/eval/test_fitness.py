@@ -148,3 +148,28 @@ def test_measure_needs_tasks_and_rows(task_data, forge_model):
     text_only = HeldoutSet.build(task_data.tokenizer, [], seq_len=64)
     with pytest.raises(ValueError):
         measure(forge_model, text_only)
+
+
+def test_answer_only_logits_give_the_full_pass_accuracy_and_halting(forge_model, heldout):
+    """logits_mask runs recursion and head on the answer positions only; they equal the full pass there."""
+    ids, mask, targets = heldout.qa_batches(8)[0]
+    scored = targets != -100
+    forge_model.eval()
+    with torch.inference_mode():
+        full = forge_model(input_ids=ids, attention_mask=mask)
+        selected = forge_model(input_ids=ids, attention_mask=mask, logits_mask=scored)
+    torch.testing.assert_close(selected.logits, full.logits[scored], atol=1e-5, rtol=1e-5)
+    assert torch.equal(selected.halt_steps, full.halt_steps[scored])
+    plain = copy.deepcopy(forge_model)
+    plain.forward = lambda input_ids, attention_mask=None, **kw: ForgeForCausalLM.forward(  # no logits_mask
+        forge_model, input_ids=input_ids, attention_mask=attention_mask)
+    assert evaluate(plain, heldout).accuracy == evaluate(forge_model, heldout).accuracy
+    steps = positions = 0
+    with torch.inference_mode():  # speed counts every real LM token and every answer position
+        for ids, mask, _ in heldout.lm_batches(32):
+            steps += int(((forge_model(input_ids=ids, attention_mask=mask).halt_steps + 1) * mask).sum())
+            positions += int(mask.sum())
+        for ids, mask, targets in heldout.qa_batches(32):
+            steps += int((forge_model(input_ids=ids, attention_mask=mask).halt_steps[targets != -100] + 1).sum())
+            positions += int((targets != -100).sum())
+    assert measure(forge_model, heldout).mean_steps == pytest.approx(steps / positions)

@@ -153,6 +153,17 @@ def test_parameter_diversity_is_the_mean_pairwise_rms_distance():
     assert parameter_diversity([c, near]) == pytest.approx(step, rel=1e-9)  # no cancellation
 
 
+def test_parameter_diversity_does_not_depend_on_the_slice_size():
+    gen = torch.Generator().manual_seed(3)
+    states = [{k: torch.randn(5, 7, generator=gen) for k in KEYS} for _ in range(4)]
+    expected = sum(
+        math.sqrt(sum(float((states[i][k] - states[j][k]).double().square().sum()) for k in KEYS) / (35 * len(KEYS)))
+        for i in range(4) for j in range(i + 1, 4)
+    ) / 6
+    for chunk in (1, 6, 35, 1 << 20):
+        assert parameter_diversity(states, chunk=chunk) == pytest.approx(expected, rel=1e-6)
+
+
 def test_settings_and_member_round_trip():
     settings = EvolutionSettings()
     assert settings.population_size == 8 and settings.losers == 6

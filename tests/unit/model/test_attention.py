@@ -148,3 +148,19 @@ def test_cached_attention_equals_whole_sequence_attention() -> None:
         assert past[0].shape[2] <= keep
         pieces.append(out)
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_short_inputs_past_the_window_take_one_band_masked_call(monkeypatch) -> None:
+    """Up to twice the window (and short), one SDPA call with an (n, n) band mask replaces the blocks."""
+    seen = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        seen.append(None if attn_mask is None else tuple(attn_mask.shape))
+        return real(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    q = k = v = torch.randn(2, 2, 30, 4)
+    window_attention(q, k, v, 16)
+    window_attention(q, k, v, 16, torch.ones(2, 30, dtype=torch.bool))
+    assert seen == [(30, 30), (2, 1, 30, 30)]

@@ -11,6 +11,7 @@ from agent_forge.storage.atomic import (
     atomic_dir,
     atomic_write_bytes,
     atomic_write_json,
+    crc32_file,
     recover_dir,
     remove_stale_temporaries,
     sha256_bytes,
@@ -92,3 +93,14 @@ def test_remove_stale_temporaries(tmp_path: Path) -> None:
     removed = remove_stale_temporaries(tmp_path)
     assert len(removed) == 2
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a"]
+
+
+def test_crc32_file_reads_in_chunks_and_sees_one_flipped_bit(tmp_path: Path) -> None:
+    import zlib
+
+    target = tmp_path / "w.bin"
+    payload = os.urandom(10_000)
+    target.write_bytes(payload)
+    assert crc32_file(target, chunk=999) == f"{zlib.crc32(payload):08x}" == crc32_file(target)
+    target.write_bytes(bytes([payload[0] ^ 1]) + payload[1:])
+    assert crc32_file(target) != f"{zlib.crc32(payload):08x}"
