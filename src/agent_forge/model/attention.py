@@ -1,10 +1,13 @@
 """Causal sliding-window attention with partial RoPE, in O(n*w) memory.
 
 A query at position i sees keys at positions j with i - window < j <= i. Sequences no longer than the
-window use plain causal SDPA; short ones up to twice the window one SDPA call with an (n, n) band mask
-(at most 4 w^2 entries; measured 2-3x faster than blocking such short inputs); longer ones are cut into blocks
-of `window` queries that attend to their own block and the previous one through a (window, 2*window)
-band mask, so no n x n mask ever exists for a long sequence.
+window use plain causal SDPA; short ones (up to twice the window and 256 tokens) one SDPA call with an
+(n, n) band mask; longer ones are cut into query blocks of a quarter window (at least 64) that each attend
+to the keys their band reaches, sliced in place (views, no copies), so no n x n mask ever exists for a long
+sequence and each query scores at most w + b - 1 keys instead of the 2w of whole-window blocks. Measured
+(forward + backward, one layer, 2 threads): n=2048, w=1024: 100 ms against 127 ms with whole-window blocks
+and 91 ms for full causal attention; n=128, w=64: band 4.8 ms, quarter blocks 6.2 ms.
+QK-clip's `window_max_logit` still uses the whole-window block layout: it only needs a maximum.
 """
 
 from __future__ import annotations
@@ -85,55 +88,45 @@ def square_band_mask(
     return ((band & key_valid[:, None, None, :]) | (key == query)).contiguous()
 
 
-def _sdpa_4d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """SDPA on (B,nb,H,L,D) tensors through 4-D views, which take the fused CPU kernel (5-D falls back)."""
-    batch, blocks, heads, length, dim = q.shape
-
-    def flat(t: torch.Tensor) -> torch.Tensor:
-        return t.reshape(batch * blocks, heads, t.shape[3], dim)
-
-    if mask is not None:
-        mask = mask.expand(batch, blocks, 1, length, k.shape[3]).reshape(batch * blocks, 1, length, -1)
-    out = F.scaled_dot_product_attention(flat(q), flat(k), flat(v), attn_mask=mask)
-    return out.view(batch, blocks, heads, length, dim)
-
-
-def _band_is_cheaper(length: int, window: int) -> bool:
-    """One (n, n) band-masked call beats blocking for short inputs (fewer, larger ops) and when blocking
-    pads a lot; measured here: n=128, w=64: 0.5 vs 0.9 ms; n=1500, w=1024: 40 vs 54 ms; but n=2048,
-    w=1024: 80 vs 52 ms (blocking's first block is causal, half its work skipped)."""
-    if length > 2 * window:
-        return False
-    blocks = math.ceil(length / window)
-    return length <= 256 or length * length < (2 * blocks - 1.5) * window * window
+def query_block(window: int) -> int:
+    """Queries per block on long inputs: a quarter window, at least 64 (never more than the window)."""
+    return max(window // 4, min(window, 64))
 
 
 def window_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, key_valid: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Sliding-window causal attention over a whole sequence; q/k/v (B,H,N,D), key_valid (B,N) or None.
-
-    Past twice the window, without padding the first block is plain causal SDPA (its keys start at position
-    0) and the later blocks share one (w, 2w) band mask; with padding one masked call covers all blocks.
-    """
+    """Sliding-window causal attention over a whole sequence; q/k/v (B,H,N,D), key_valid (B,N) or None."""
     length = q.shape[2]
     if length <= window and key_valid is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    if _band_is_cheaper(length, window):
+    if length <= min(2 * window, 256):
         mask = square_band_mask(length, window, key_valid, q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    qb, kk, vv, _ = blocked_layout(q, k, v, window)
-    if key_valid is None:
-        first = F.scaled_dot_product_attention(
-            qb[:, 0], kk[:, 0, :, window:], vv[:, 0, :, window:], is_causal=True
-        )
-        band = band_mask(window, q.device)
-        rest = _sdpa_4d(qb[:, 1:], kk[:, 1:], vv[:, 1:], band)
-        out = torch.cat((first.unsqueeze(1), rest), dim=1)
-    else:
-        out = _sdpa_4d(qb, kk, vv, blocked_mask(qb.shape[1], window, key_valid, q.device))
-    out = out.transpose(2, 3).reshape(q.shape[0], -1, q.shape[1], q.shape[3])[:, :length]
-    return out.transpose(1, 2)
+    block = query_block(window)
+    outputs, bands = [], {}
+    for start in range(0, length, block):
+        end = min(start + block, length)
+        first_key = max(0, start - window + 1)
+        qs, ks, vs = q[:, :, start:end], k[:, :, first_key:end], v[:, :, first_key:end]
+        if start == 0 and key_valid is None:
+            outputs.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=True))
+            continue
+        shape = (end - start, end - first_key, start - first_key)
+        if shape not in bands:
+            bands[shape] = _offset_band(*shape, window, q.device)
+        mask = bands[shape]
+        if key_valid is not None:
+            diagonal = _offset_band(*shape, 1, q.device)
+            mask = (mask & key_valid[:, None, None, first_key:end]) | diagonal
+        outputs.append(F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask))
+    return torch.cat(outputs, dim=2)
+
+
+def _offset_band(queries: int, keys: int, offset: int, window: int, device: torch.device) -> torch.Tensor:
+    """(queries, keys) mask: query a (position offset + a among the keys) sees key j iff 0 <= offset+a-j < w."""
+    gap = torch.arange(queries, device=device).unsqueeze(1) + offset - torch.arange(keys, device=device)
+    return (gap >= 0) & (gap < window)
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from agent_forge.model.attention import (
     SlidingWindowAttention,
     band_mask,
     blocked_layout,
+    query_block,
     window_attention,
     window_max_logit,
 )
@@ -50,6 +51,21 @@ def test_window_attention_equals_the_masked_reference(length, window, batch, pad
         key_valid[0, : length // 3] = False
     expected, _ = reference_attention(q, k, v, window, key_valid)
     torch.testing.assert_close(window_attention(q, k, v, window, key_valid), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("length", "window"), [(700, 256), (701, 300), (300, 200), (257, 64)])
+@pytest.mark.parametrize("padded", [False, True])
+def test_long_inputs_in_quarter_window_blocks_equal_the_reference(length, window, padded) -> None:
+    """Past 256 tokens and twice the window the blocks hold w/4 queries (at least 64); partial last block."""
+    gen = torch.Generator().manual_seed(length)
+    q, k, v = (torch.randn(2, 2, length, 4, generator=gen) for _ in range(3))
+    key_valid = None
+    if padded:
+        key_valid = torch.ones(2, length, dtype=torch.bool)
+        key_valid[1, : length // 2] = False
+    expected, _ = reference_attention(q, k, v, window, key_valid)
+    torch.testing.assert_close(window_attention(q, k, v, window, key_valid), expected, atol=1e-5, rtol=1e-5)
+    assert query_block(window) == max(window // 4, 64)
 
 
 @pytest.mark.parametrize(("length", "window"), [(5, 8), (8, 8), (37, 8), (40, 8)])
