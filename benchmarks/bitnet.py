@@ -1,41 +1,47 @@
-"""Phase 4 (BitNet b1.58) measured: packed ternary layer speed, file sizes and weight memory.
+"""Phase 4 (BitNet b1.58) measured: packed ternary layer speed, file sizes, weight memory and the phase itself.
 
 Prints, in one run:
 
 1. layer speed at batch 1 (one token) for the spec25m layer shapes: fp32 ``nn.Linear`` against
    ``PackedTernaryLinear`` (C kernel) and its no-compiler fallback (torch int8), best of several timed
    loops, same thread count for all;
-2. file sizes of a spec25m-sized model: fp32 and fp16 safetensors against the packed TQ2_0 / TQ1_0 files
-   (rest fp16, optionally int8 embedding), and the ratio for the ternary layers alone;
-3. weight memory of the model in fp32 against the same model after ``to_packed_inference``;
-4. one single-token forward pass of the whole stand-in model, fp32 against packed.
+2. file sizes of our model (``ForgeForCausalLM``) at the spec25m and tiny shapes: fp32 and fp16
+   safetensors against the packed TQ2_0 / TQ1_0 files (rest fp16, optionally int8 embedding), and the
+   ratio for the ternary layers alone;
+3. weight memory of the spec25m model in fp32 against the same model after ``to_packed_inference``;
+4. one single-token forward pass of the whole spec25m model, fp32 against packed;
+5. Phase 4 itself on the ``tiny`` preset (``--phase4``, on by default without ``--quick``): phases 1-3 run
+   once through the CLI in a scratch workspace, then ``agent-forge phase bitnet`` is timed and its
+   registry figures printed: perplexity before quantization, after it and after fine-tuning, accuracy
+   retention, file compression ratio. ``--compare-ramp`` also runs the other QAT schedule (the phase's
+   wall time then includes both).
 
 ``--explore`` also times the alternatives weighed for the fast path (onnxruntime MatMulNBits with 2 bits,
-MatMulInteger, torch ``_int_mm``). The model is a ``LlamaForCausalLM`` with the spec25m preset's shapes
-(d 384 x 8 layers, MLP 1024, vocab 32768, tied embedding) until ``agent_forge.model`` is wired into
-Phase 4; ``build_model`` is the one place to change. Quality figures (perplexity, accuracy) belong to the
-Phase 4 recipe, which owns the trained model and the held-out set.
+MatMulInteger, torch ``_int_mm``).
 
-    python benchmarks/bitnet.py                  # spec25m shapes, 1 thread
+    python benchmarks/bitnet.py                  # spec25m shapes, 1 thread, Phase 4 on tiny (~5 min)
     python benchmarks/bitnet.py --quick          # small shapes, seconds
-    python benchmarks/bitnet.py --threads 2 --explore --json out.json
+    python benchmarks/bitnet.py --threads 2 --explore --no-phase4 --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from agent_forge.model import ForgeConfig, ForgeForCausalLM
 from agent_forge.quant.bitlinear import BitLinear, freeze_ternary, replace_linears
 from agent_forge.quant.fast_linear import PackedTernaryLinear, native_kernel, to_packed_inference
 from agent_forge.quant.packed_io import PackedSaveConfig, packed_size_breakdown, save_packed
@@ -44,52 +50,31 @@ SPEC_LAYER_SHAPES = [(384, 384), (384, 1024), (1024, 384), (512, 2048), (2048, 5
 QUICK_LAYER_SHAPES = [(128, 128), (128, 344)]
 
 
-@dataclass(frozen=True)
-class Shape:
-    vocab: int = 32768
-    hidden: int = 384
-    layers: int = 8
-    heads: int = 8
-    mlp: int = 1024
-
-
-QUICK = Shape(vocab=2048, hidden=128, layers=2, heads=4, mlp=344)
-
-
-def spec25m_shape() -> Shape:
-    """The spec25m preset's model section, read from the shipped preset so the two cannot drift."""
-    from agent_forge.config import load_config
-
-    model = load_config("spec25m").model
-    return Shape(model.vocab_size, model.hidden_size, model.num_layers, model.num_heads, model.mlp_hidden)
-
-
-def build_model(shape: Shape, seed: int = 0) -> nn.Module:
-    """A tied-embedding Llama with the preset's shapes (stand-in for ForgeForCausalLM)."""
-    config = LlamaConfig(
-        vocab_size=shape.vocab,
-        hidden_size=shape.hidden,
-        intermediate_size=shape.mlp,
-        num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-    )
+def build_model(shape: str, seed: int = 0) -> nn.Module:
+    """Our model at one of the named shapes (fresh weights: sizes and speed do not depend on training)."""
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config).eval()
+    return ForgeForCausalLM(ForgeConfig.from_shape(shape)).eval()
 
 
-def best_microseconds(fn: Callable[[], object], inner: int = 300, repeats: int = 15) -> float:
-    """Best mean time of ``repeats`` loops of ``inner`` calls: the least disturbed by other processes."""
-    for _ in range(inner // 3):
-        fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
+def best_microseconds(
+    fns: dict[str, Callable[[], object]], inner: int = 300, repeats: int = 15
+) -> dict[str, float]:
+    """Best mean time per call of ``repeats`` loops of ``inner`` calls, the functions' loops interleaved.
+
+    Interleaving puts every contender in the same slices of a shared machine's noise (other tenants, clock
+    changes), so their ratio holds even when absolute times drift; the best loop is the least disturbed.
+    """
+    for fn in fns.values():
+        for _ in range(inner // 3):
             fn()
-        best = min(best, (time.perf_counter() - start) / inner)
-    return best * 1e6
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - start) / inner)
+    return {name: value * 1e6 for name, value in best.items()}
 
 
 def _frozen_bitlinear(in_features: int, out_features: int) -> BitLinear:
@@ -109,9 +94,9 @@ def layer_speed(shapes: list[tuple[int, int]]) -> list[dict]:
         fallback = PackedTernaryLinear.from_bitlinear(layer, backend="torch-int8")
         x = torch.randn(1, in_features)
         with torch.inference_mode():
-            fp32_us = best_microseconds(lambda lin=linear, x=x: lin(x))
-            packed_us = best_microseconds(lambda p=packed, x=x: p(x))
-            fallback_us = best_microseconds(lambda f=fallback, x=x: f(x))
+            layers = {"fp32": linear, "packed": packed, "fallback": fallback}
+            times = best_microseconds({name: partial(module, x) for name, module in layers.items()})
+        fp32_us, packed_us, fallback_us = times["fp32"], times["packed"], times["fallback"]
         rows.append(
             {
                 "shape": f"{in_features}x{out_features}",
@@ -127,6 +112,14 @@ def layer_speed(shapes: list[tuple[int, int]]) -> list[dict]:
 
 def _linear_weight_numel(model: nn.Module) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, BitLinear))
+
+
+def ternary_twin(shape: str) -> nn.Module:
+    """The same model with every linear but the head as a frozen BitLinear (Phase 4's conversion)."""
+    model = build_model(shape)
+    replace_linears(model, keep={"lm_head"})
+    freeze_ternary(model)
+    return model
 
 
 def file_sizes(fp32_model: nn.Module, model: nn.Module, folder: Path) -> dict[str, float]:
@@ -169,8 +162,9 @@ def decode_step(fp32_model: nn.Module, packed_model: nn.Module, vocab: int) -> d
     """One-token forward of the whole model at batch 1 (no KV cache), fp32 against packed."""
     ids = torch.randint(0, vocab, (1, 1), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        fp32_us = best_microseconds(lambda: fp32_model(ids), inner=30, repeats=7)
-        packed_us = best_microseconds(lambda: packed_model(ids), inner=30, repeats=7)
+        times = best_microseconds({"fp32": lambda: fp32_model(ids), "packed": lambda: packed_model(ids)},
+                                  inner=30, repeats=9)
+    fp32_us, packed_us = times["fp32"], times["packed"]
     return {
         "fp32_us": round(fp32_us, 1),
         "packed_us": round(packed_us, 1),
@@ -224,18 +218,12 @@ def explore_alternatives(shapes: list[tuple[int, int]], threads: int) -> list[di
             torch.randint(-127, 127, (1, k), dtype=torch.int8),
             torch.randint(-1, 2, (k, n), dtype=torch.int8),
         )
-        rows.append(
-            {
-                "shape": f"{k}x{n}",
-                "ort_matmulnbits_2bit_us": round(
-                    best_microseconds(lambda s=nbits_session, x=x: s.run(None, {"x": x})), 2
-                ),
-                "ort_matmulinteger_us": round(
-                    best_microseconds(lambda s=integer_session, x=x: s.run(None, {"x": x})), 2
-                ),
-                "torch_int_mm_only_us": round(best_microseconds(lambda a=xq, b=wq: torch._int_mm(a, b)), 2),
-            }
-        )
+        times = best_microseconds({
+            "ort_matmulnbits_2bit_us": lambda s=nbits_session, x=x: s.run(None, {"x": x}),
+            "ort_matmulinteger_us": lambda s=integer_session, x=x: s.run(None, {"x": x}),
+            "torch_int_mm_only_us": lambda a=xq, b=wq: torch._int_mm(a, b),
+        })
+        rows.append({"shape": f"{k}x{n}", **{name: round(us, 2) for name, us in times.items()}})
     return rows
 
 
@@ -249,12 +237,10 @@ def _print_table(title: str, rows: list[dict]) -> None:
         print("  ".join(f"{row[c]!s:>18}" for c in columns))
 
 
-def model_figures(shape: Shape) -> dict:
-    """Sizes on disk, weight memory and a decode step for the stand-in model of ``shape``."""
+def model_figures(shape: str) -> dict:
+    """Sizes on disk, weight memory and a decode step for our model at ``shape``."""
     fp32_model = build_model(shape)
-    model = build_model(shape)
-    replace_linears(model, keep={"lm_head"})
-    freeze_ternary(model)
+    model = ternary_twin(shape)
     with tempfile.TemporaryDirectory() as folder:
         sizes = file_sizes(fp32_model, model, Path(folder))
     fp32_bytes = weight_bytes(fp32_model)
@@ -269,7 +255,51 @@ def model_figures(shape: Shape) -> dict:
         "reduction": round(fp32_bytes / packed_bytes, 2),
         "reduction_if_embedding_fp16": round(fp32_bytes / half_embed_bytes, 2),
     }
-    return {"sizes": sizes, "memory": memory, "decode_step": decode_step(fp32_model, model, shape.vocab)}
+    vocab = fp32_model.config.vocab_size
+    return {"sizes": sizes, "memory": memory, "decode_step": decode_step(fp32_model, model, vocab)}
+
+
+def small_file_sizes(shape: str) -> dict[str, float]:
+    """fp32 against TQ1_0 + fp16 (Phase 4's default file) for a second shape."""
+    with tempfile.TemporaryDirectory() as folder:
+        sizes = file_sizes(build_model(shape), ternary_twin(shape), Path(folder))
+    return {key: sizes[key] for key in ("fp32", "tq1_0+fp16", "tq1_0+int8_embed")}
+
+
+PHASE4_FIGURES = (
+    "quality/pre_compression_perplexity", "quality/post_compression_perplexity",
+    "quality/post_finetuning_perplexity", "quality/perplexity_recovery_percent", "quality/pre_accuracy",
+    "quality/post_accuracy", "quality/accuracy_retention", "compression/compression_ratio",
+    "performance/memory_reduction", "performance/inference_speedup", "qat/ramp", "qat/direct_perplexity",
+    "qat/ramp_perplexity", "qat/direct_recovery_percent", "qat/ramp_recovery_percent",
+)
+
+
+def _cli(workspace: Path, *args: str) -> None:
+    command = [sys.executable, "-m", "agent_forge", "-q", "-w", str(workspace), *args]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+
+
+def phase4_run(preset: str, compare_ramp: bool) -> dict:
+    """Phases 1-3 of ``preset`` through the CLI, then Phase 4 timed; its registry figures."""
+    with tempfile.TemporaryDirectory() as folder:
+        workspace = Path(folder)
+        _cli(workspace, "run", "--preset", preset, "--to", "quietstar", "--name", "bench")
+        registry = sqlite3.connect(workspace / "registry" / "model_registry.db")
+        (session,) = registry.execute("select session_id from sessions").fetchone()
+        extra = ["--set", "phase4.compare_ramp=true"] if compare_ramp else []
+        start = time.perf_counter()
+        _cli(workspace, "phase", "bitnet", "--session", session, *extra)
+        wall = time.perf_counter() - start
+        (metrics,) = registry.execute(
+            "select metrics_json from phase_runs where session_id = ? and phase_name = 'bitnet'", (session,)
+        ).fetchone()
+        registry.close()
+    figures = json.loads(metrics)
+    report = {"preset": preset, "compare_ramp": compare_ramp, "cli_wall_seconds": round(wall, 1),
+              "phase_seconds": round(figures["phase/duration_seconds"], 1)}
+    report.update({key: figures[key] for key in PHASE4_FIGURES if key in figures})
+    return report
 
 
 def main() -> None:
@@ -278,15 +308,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--explore", action="store_true", help="also time onnxruntime and torch int8 options")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument("--phase4", action=argparse.BooleanOptionalAction, default=None,
+                        help="run Phase 4 on tiny (default: on unless --quick; --quick uses smoke)")
+    parser.add_argument("--compare-ramp", action="store_true", help="Phase 4 also runs the other QAT schedule")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     shapes = QUICK_LAYER_SHAPES if args.quick else SPEC_LAYER_SHAPES
-    shape = QUICK if args.quick else spec25m_shape()
+    shape = "smoke" if args.quick else "spec25m"
     kernel = native_kernel()
     report: dict = {
         "threads": args.threads,
         "kernel": kernel.name if kernel else "torch-int8",
-        "shape": vars(shape),
+        "shape": shape,
     }
     print(f"threads {args.threads}, packed backend {report['kernel']}, model {shape}")
     report["layers"] = layer_speed(shapes)
@@ -302,6 +335,14 @@ def main() -> None:
         print(f"  {key:>40}: {value}{ratio}")
     print(f"\nweight memory: {report['memory']}")
     print(f"single-token forward, whole model: {report['decode_step']}")
+    second = "tiny"
+    report["sizes_" + second] = small_file_sizes(second)
+    tiny = report["sizes_" + second]
+    print(f"\nfile sizes, {second}: " + ", ".join(
+        f"{k} {v} ({tiny['fp32'] / v:.2f}x)" for k, v in tiny.items()))
+    if args.phase4 if args.phase4 is not None else not args.quick:
+        report["phase4"] = phase4_run("smoke" if args.quick else "tiny", args.compare_ramp)
+        print("\nPhase 4 run: " + json.dumps(report["phase4"], indent=1))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 
