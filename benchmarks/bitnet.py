@@ -16,6 +16,10 @@ Prints, in one run:
    retention, file compression ratio. ``--compare-ramp`` also runs the other QAT schedule (the phase's
    wall time then includes both).
 
+6. the quality cost of storing the embedding at 8 or 4 bits (``--embedding-cost``, on by default without
+   ``--quick``): the tiny model trained and ternary-fine-tuned as in ``compression.py``, stored with
+   fp16 / int8 / int4 embeddings, reloaded, evaluated on the held-out set, with the file size of each.
+
 ``--explore`` also times the alternatives weighed for the fast path (onnxruntime MatMulNBits with 2 bits,
 MatMulInteger, torch ``_int_mm``).
 
@@ -27,6 +31,7 @@ MatMulInteger, torch ``_int_mm``).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sqlite3
 import subprocess
@@ -46,8 +51,14 @@ from agent_forge.quant.bitlinear import BitLinear, freeze_ternary, replace_linea
 from agent_forge.quant.fast_linear import PackedTernaryLinear, native_kernel, to_packed_inference
 from agent_forge.quant.packed_io import PackedSaveConfig, packed_size_breakdown, save_packed
 
-SPEC_LAYER_SHAPES = [(384, 384), (384, 1024), (1024, 384), (512, 2048), (2048, 512)]
-QUICK_LAYER_SHAPES = [(128, 128), (128, 344)]
+
+def model_layer_shapes(shape: str) -> list[tuple[int, int]]:
+    """(in, out) of every linear Phase 4 makes ternary in our model at ``shape`` (all but the head),
+    largest first."""
+    model = build_model(shape)
+    shapes = {(m.in_features, m.out_features) for name, m in model.named_modules()
+              if isinstance(m, nn.Linear) and name != "lm_head"}
+    return sorted(shapes, key=lambda s: -s[0] * s[1])
 
 
 def build_model(shape: str, seed: int = 0) -> nn.Module:
@@ -132,10 +143,11 @@ def file_sizes(fp32_model: nn.Module, model: nn.Module, folder: Path) -> dict[st
         save_file({k: v.to(dtype).contiguous() for k, v in state.items()}, str(path))
         sizes[name] = path.stat().st_size
     for fmt in ("tq2_0", "tq1_0"):
-        for int8 in (False, True):
-            label = f"{fmt}+{'int8_embed' if int8 else 'fp16'}"
+        for embed in ("fp16", "int8_embed", "int4_embed"):
+            label = f"{fmt}+{embed}"
             path = folder / f"{label}.safetensors"
-            sizes[label] = save_packed(model, path, PackedSaveConfig(fmt, "float16", int8))
+            config = PackedSaveConfig(fmt, "float16", embed == "int8_embed", embed == "int4_embed")
+            sizes[label] = save_packed(model, path, config)
             sizes[f"{label}:ternary_bytes"] = packed_size_breakdown(path)["ternary"]
     n_ternary = _linear_weight_numel(model)
     for fmt in ("tq2_0", "tq1_0"):
@@ -263,7 +275,7 @@ def small_file_sizes(shape: str) -> dict[str, float]:
     """fp32 against TQ1_0 + fp16 (Phase 4's default file) for a second shape."""
     with tempfile.TemporaryDirectory() as folder:
         sizes = file_sizes(build_model(shape), ternary_twin(shape), Path(folder))
-    return {key: sizes[key] for key in ("fp32", "tq1_0+fp16", "tq1_0+int8_embed")}
+    return {key: sizes[key] for key in ("fp32", "tq1_0+fp16", "tq1_0+int8_embed", "tq1_0+int4_embed")}
 
 
 PHASE4_FIGURES = (
@@ -273,6 +285,27 @@ PHASE4_FIGURES = (
     "performance/memory_reduction", "performance/inference_speedup", "qat/ramp", "qat/direct_perplexity",
     "qat/ramp_perplexity", "qat/direct_recovery_percent", "qat/ramp_recovery_percent",
 )
+
+
+def embedding_cost(quick: bool) -> list[dict]:
+    """Held-out quality and file size of the trained tiny ternary model with its embedding at 16/8/4 bits."""
+    from agent_forge.config import load_config
+    from agent_forge.quant.packed_model import absorb_storage_precision
+    from compression import quality, tiny_session
+
+    args = argparse.Namespace(train_steps=40 if quick else 200, qat_steps=10 if quick else 80,
+                              examples=800 if quick else 4000, batch=16, zstd_level=3)
+    model, heldout, _ = tiny_session(load_config("tiny"), args)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for bits in (16, 8, 4):
+            trial = copy.deepcopy(model)
+            config = PackedSaveConfig("tq1_0", "float16", int8_embeddings=bits == 8, int4_embeddings=bits == 4)
+            size = absorb_storage_precision(trial, Path(folder) / f"e{bits}.safetensors", config)
+            perplexity, accuracy = quality(trial, heldout)
+            rows.append({"embedding_bits": bits, "file_bytes": size, "perplexity": round(perplexity, 4),
+                         "accuracy": round(accuracy, 4)})
+    return rows
 
 
 def _cli(workspace: Path, *args: str) -> None:
@@ -311,10 +344,12 @@ def main() -> None:
     parser.add_argument("--phase4", action=argparse.BooleanOptionalAction, default=None,
                         help="run Phase 4 on tiny (default: on unless --quick; --quick uses smoke)")
     parser.add_argument("--compare-ramp", action="store_true", help="Phase 4 also runs the other QAT schedule")
+    parser.add_argument("--embedding-cost", action=argparse.BooleanOptionalAction, default=None,
+                        help="quality of 16/8/4-bit embeddings on trained tiny (default: on unless --quick)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    shapes = QUICK_LAYER_SHAPES if args.quick else SPEC_LAYER_SHAPES
     shape = "smoke" if args.quick else "spec25m"
+    shapes = model_layer_shapes(shape)
     kernel = native_kernel()
     report: dict = {
         "threads": args.threads,
@@ -343,6 +378,9 @@ def main() -> None:
     if args.phase4 if args.phase4 is not None else not args.quick:
         report["phase4"] = phase4_run("smoke" if args.quick else "tiny", args.compare_ramp)
         print("\nPhase 4 run: " + json.dumps(report["phase4"], indent=1))
+    if args.embedding_cost if args.embedding_cost is not None else not args.quick:
+        report["embedding_cost"] = embedding_cost(args.quick)
+        _print_table("embedding precision, trained tiny ternary model", report["embedding_cost"])
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

@@ -197,7 +197,8 @@ class Phase4Section(Strict):
 
     scale: Literal["tensor", "channel"] = "tensor"
     pack_format: Literal["tq2_0", "tq1_0"] = "tq1_0"
-    embedding_bits: Literal[16, 8] = 16  # 16: fp16 like the other floats; 8: int8 rows (spec25m's 7x needs it)
+    # 16: fp16 like the other floats; 8: int8 rows; 4: 4-bit blocks of 32 (spec25m's 7x needs it)
+    embedding_bits: Literal[16, 8, 4] = 16
     keep: list[str] = Field(default_factory=lambda: ["lm_head"])  # linears left in full precision
     calibration_samples: int = Field(64, ge=1)
     finetune_steps: int = Field(60, ge=0)

@@ -89,7 +89,8 @@ class QatOutcome:
 def packed_save_config(section: Phase4Section) -> PackedSaveConfig:
     """Phase 4's file format (Phase 5 packs into the same)."""
     return PackedSaveConfig(ternary_format=section.pack_format, float_dtype="float16",
-                            int8_embeddings=section.embedding_bits == 8)
+                            int8_embeddings=section.embedding_bits == 8,
+                            int4_embeddings=section.embedding_bits == 4)
 
 
 def packed_file_name(section: Phase4Section) -> str:

@@ -6,7 +6,9 @@ Layout of the file (all tensors are safetensors tensors; the metadata header is 
 - ``<layer>.weight.scale``: float32 ``(1,)`` or ``(out,)``, the exact scale (a block of zeros keeps
   ``d = 0`` as in GGUF, so the blocks alone cannot always name it);
 - every other tensor of ``state_dict()`` in ``float_dtype`` (floats) or unchanged (integers), or, with
-  ``int8_embeddings``, embedding matrices as ``<key>.int8`` plus a per-row ``<key>.int8_scale``;
+  ``int8_embeddings``, embedding matrices as ``<key>.int8`` plus a per-row ``<key>.int8_scale``, or, with
+  ``int4_embeddings``, as ``<key>.int4`` (two 4-bit codes a byte) plus ``<key>.int4_scale``, one fp16
+  scale per block of 32 values of a row (GGUF Q4_0's block size, symmetric codes -8..7);
 - tied tensors are stored once; ``aliases`` in the metadata names the copies.
 
 Loading restores every tensor to its original dtype and the ternary layers exactly. Checksums are the
@@ -45,17 +47,20 @@ _BUFFER_SUFFIXES = ("weight", "ternary", "weight_scale")
 
 @dataclass(frozen=True)
 class PackedSaveConfig:
-    """What to store how: ternary block type, dtype of the other floats, int8 embeddings or not."""
+    """What to store how: ternary block type, dtype of the other floats, int8 or int4 embeddings or not."""
 
     ternary_format: TernaryFormat = "tq2_0"
     float_dtype: FloatDtype = "float16"
     int8_embeddings: bool = False
+    int4_embeddings: bool = False
 
     def __post_init__(self) -> None:
         if self.ternary_format not in BLOCK_BYTES:
             raise ValueError(f"ternary_format must be one of {sorted(BLOCK_BYTES)}")
         if self.float_dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError("float_dtype must be float32, float16 or bfloat16")
+        if self.int8_embeddings and self.int4_embeddings:
+            raise ValueError("choose int8_embeddings or int4_embeddings, not both")
 
 
 @dataclass
@@ -100,6 +105,31 @@ def _quantize_rows_int8(matrix: Tensor) -> tuple[Tensor, Tensor]:
     return codes, scale
 
 
+INT4_BLOCK = 32
+
+
+def _quantize_blocks_int4(matrix: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric 4-bit codes per block of 32 values of a row, two a byte; fp16 scales (rows, blocks).
+
+    The scale is the block's absmax / 7 rounded to fp16 first, so ``code * scale`` (what loading computes)
+    reconstructs every value to half a step of the stored scale.
+    """
+    values = matrix.detach().float()
+    rows, cols = values.shape
+    pad = -cols % INT4_BLOCK
+    blocks = torch.nn.functional.pad(values, (0, pad)).view(rows, -1, INT4_BLOCK)
+    scale = (blocks.abs().amax(dim=2) / 7.0).clamp(min=1e-6).half().float()
+    codes = (blocks / scale.unsqueeze(2)).round().clamp(-8, 7).to(torch.int16) + 8
+    codes = codes.view(rows, -1).to(torch.uint8)
+    return (codes[:, 0::2] | (codes[:, 1::2] << 4)).contiguous(), scale.half()
+
+
+def _dequantize_blocks_int4(packed: Tensor, scale: Tensor, cols: int) -> Tensor:
+    low, high = (packed & 0x0F).to(torch.int16), (packed >> 4).to(torch.int16)
+    codes = torch.stack((low, high), dim=2).view(packed.shape[0], -1, INT4_BLOCK) - 8
+    return (codes.float() * scale.float().unsqueeze(2)).view(packed.shape[0], -1)[:, :cols]
+
+
 def _ternary_tensors(
     name: str, weight: TernaryWeight, fmt: TernaryFormat
 ) -> tuple[dict[str, Tensor], dict[str, object]]:
@@ -118,21 +148,27 @@ def _embedding_keys(model: nn.Module) -> set[str]:
 
 def _plain_tensors(
     state: dict[str, Tensor], config: PackedSaveConfig, embedding_keys: set[str]
-) -> tuple[dict[str, Tensor], list[str]]:
-    """Floats cast to ``float_dtype`` (or embeddings to int8 rows); other dtypes unchanged."""
+) -> tuple[dict[str, Tensor], dict[str, list]]:
+    """Floats cast to ``float_dtype`` (or embeddings to int8 rows / int4 blocks); other dtypes unchanged.
+
+    Also returns the quantized embeddings: ``int8`` keys and ``int4`` [key, columns] pairs."""
     out: dict[str, Tensor] = {}
-    int8_keys = []
+    quantized: dict[str, list] = {"int8": [], "int4": []}
     dtype = getattr(torch, config.float_dtype)
     for key, tensor in state.items():
         tensor = tensor.detach().cpu()
-        if config.int8_embeddings and key in embedding_keys and tensor.dim() == 2:
+        embedding = key in embedding_keys and tensor.dim() == 2
+        if config.int8_embeddings and embedding:
             out[f"{key}.int8"], out[f"{key}.int8_scale"] = _quantize_rows_int8(tensor)
-            int8_keys.append(key)
+            quantized["int8"].append(key)
+        elif config.int4_embeddings and embedding:
+            out[f"{key}.int4"], out[f"{key}.int4_scale"] = _quantize_blocks_int4(tensor)
+            quantized["int4"].append([key, tensor.shape[1]])
         elif tensor.is_floating_point():
             out[key] = tensor.to(dtype).contiguous()
         else:
             out[key] = tensor.contiguous()
-    return out, int8_keys
+    return out, quantized
 
 
 def _canonical_header(blob: bytes) -> bytes:
@@ -175,7 +211,7 @@ def save_packed(model: nn.Module, path: str | Path, config: PackedSaveConfig | N
         layer_tensors, layers[name] = _ternary_tensors(name, weight, config.ternary_format)
         tensors.update(layer_tensors)
     unique, aliases = _split_aliases(state)
-    plain, int8_keys = _plain_tensors(unique, config, _embedding_keys(model))
+    plain, quantized = _plain_tensors(unique, config, _embedding_keys(model))
     tensors.update(plain)
     metadata = {
         "format": PACKED_FORMAT,
@@ -183,7 +219,8 @@ def save_packed(model: nn.Module, path: str | Path, config: PackedSaveConfig | N
         "ternary": json.dumps(layers),
         "dtypes": json.dumps({key: str(t.dtype).removeprefix("torch.") for key, t in unique.items()}),
         "aliases": json.dumps(aliases),
-        "int8": json.dumps(int8_keys),
+        "int8": json.dumps(quantized["int8"]),
+        "int4": json.dumps(quantized["int4"]),
     }
     _write_atomic(tensors, metadata, path)
     return packed_size_bytes(path)
@@ -228,10 +265,12 @@ def _unpack_layer(name: str, info: dict, tensors: dict[str, Tensor]) -> TernaryW
 
 
 def _restore_plain(tensors: dict[str, Tensor], metadata: dict[str, str]) -> dict[str, Tensor]:
-    """Dequantize int8 embeddings, cast back to the original dtypes, re-create tied aliases."""
+    """Dequantize int8/int4 embeddings, cast back to the original dtypes, re-create tied aliases."""
     for key in json.loads(metadata["int8"]):
         codes, scale = tensors.pop(f"{key}.int8"), tensors.pop(f"{key}.int8_scale")
         tensors[key] = codes.float() * scale.unsqueeze(1)
+    for key, cols in json.loads(metadata.get("int4", "[]")):
+        tensors[key] = _dequantize_blocks_int4(tensors.pop(f"{key}.int4"), tensors.pop(f"{key}.int4_scale"), cols)
     dtypes = json.loads(metadata["dtypes"])
     restored = {key: tensors[key].to(getattr(torch, dtype)) for key, dtype in dtypes.items()}
     for alias, target in json.loads(metadata["aliases"]).items():
@@ -281,16 +320,18 @@ def load_packed_into(model: nn.Module, path: str | Path) -> list[str]:
 
 
 def packed_size_breakdown(path: str | Path) -> dict[str, int]:
-    """Bytes of a packed file by kind: ternary blocks and scales, int8 embeddings, other tensors, header."""
+    """Bytes of a packed file by kind: ternary blocks and scales, int8 and int4 embeddings, other tensors,
+    header."""
     tensors, metadata = _read_file(Path(path))
     layers = json.loads(metadata["ternary"])
-    ternary_keys = {f"{n}.weight.{info['format']}" for n, info in layers.items()}
-    ternary_keys |= {f"{n}.weight.scale" for n in layers}
-    int8_keys = {f"{k}.int8" for k in json.loads(metadata["int8"])}
-    int8_keys |= {f"{k}.int8_scale" for k in json.loads(metadata["int8"])}
-    sizes = {"ternary": 0, "int8": 0, "other": 0}
+    kinds = {f"{n}.weight.{info['format']}": "ternary" for n, info in layers.items()}
+    kinds |= {f"{n}.weight.scale": "ternary" for n in layers}
+    for key in json.loads(metadata["int8"]):
+        kinds |= {f"{key}.int8": "int8", f"{key}.int8_scale": "int8"}
+    for key, _ in json.loads(metadata.get("int4", "[]")):
+        kinds |= {f"{key}.int4": "int4", f"{key}.int4_scale": "int4"}
+    sizes = {"ternary": 0, "int8": 0, "int4": 0, "other": 0}
     for key, tensor in tensors.items():
-        kind = "ternary" if key in ternary_keys else "int8" if key in int8_keys else "other"
-        sizes[kind] += tensor.numel() * tensor.element_size()
+        sizes[kinds.get(key, "other")] += tensor.numel() * tensor.element_size()
     sizes["header"] = packed_size_bytes(path) - sum(sizes.values())
     return sizes

@@ -35,6 +35,19 @@ def test_spec25m_count_and_breakdown_are_exact() -> None:
     assert sum(SPEC25M_BREAKDOWN.values()) == SPEC25M_PARAMS
 
 
+def test_the_spec25m_preset_builds_exactly_the_counted_shape() -> None:
+    """The preset YAML is what a run builds: it must not drift from the shape whose count is asserted
+    (it once did, to 29.7M parameters, outside the 22.5M-27.5M range its own hand-off checks)."""
+    from agent_forge.config import load_config
+    from agent_forge.model.config import SHAPES
+    from agent_forge.phases.common import forge_config
+
+    built = forge_config(load_config("spec25m"))
+    assert {key: getattr(built, key) for key in SHAPES["spec25m"]} == SHAPES["spec25m"]
+    with torch.device("meta"):
+        assert count(ForgeForCausalLM(built)) == SPEC25M_PARAMS
+
+
 def test_spec25m_keeps_the_spec_fixed_points() -> None:
     config = ForgeConfig.from_shape("spec25m")
     assert (config.vocab_size, config.max_seq_len, config.window, config.num_heads) == (32768, 2048, 1024, 8)

@@ -105,6 +105,46 @@ def test_int8_embeddings_stay_within_half_a_step(tmp_path: Path) -> None:
     assert torch.all((restored - embedding).abs() <= step / 2 + 1e-7)
 
 
+@pytest.mark.parametrize("columns", [64, 40])
+def test_int4_embeddings_stay_within_half_a_step_of_their_block_scale(tmp_path: Path, columns: int) -> None:
+    torch.manual_seed(11)
+    model = nn.Sequential(nn.Embedding(50, columns), nn.Linear(columns, 8))
+    with torch.no_grad():
+        model[0].weight[3, :32] = 0.0  # an all-zero block
+    replace_linears(model)
+    path = tmp_path / "int4.safetensors"
+    save_packed(model, path, PackedSaveConfig(float_dtype="float32", int4_embeddings=True))
+    blocks = -(-columns // 32)
+    assert packed_size_breakdown(path)["int4"] == 50 * (blocks * 32 // 2 + blocks * 2)
+    embedding = model[0].weight.detach()
+    restored = load_packed(path).tensors["0.weight"]
+    assert restored.shape == embedding.shape
+    padded = torch.nn.functional.pad(embedding, (0, blocks * 32 - columns)).view(50, blocks, 32)
+    step = (padded.abs().amax(dim=2) / 7).clamp(min=1e-6).half().float()
+    error = torch.nn.functional.pad(restored - embedding, (0, blocks * 32 - columns)).view(50, blocks, 32)
+    assert torch.all(error.abs() <= step.unsqueeze(2) / 2 + 1e-6)
+    assert torch.all(restored[3, :32] == 0)
+    assert len(torch.unique(restored[7, :32])) <= 16
+
+
+def test_int4_storage_is_a_fixed_point(tmp_path: Path) -> None:
+    """Storing what was loaded back stores the same codes (Phase 5 re-packs Phase 4's model)."""
+    torch.manual_seed(12)
+    model = nn.Sequential(nn.Embedding(30, 64), nn.Linear(64, 8))
+    replace_linears(model)
+    config = PackedSaveConfig(float_dtype="float32", int4_embeddings=True)
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_packed(model, first, config)
+    model.load_state_dict(load_packed(first).tensors, strict=False)
+    save_packed(model, second, config)
+    assert torch.equal(load_packed(second).tensors["0.weight"], load_packed(first).tensors["0.weight"])
+
+
+def test_int8_and_int4_embeddings_exclude_each_other() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        PackedSaveConfig(int8_embeddings=True, int4_embeddings=True)
+
+
 def test_biases_and_plain_linears_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(7)
     model = nn.Sequential(nn.Linear(40, 300), nn.ReLU(), nn.Linear(300, 24), nn.Linear(24, 5))
