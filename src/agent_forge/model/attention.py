@@ -2,11 +2,13 @@
 
 A query at position i sees keys at positions j with i - window < j <= i. Sequences no longer than the
 window use plain causal SDPA; short ones (up to twice the window and 256 tokens) one SDPA call with an
-(n, n) band mask; longer ones are cut into query blocks of a quarter window (at least 64) that each attend
-to the keys their band reaches, sliced in place (views, no copies), so no n x n mask ever exists for a long
-sequence and each query scores at most w + b - 1 keys instead of the 2w of whole-window blocks. Measured
-(forward + backward, one layer, 2 threads): n=2048, w=1024: 100 ms against 127 ms with whole-window blocks
-and 91 ms for full causal attention; n=128, w=64: band 4.8 ms, quarter blocks 6.2 ms.
+(n, n) band mask; longer ones without padding on the CPU go to `band_attention` (mask-free flash calls per
+window-sized block, merged by log-sum-exp). The rest (padding, other devices, tracing) is cut into query
+blocks of a quarter window (at least 64) that each attend to the keys their band reaches, sliced in place
+(views, no copies), so no n x n mask ever exists for a long sequence and each query scores at most
+w + b - 1 keys instead of the 2w of whole-window blocks. Measured (forward + backward, one layer, 2 threads):
+n=2048, w=1024: 100 ms against 127 ms with whole-window blocks and 91 ms for full causal attention; n=128,
+w=64: band 4.8 ms, quarter blocks 6.2 ms.
 QK-clip's `window_max_logit` still uses the whole-window block layout: it only needs a maximum.
 """
 
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agent_forge.model.band_attention import BandAttention, band_attention_usable
 from agent_forge.model.config import ForgeConfig
 from agent_forge.model.rope import apply_rotary, rotary_tables
 
@@ -103,6 +106,8 @@ def window_attention(
     if length <= min(2 * window, 256):
         mask = square_band_mask(length, window, key_valid, q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if band_attention_usable(q, key_valid):
+        return BandAttention.apply(q, k, v, window)
     block = query_block(window)
     outputs, bands = [], {}
     for start in range(0, length, block):

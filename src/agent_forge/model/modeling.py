@@ -28,6 +28,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from agent_forge.model.act import ACTHead, act_loss, act_targets, halting_probability, halting_steps
 from agent_forge.model.attention import SlidingWindowAttention
 from agent_forge.model.backbone import BackboneOutput, ForgeBackbone
+from agent_forge.model.band_attention import exporting as _exporting
 from agent_forge.model.block import LayerState
 from agent_forge.model.cache import ForgeCache
 from agent_forge.model.config import ForgeConfig
@@ -383,13 +384,3 @@ def _head_dtype(hidden: torch.Tensor) -> torch.dtype:
     """The dtype lm_head would return: the autocast dtype under autocast, else the hidden dtype."""
     device = hidden.device.type
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
-
-
-def _exporting() -> bool:
-    """True under ONNX export, torch.export, torch.compile or tracing: no data-dependent control flow."""
-    return bool(
-        torch.onnx.is_in_onnx_export()
-        or torch.compiler.is_exporting()
-        or torch.compiler.is_compiling()
-        or torch.jit.is_tracing()
-    )
