@@ -33,8 +33,10 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def crc32_file(path: Path, chunk: int = 1 << 22) -> str:
-    """CRC-32 of a file as 8 hex digits: catches torn or corrupted writes at about 10x sha256's speed
-    here, for checkpoints rewritten many times per run (Phase 2 writes one per generation)."""
+    """CRC-32 of a file as 8 hex digits: catches torn or corrupted writes more cheaply than sha256, for
+    checkpoints rewritten many times per run (Phase 2 writes one per generation). Measured on a 5 MB
+    file on an AMD EPYC with SHA instructions: 2.3 ms against 3.3 ms (1.6 against 2.9 ms for the hash
+    alone)."""
     value = 0
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
