@@ -10,6 +10,7 @@ import typer
 
 from agent_forge.cli.render import (
     TRAJECTORY_COLUMNS,
+    mc_chance,
     out,
     print_table,
     trajectory_rows,
@@ -174,7 +175,9 @@ def _print_summary(workspace: Workspace, registry: ModelRegistry, session_id: st
         return
     runs = registry.phase_runs(session_id)
     handoffs = {h["source_phase"]: h["validation_status"] for h in registry.handoff_history(session_id)}
-    print_table(f"session {session_id}: held-out trajectory (D6)", TRAJECTORY_COLUMNS,
+    chance = mc_chance(runs)
+    note = f"; mc chance {chance:.3f}" if chance is not None else ""
+    print_table(f"session {session_id}: held-out trajectory (D6{note})", TRAJECTORY_COLUMNS,
                 trajectory_rows(runs, handoffs))
     bundle = workspace.bundle_dir(session_id)
     report = workspace.report_dir(session_id) / "report.html"

@@ -42,14 +42,31 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
 
 
 def trajectory_rows(phase_runs: list[dict[str, Any]], handoffs: dict[str, str]) -> list[list[Any]]:
-    """The D6 trajectory: per phase the held-out figures after it and its hand-off status."""
+    """The D6 trajectory: per phase the held-out figures after it (accuracy overall and per kind) and its
+    hand-off status."""
     rows = []
     for run in phase_runs:
         after = run.get("after") or {}
-        rows.append([run["phase_name"], run["status"], run.get("duration_seconds"), after.get("perplexity"),
-                     after.get("accuracy"), after.get("size_mb"), after.get("latency_ms"),
-                     handoffs.get(run["phase_name"], "-")])
+        extra = after.get("extra") or {}
+        kinds = [_short(extra.get(f"accuracy_{kind}")) for kind in KIND_COLUMNS]
+        rows.append([run["phase_name"], _short(run.get("duration_seconds"), 0), _short(after.get("perplexity"), 2),
+                     _short(after.get("accuracy")), *kinds, _short(after.get("size_mb")),
+                     _short(after.get("latency_ms"), 1), handoffs.get(run["phase_name"], run["status"])])
     return rows
 
 
-TRAJECTORY_COLUMNS = ["phase", "status", "s", "ppl", "acc", "MB", "ms/tok", "hand-off"]
+def _short(value: Any, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def mc_chance(phase_runs: list[dict[str, Any]]) -> float | None:
+    """The chance level of the multiple-choice tasks of the held-out set (one value for the session)."""
+    for run in phase_runs:
+        chance = ((run.get("after") or {}).get("extra") or {}).get("accuracy_mc_chance")
+        if chance is not None:
+            return float(chance)
+    return None
+
+
+KIND_COLUMNS = ("arith", "mc", "code")
+TRAJECTORY_COLUMNS = ["phase", "s", "ppl", "acc", *KIND_COLUMNS, "MB", "ms/tok", "hand-off"]

@@ -78,6 +78,7 @@ class DataSection(Strict):
     train_examples: int = Field(20000, ge=16)
     heldout_examples: int = Field(256, ge=8)
     heldout_lm_sequences: int = Field(32, ge=1)
+    selection_examples: int = Field(256, ge=8)  # tasks of the selection split: monitoring, fitness, tuning
     max_level: int = Field(5, ge=1, le=10)
     kinds: list[Literal["arith", "mc", "code"]] = Field(default_factory=lambda: ["arith", "mc", "code"])
     seq_len: int = Field(128, ge=16)
@@ -134,6 +135,7 @@ class Phase1Section(Strict):
     specialist_steps: int = Field(100, ge=1)
     grokfast: bool = True
     lr_scale: float = Field(1.0, gt=0.0)
+    prompt_loss_share: float = Field(1.0, ge=0.0, le=1.0)  # examples whose prompt tokens the loss scores too
     train: TrainSection = Field(default_factory=TrainSection)
     specialists: list[SpecialistSection] = Field(default_factory=_default_specialists)
     min_loss_drop: float = Field(0.70, ge=0.0, le=1.0)

@@ -19,6 +19,8 @@ from torch.utils.data import Dataset
 from agent_forge.data.tasks import TaskExample
 from agent_forge.data.tokenizer import ForgeTokenizer
 
+IGNORE_LABEL = -100  # the label Hugging Face losses skip
+
 
 def encode_examples(tokenizer: ForgeTokenizer, examples: Sequence[TaskExample]) -> list[list[int]]:
     """``<bos> prompt answer <eos>`` per example, prompt and answer encoded apart.
@@ -29,6 +31,26 @@ def encode_examples(tokenizer: ForgeTokenizer, examples: Sequence[TaskExample]) 
     prompts = tokenizer.encode_batch([e.prompt for e in examples], bos=True)
     answers = tokenizer.encode_batch([e.answer for e in examples], eos=True)
     return [p + a for p, a in zip(prompts, answers, strict=True)]
+
+
+def answer_labels(tokenizer: ForgeTokenizer, examples: Sequence[TaskExample], prompt_share: float = 0.0
+                  ) -> list[list[int]]:
+    """Per example, the token ids of ``encode_examples`` with the prompt tokens replaced by -100, except in
+    a ``prompt_share`` of the examples (chosen by uid hash), which keep every token scored.
+
+    Packed beside the ids, they make the loss read mostly the answer tokens (and <eos>): the model shifts
+    labels itself, so position i is scored on label i + 1, an answer token. The share of whole examples
+    keeps the model a language model of the prompts too, at a fraction of their weight.
+    """
+    prompts = tokenizer.encode_batch([e.prompt for e in examples], bos=True)
+    answers = tokenizer.encode_batch([e.answer for e in examples], eos=True)
+    return [(p if _hash_fraction(e.uid) < prompt_share else [IGNORE_LABEL] * len(p)) + a
+            for e, p, a in zip(examples, prompts, answers, strict=True)]
+
+
+def _hash_fraction(uid: str) -> float:
+    """A uniform number in [0, 1) fixed by the example (training examples repeat; all copies agree)."""
+    return int(hashlib.sha1(uid.encode("utf-8")).hexdigest()[:8], 16) / 2**32
 
 
 def pack_tokens(token_lists: Sequence[Sequence[int]], seq_len: int) -> torch.Tensor:
@@ -54,10 +76,14 @@ class PackedDataset(Dataset):
     """Rows of token ids with deterministic, rank-sharded, per-epoch shuffled batches."""
 
     def __init__(
-        self, rows: torch.Tensor, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+        self, rows: torch.Tensor, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+        labels: torch.Tensor | None = None,
     ) -> None:
         if rows.dim() != 2 or rows.dtype != torch.long:
             raise ValueError("rows must be a 2-D LongTensor [n_rows, seq_len]")
+        if labels is not None and labels.shape != rows.shape:
+            raise ValueError("labels must have the shape of rows")
+        self.labels = labels
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} must be in [0, {world_size})")
         self.rows, self.batch_size, self.seed = rows, batch_size, seed
@@ -80,9 +106,15 @@ class PackedDataset(Dataset):
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        prompt_loss_share: float = 1.0,
     ) -> PackedDataset:
+        """Packed rows of ``examples``; with ``prompt_loss_share`` below 1 each batch carries labels that
+        score the prompt tokens of that share of the examples only (answers are always scored)."""
         rows = pack_tokens(encode_examples(tokenizer, examples), seq_len)
-        return cls(rows, batch_size, seed, rank, world_size)
+        labels = None
+        if prompt_loss_share < 1.0:
+            labels = pack_tokens(answer_labels(tokenizer, examples, prompt_loss_share), seq_len)
+        return cls(rows, batch_size, seed, rank, world_size, labels)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -105,7 +137,7 @@ class PackedDataset(Dataset):
 
     def shard(self, rank: int, world_size: int) -> PackedDataset:
         """The same rows seen by another rank."""
-        return PackedDataset(self.rows, self.batch_size, self.seed, rank, world_size)
+        return PackedDataset(self.rows, self.batch_size, self.seed, rank, world_size, self.labels)
 
     def epoch_indices(self, epoch: int) -> list[int]:
         """This rank's row order in ``epoch``: DistributedSampler(shuffle=True, drop_last=True)'s."""
@@ -122,12 +154,15 @@ class PackedDataset(Dataset):
         epoch, within = divmod(step, self.batches_per_epoch)
         return DataPosition(step, epoch, within)
 
-    def batch(self, step: int) -> torch.Tensor:
-        """The ``[batch_size, seq_len]`` batch of global step ``step`` on this rank."""
+    def batch(self, step: int) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The ``[batch_size, seq_len]`` batch of global step ``step`` on this rank (with its labels as a
+        dict ``input_ids`` / ``labels`` when the dataset has labels)."""
         where = self.position(step)
         indices = self.epoch_indices(where.epoch)
-        start = where.batch_in_epoch * self.batch_size
-        return self.rows[indices[start : start + self.batch_size]]
+        chosen = indices[where.batch_in_epoch * self.batch_size : (where.batch_in_epoch + 1) * self.batch_size]
+        if self.labels is None:
+            return self.rows[chosen]
+        return {"input_ids": self.rows[chosen], "labels": self.labels[chosen]}
 
 
 class BatchStream:

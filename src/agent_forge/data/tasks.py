@@ -1,7 +1,10 @@
 """Reasoning tasks with verifiable answers: the example type, the train/held-out split, the generators.
 
 The split is a property of the example itself (a hash of its ``uid``), never of the order in which it
-was drawn, so no seed, count or mixture can leak a held-out example into training (D10).
+was drawn, so no seed, count or mixture can leak a held-out example into training (D10). The ``uid`` hashes
+the question's identity, not its layout: a multiple-choice question is the same question in any option
+order or label style, and an arithmetic story the same story whatever its answer cue, so a held-out
+question never reaches training in another dress.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from agent_forge.data.task_arith import generate_arith
 from agent_forge.data.task_code import generate_code
 from agent_forge.data.task_mc import generate_mc
 
-Split = Literal["train", "heldout"]
+Split = Literal["train", "heldout", "selection"]
+SPLITS: tuple[str, ...] = ("train", "heldout", "selection")
 TASK_KINDS: tuple[str, ...] = ("arith", "mc", "code")
 EOS_TEXT = "<eos>"
-HELDOUT_SHARE = 0.10  # share of all possible examples (by uid hash) reserved for evaluation
+HELDOUT_SHARE = 0.10  # share of all possible examples (by uid hash) reserved for the D6 reports
+SELECTION_SHARE = 0.05  # a second share for choosing (fitness, monitoring, tuning): never reported on
 _HASH_BUCKETS = 10_000
 
 Generator = Callable[[random.Random, int], tuple[str, str, dict]]
@@ -47,18 +52,38 @@ class TaskExample:
         )
 
 
-def make_uid(kind: str, prompt: str, answer: str) -> str:
-    """sha1 of kind+prompt+answer, first 16 hex characters."""
-    return hashlib.sha1((kind + prompt + answer).encode("utf-8")).hexdigest()[:16]
+def make_uid(kind: str, prompt: str, answer: str, meta: Mapping | None = None) -> str:
+    """sha1 of the question's identity (``question_identity``), first 16 hex characters."""
+    identity = question_identity(kind, prompt, answer, meta or {})
+    return hashlib.sha1(identity.encode("utf-8")).hexdigest()[:16]
+
+
+def question_identity(kind: str, prompt: str, answer: str, meta: Mapping) -> str:
+    """What makes two examples the same question, layout aside.
+
+    Multiple choice (any source whose meta names its ``question`` and ``choices``): the question, the set of
+    choices and the right one, so reordered or relabelled options are the same question. Everything else:
+    the prompt with white space folded and the trailing answer cue dropped, plus the answer.
+    """
+    choices, index = meta.get("choices"), meta.get("answer_index")
+    if "question" in meta and isinstance(choices, list) and isinstance(index, int) and 0 <= index < len(choices):
+        return "\x1f".join([kind, str(meta["question"]), str(choices[index]), *sorted(map(str, choices))])
+    folded = " ".join(prompt.split()).removesuffix("Answer:").rstrip()
+    return "\x1f".join([kind, folded, answer.strip()])
 
 
 def make_example(kind: str, level: int, prompt: str, answer: str, meta: dict) -> TaskExample:
-    return TaskExample(make_uid(kind, prompt, answer), kind, level, prompt, answer, meta)
+    return TaskExample(make_uid(kind, prompt, answer, meta), kind, level, prompt, answer, meta)
 
 
 def split_of(uid: str) -> Split:
     """Which split an example belongs to, decided by its hash alone."""
-    return "heldout" if int(uid, 16) % _HASH_BUCKETS < HELDOUT_SHARE * _HASH_BUCKETS else "train"
+    bucket = int(uid, 16) % _HASH_BUCKETS
+    if bucket < HELDOUT_SHARE * _HASH_BUCKETS:
+        return "heldout"
+    if bucket < (HELDOUT_SHARE + SELECTION_SHARE) * _HASH_BUCKETS:
+        return "selection"
+    return "train"
 
 
 def training_text(example: TaskExample) -> str:
@@ -66,25 +91,27 @@ def training_text(example: TaskExample) -> str:
     return example.prompt + example.answer + EOS_TEXT
 
 
-def generate_tasks(kind: str, level: int, n: int, seed: int, split: Split = "train") -> list[TaskExample]:
+def generate_tasks(kind: str, level: int, n: int, seed: int, split: Split = "train",
+                   seen: set[str] | None = None) -> list[TaskExample]:
     """``n`` examples of one kind and level from the given split, reproducible from ``seed``.
 
-    Held-out examples are unique (a repeated example would count twice in accuracy); training examples
+    Held-out and selection examples are unique (a repeated example would count twice in accuracy), also
+    across calls that share ``seen`` (the same question can be drawn at two levels); training examples
     may repeat, as in any dataset read for several epochs.
     """
     if kind not in _GENERATORS:
         raise ValueError(f"unknown task kind '{kind}'; choose from {', '.join(TASK_KINDS)}")
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got '{split}'")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got '{split}'")
     rng = random.Random(f"{seed}:{kind}:{level}:{split}")
     generate = _GENERATORS[kind]
     examples: list[TaskExample] = []
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
     budget = 1000 + 60 * n
     while len(examples) < n and budget > 0:
         budget -= 1
         example = make_example(kind, level, *generate(rng, level))
-        if split_of(example.uid) != split or (split == "heldout" and example.uid in seen):
+        if split_of(example.uid) != split or (split != "train" and example.uid in seen):
             continue
         seen.add(example.uid)
         examples.append(example)
@@ -106,11 +133,12 @@ def mix_tasks(
     """``n`` examples spread over kinds (by ``kind_weights``, default equal) and levels (equal), shuffled."""
     weights = {(k, lv): (kind_weights or {}).get(k, 1.0) for k in kinds for lv in levels}
     counts = apportion(n, weights)
+    seen: set[str] = set()  # one question drawn at two levels still counts once in an evaluation split
     examples = [
         example
         for (kind, level), count in counts.items()
         if count
-        for example in generate_tasks(kind, level, count, seed, split)
+        for example in generate_tasks(kind, level, count, seed, split, seen)
     ]
     random.Random(f"{seed}:mix:{split}").shuffle(examples)
     return examples

@@ -170,6 +170,7 @@ def evaluate(model: nn.Module, heldout: HeldoutSet, batch_size: int = 32) -> Eva
         accuracy_by_kind=mean_by_group(correct, heldout.kinds),
         n_tokens=n_tokens,
         n_examples=len(correct),
+        correct=tuple(correct),
     )
 
 

@@ -25,6 +25,7 @@ class EvalResult:
     accuracy_by_kind: dict[str, float]
     n_tokens: int  # predicted tokens behind ``loss``
     n_examples: int  # examples behind ``accuracy``
+    correct: tuple[bool, ...] = ()  # per example, in the held-out set's order (for intervals and tables)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -110,21 +110,23 @@ class CognatePhase(Phase):
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
         examples = training_examples(ctx.config, ctx.config.data.train_examples, seed, kind_weights=kind_weights)
-        dataset = packed_dataset(ctx, data.tokenizer, examples, section.train.batch_size, seed)
+        dataset = packed_dataset(ctx, data.tokenizer, examples, section.train.batch_size, seed,
+                                 prompt_loss_share=section.prompt_loss_share)
         optimizer = build_optimizer(model, optimizer_config(section))
         settings = {"run": run, "steps": steps, "seed": seed, "phase1": section.model_dump(mode="json"),
                     "model": ctx.config.model.model_dump(mode="json")}
         loop = TrainLoop(ctx=ctx, run_name=run, model=wrap_ddp(model, device), optimizer=optimizer,
                          batch_fn=dataset.batch, step_fn=lm_step, total_steps=steps, train=section.train,
-                         config=settings, eval_fn=lambda m: _heldout_figures(m, data.heldout), device=device,
+                         config=settings, eval_fn=lambda m: _monitor_figures(m, data.selection), device=device,
                          bf16=use_bf16(section.train.bf16, device))
         result = loop.run()
         model.eval()
         return result
 
 
-def _heldout_figures(model: ForgeForCausalLM, heldout: Any) -> dict[str, float]:
-    result = evaluate(model, heldout)
+def _monitor_figures(model: ForgeForCausalLM, selection: Any) -> dict[str, float]:
+    """What the loop logs while training: measured on the selection split, never on the D6 set."""
+    result = evaluate(model, selection)
     return {"loss": result.loss, "perplexity": result.perplexity, "accuracy": result.accuracy,
             "bits_per_byte": result.bits_per_byte}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ from agent_forge.data.sources import SourceConfig, load_mixture
 from agent_forge.data.tasks import TaskExample, training_text
 from agent_forge.data.tokenizer import ForgeTokenizer, train_tokenizer
 from agent_forge.errors import ArtifactCorruptError, ConfigError
+from agent_forge.eval.capability import flat_accuracy
 from agent_forge.eval.heldout import HeldoutSet, evaluate
+from agent_forge.eval.metrics import EvalResult
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
 from agent_forge.pipeline.phase import EvalRecord, ModelRef
 from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears
@@ -45,6 +48,16 @@ class SessionData:
     tokenizer: ForgeTokenizer
     heldout: HeldoutSet
     sources: list[SourceConfig]
+    config: PipelineConfig
+
+    @cached_property
+    def selection(self) -> HeldoutSet:
+        """Tasks of the selection split, disjoint from the held-out set: what monitoring, fitness and
+        tuning may choose on, so the D6 figures are never selected on."""
+        data = self.config.data
+        examples = load_mixture(self.sources, data.seed, n_examples=data.selection_examples, split="selection",
+                                kinds=data.kinds, max_level=data.max_level)
+        return HeldoutSet.build(self.tokenizer, examples, data.seq_len, max_lm_sequences=data.heldout_lm_sequences)
 
 
 def source_configs(config: PipelineConfig) -> list[SourceConfig]:
@@ -85,7 +98,7 @@ def session_data(ctx: Any) -> SessionData:
                 tokenizer.save(tmp)
     held = HeldoutSet.build(tokenizer, heldout_examples(ctx.config), ctx.config.data.seq_len,
                             max_lm_sequences=ctx.config.data.heldout_lm_sequences)
-    ctx.shared["session_data"] = SessionData(tokenizer, held, source_configs(ctx.config))
+    ctx.shared["session_data"] = SessionData(tokenizer, held, source_configs(ctx.config), ctx.config)
     return ctx.shared["session_data"]
 
 
@@ -101,7 +114,7 @@ def forge_config(config: PipelineConfig, **non_shape: Any) -> ForgeConfig:
 
 
 def packed_dataset(ctx: Any, tokenizer: ForgeTokenizer, examples: list[TaskExample], batch_size: int,
-                   seed: int) -> PackedDataset:
+                   seed: int, prompt_loss_share: float = 1.0) -> PackedDataset:
     """Batches of the global size ``batch_size``: under torchrun each rank reads its share of every batch
     (DistributedSampler order), so N processes see exactly the rows one process would."""
     rank, size = world()
@@ -109,12 +122,15 @@ def packed_dataset(ctx: Any, tokenizer: ForgeTokenizer, examples: list[TaskExamp
         raise ConfigError(f"batch size {batch_size} cannot be split over {size} processes",
                           "use a batch_size divisible by the number of processes (--set phaseN.train.batch_size=)")
     return PackedDataset.from_examples(tokenizer, examples, ctx.config.data.seq_len, batch_size // size, seed,
-                                       rank=rank, world_size=size)
+                                       rank=rank, world_size=size,
+                                       prompt_loss_share=prompt_loss_share)
 
 
-def lm_step(model: nn.Module, batch: torch.Tensor) -> StepOutput:
-    """The model's own training objective on a packed batch (labels = inputs; the model shifts them)."""
-    out = model(input_ids=batch, labels=batch)
+def lm_step(model: nn.Module, batch: torch.Tensor | dict[str, torch.Tensor]) -> StepOutput:
+    """The model's own training objective on a packed batch (labels = inputs, or the batch's own labels
+    when it carries them; the model shifts them)."""
+    ids, labels = (batch["input_ids"], batch["labels"]) if isinstance(batch, dict) else (batch, batch)
+    out = model(input_ids=ids, labels=labels)
     parts = {"lm_loss": out.lm_loss, "act_loss": out.act_loss, "mean_halt_step": out.mean_halt_step}
     return StepOutput(out.loss, {name: float(value.detach()) for name, value in parts.items()})
 
@@ -184,11 +200,18 @@ def eval_record(model: ForgeForCausalLM, heldout: HeldoutSet, size_mb: float | N
                 latency: bool = True) -> EvalRecord:
     """Held-out perplexity, loss, bits/byte and accuracy (+ size and decode latency) of one model."""
     result = evaluate(model, heldout)
+    return record_of(result, heldout, size_mb, decode_latency_ms(model) if latency else None)
+
+
+def record_of(result: EvalResult, heldout: HeldoutSet, size_mb: float | None, latency_ms: float | None
+              ) -> EvalRecord:
+    """The D6 record of one evaluation: the headline figures plus accuracy per level, per kind and per
+    kind and level, each kind with its count, 95% interval, chance level and majority baseline."""
     extra = {f"accuracy_level_{k}": v for k, v in result.accuracy_by_level.items()}
-    extra.update({f"accuracy_{k}": v for k, v in result.accuracy_by_kind.items()})
+    if result.correct:
+        extra.update(flat_accuracy(heldout.examples, result.correct))
     return EvalRecord(perplexity=result.perplexity, loss=result.loss, bits_per_byte=result.bits_per_byte,
-                      accuracy=result.accuracy, size_mb=size_mb,
-                      latency_ms=decode_latency_ms(model) if latency else None, extra=extra)
+                      accuracy=result.accuracy, size_mb=size_mb, latency_ms=latency_ms, extra=extra)
 
 
 def fp32_size_mb(model: nn.Module) -> float:

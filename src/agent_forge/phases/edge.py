@@ -26,7 +26,6 @@ import torch
 
 from agent_forge.config.schema import Phase7Section
 from agent_forge.eval.heldout import HeldoutSet, evaluate
-from agent_forge.eval.metrics import EvalResult
 from agent_forge.export.build import (
     TORCH,
     EdgeInputs,
@@ -45,6 +44,7 @@ from agent_forge.phases.common import (
     model_writer,
     parameter_count,
     record_metrics,
+    record_of,
     session_data,
 )
 from agent_forge.pipeline.context import PhaseContext
@@ -76,14 +76,7 @@ def heldout_inputs(heldout: HeldoutSet, section: Phase7Section) -> tuple[list[li
 def runtime_record(report: EdgeReport, heldout: HeldoutSet, size_mb: float, latency_ms: float) -> EvalRecord:
     """D6 after, measured on the exported numpy runtime itself."""
     result = evaluate(RuntimeLM(report.runtime_model), heldout)
-    return _record(result, size_mb, latency_ms)
-
-
-def _record(result: EvalResult, size_mb: float, latency_ms: float | None) -> EvalRecord:
-    extra = {f"accuracy_level_{k}": v for k, v in result.accuracy_by_level.items()}
-    extra.update({f"accuracy_{k}": v for k, v in result.accuracy_by_kind.items()})
-    return EvalRecord(perplexity=result.perplexity, loss=result.loss, bits_per_byte=result.bits_per_byte,
-                      accuracy=result.accuracy, size_mb=size_mb, latency_ms=latency_ms, extra=extra)
+    return record_of(result, heldout, size_mb, latency_ms)
 
 
 def format_metrics(report: EdgeReport) -> dict[str, float]:

@@ -20,7 +20,7 @@ import streamlit as st
 from agent_forge.errors import ForgeError
 from agent_forge.storage.workspace import ENV_WORKSPACE
 from agent_forge.ui import charts
-from agent_forge.ui.data import ForgeData, chart_groups, final_rows
+from agent_forge.ui.data import ForgeData, accuracy_cells, chart_groups, final_rows
 from agent_forge.ui.generate import LoadedModel, generate_text, load_for_generation
 
 PAGES = ("Overview", "Metrics", "Models", "Compare", "Generate")
@@ -112,7 +112,7 @@ def _trajectory(data: ForgeData, session_id: str) -> None:
         st.caption("no phase has finished yet")
         return
     shown = [{"phase": r["phase"], "status": r["status"], "perplexity": r["perplexity"],
-              "accuracy": r["accuracy"], "size MB": r["size_mb"], "latency ms": r["latency_ms"],
+              **accuracy_cells(r), "size MB": r["size_mb"], "latency ms": r["latency_ms"],
               "hand-off": r["handoff"] or "-", "worse than before": ", ".join(r["worse"]) or "-"}
              for r in rows]
     _table(shown, "trajectory_table")

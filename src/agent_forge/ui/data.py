@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_forge.config.schema import PHASE_NAMES
+from agent_forge.data.tasks import TASK_KINDS
 from agent_forge.errors import ArtifactCorruptError, NotFoundError
 from agent_forge.pipeline.phase import ModelRef
 from agent_forge.storage.artifacts import METADATA
@@ -193,6 +194,34 @@ def lock_held(lock_file: Path) -> bool | None:
     return False
 
 
+def with_interval(value: float | None, interval: dict[str, Any]) -> str:
+    """``0.462 (0.437-0.487)``: an accuracy with its 95% interval, ``-`` when not measured."""
+    if value is None:
+        return "-"
+    if interval.get("low") is None or interval.get("high") is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} ({interval['low']:.3f}-{interval['high']:.3f})"
+
+
+def accuracy_cells(row: dict[str, Any]) -> dict[str, str]:
+    """A trajectory row's accuracy overall and per kind, each with its interval (mc with its chance)."""
+    cells = {"accuracy (95% CI)": with_interval(row["accuracy"], row["accuracy_interval"])}
+    for kind in TASK_KINDS:
+        entry = row["kinds"].get(kind)
+        label = kind
+        if entry and entry.get("chance"):
+            label = f"{kind} (chance {entry['chance']:.3f})"
+        cells[label] = with_interval(entry["value"], entry) if entry else "-"
+    return cells
+
+
+def _interval(extra: dict[str, Any], name: str) -> dict[str, float | None]:
+    """A recorded accuracy with its 95% interval, count and chance level (None where not recorded)."""
+    return {"value": _finite(extra.get(name)), "low": _finite(extra.get(f"{name}_ci_low")),
+            "high": _finite(extra.get(f"{name}_ci_high")), "n": extra.get(f"{name}_n"),
+            "chance": _finite(extra.get(f"{name}_chance"))}
+
+
 def _finite(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -304,6 +333,9 @@ class ForgeData:
                 if a is not None and b is not None and a != b and (a > b) == LOWER_IS_BETTER[name]:
                     worse.append(name)
             row["worse"] = worse
+            row["accuracy_interval"] = _interval(after.get("extra") or {}, "accuracy")
+            row["kinds"] = {kind: _interval(after.get("extra") or {}, f"accuracy_{kind}") for kind in TASK_KINDS
+                            if (after.get("extra") or {}).get(f"accuracy_{kind}") is not None}
             rows.append(row)
         return rows
 

@@ -20,10 +20,14 @@ from agent_forge.storage.atomic import atomic_write_text
 from agent_forge.storage.registry import ModelRegistry
 from agent_forge.storage.workspace import Workspace
 from agent_forge.ui import charts
-from agent_forge.ui.data import ForgeData, PhaseRow, chart_groups
+from agent_forge.ui.data import ForgeData, PhaseRow, accuracy_cells, chart_groups
 
-TRAJECTORY_HEAD = ["phase", "status", "seconds", "perplexity", "accuracy", "size MB", "latency ms",
-                   "hand-off", "worse than before"]
+
+def trajectory_head(rows: list[dict[str, Any]]) -> list[str]:
+    """Column names; the accuracy ones come from the rows (multiple choice names its chance level)."""
+    kinds = list(accuracy_cells(rows[-1])) if rows else ["accuracy (95% CI)"]
+    return ["phase", "status", "seconds", "perplexity", *kinds, "size MB", "latency ms", "hand-off",
+            "worse than before"]
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:4px 8px}
 th{background:#f0f4fa;text-align:left}.chart{margin:1em 0}h2{border-bottom:1px solid #ddd}"""
@@ -51,7 +55,7 @@ def _passed(row: PhaseRow) -> str:
 
 
 def _trajectory_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
-    return [[r["phase"], r["status"], r["seconds"], r["perplexity"], r["accuracy"], r["size_mb"],
+    return [[r["phase"], r["status"], r["seconds"], r["perplexity"], *accuracy_cells(r).values(), r["size_mb"],
              r["latency_ms"], r["handoff"], ", ".join(r["worse"]) or "-"] for r in rows]
 
 
@@ -123,7 +127,7 @@ def _html_report(data: ForgeData, session_id: str, generated: str) -> str:
         page.table(["phase", "check", "value", "limit", "message"], failed)
     trajectory = data.trajectory(session_id)
     page.heading("Held-out trajectory (D6)")
-    page.table(TRAJECTORY_HEAD, _trajectory_rows(trajectory))
+    page.table(trajectory_head(trajectory), _trajectory_rows(trajectory))
     if trajectory:
         page.chart(charts.trajectory_figure(trajectory))
     page.heading("Metrics")
@@ -156,7 +160,8 @@ def _markdown_report(data: ForgeData, session_id: str, generated: str) -> str:
         lines += [f"- error: {session['error']}", ""]
     timeline = _timeline_rows(data.timeline(session_id))
     lines += ["## Phase timeline", "", _md_table(TIMELINE_HEAD, timeline), "",
-              "## Held-out trajectory (D6)", "", _md_table(TRAJECTORY_HEAD, _trajectory_rows(trajectory)), ""]
+              "## Held-out trajectory (D6)", "",
+              _md_table(trajectory_head(trajectory), _trajectory_rows(trajectory)), ""]
     lines += [f"- {r['phase']} made {', '.join(r['worse'])} worse" for r in trajectory if r["worse"]]
     lines += ["", "## Phase results", ""]
     for phase, figures in data.phase_results(session_id).items():

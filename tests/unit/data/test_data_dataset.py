@@ -6,7 +6,14 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from agent_forge.data.dataset import BatchStream, PackedDataset, encode_examples, pack_tokens
+from agent_forge.data.dataset import (
+    IGNORE_LABEL,
+    BatchStream,
+    PackedDataset,
+    answer_labels,
+    encode_examples,
+    pack_tokens,
+)
 from agent_forge.data.tasks import mix_tasks, training_text
 from agent_forge.data.tokenizer import BOS_ID, EOS_ID, train_tokenizer
 
@@ -97,3 +104,33 @@ def test_rank_shards_match_distributed_sampler_and_are_disjoint(dataset, world_s
 def test_too_little_data_for_one_batch_is_a_clear_error(tokenizer, examples):
     with pytest.raises(ValueError, match="cannot fill one batch"):
         PackedDataset.from_examples(tokenizer, examples[:2], seq_len=64, batch_size=4, seed=0)
+
+
+def test_answer_labels_score_the_answer_and_eos_only(tokenizer, examples):
+    ids = encode_examples(tokenizer, examples)
+    labels = answer_labels(tokenizer, examples)
+    for example, row, label in zip(examples, ids, labels, strict=True):
+        n_answer = len(tokenizer.encode_batch([example.answer], eos=True)[0])
+        assert label[-n_answer:] == row[-n_answer:] and label[-1] == EOS_ID
+        assert label[: -n_answer] == [IGNORE_LABEL] * (len(row) - n_answer)
+
+
+def test_a_prompt_share_keeps_that_share_of_whole_examples_scored(tokenizer, examples):
+    ids = encode_examples(tokenizer, examples)
+    labels = answer_labels(tokenizer, examples, prompt_share=0.5)
+    whole = [label == row for row, label in zip(ids, labels, strict=True)]
+    assert 0.3 < sum(whole) / len(whole) < 0.7
+    assert answer_labels(tokenizer, examples, prompt_share=1.0) == ids
+
+
+def test_a_dataset_with_labels_gives_ids_and_labels_of_the_same_rows(tokenizer, examples):
+    plain = PackedDataset.from_examples(tokenizer, examples, 32, 4, seed=0)
+    labelled = PackedDataset.from_examples(tokenizer, examples, 32, 4, seed=0, prompt_loss_share=0.0)
+    batch = labelled.batch(3)
+    assert torch.equal(batch["input_ids"], plain.batch(3))
+    scored = batch["labels"] != IGNORE_LABEL
+    assert 0 < scored.float().mean() < 0.6
+    assert torch.equal(batch["labels"][scored], batch["input_ids"][scored])
+    assert torch.equal(labelled.shard(1, 2).batch(0)["input_ids"], plain.shard(1, 2).batch(0))
+    with pytest.raises(ValueError, match="labels"):
+        PackedDataset(plain.rows, 4, 0, labels=plain.rows[:, :5])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import random
 import re
 from collections import Counter
 
@@ -11,10 +12,12 @@ import pytest
 from agent_forge.data.sandbox import check_code_answers
 from agent_forge.data.tasks import (
     HELDOUT_SHARE,
+    SELECTION_SHARE,
     TASK_KINDS,
     TaskExample,
     apportion,
     generate_tasks,
+    make_example,
     make_uid,
     mix_tasks,
     split_of,
@@ -32,12 +35,14 @@ def test_same_seed_same_examples_other_seed_other_examples():
     assert {e.uid for e in first}.isdisjoint({e.uid for e in generate_tasks("arith", 3, 50, seed=8)})
 
 
-def test_uid_is_sha1_of_kind_prompt_answer():
+def test_uid_is_sha1_of_the_question_identity():
     example = generate_tasks("mc", 2, 1, seed=0)[0]
     import hashlib
 
-    expected = hashlib.sha1(("mc" + example.prompt + example.answer).encode()).hexdigest()[:16]
-    assert example.uid == expected == make_uid("mc", example.prompt, example.answer)
+    meta = example.meta
+    identity = "\x1f".join(["mc", meta["question"], meta["choices"][meta["answer_index"]], *sorted(meta["choices"])])
+    expected = hashlib.sha1(identity.encode()).hexdigest()[:16]
+    assert example.uid == expected == make_uid("mc", example.prompt, example.answer, meta)
 
 
 def test_train_and_heldout_are_disjoint_and_follow_the_hash():
@@ -144,7 +149,8 @@ def test_many_surface_templates_per_kind(kind):
     examples = mix_tasks(600, seed=5, kinds=[kind])
     first_lines = {_skeleton(e.prompt.split("\n")[0].split(". ")[0]) for e in examples}
     assert len(first_lines) >= 25, sorted(first_lines)[:10]
-    assert len({e.uid for e in examples}) > 0.95 * len(examples)
+    # multiple choice has fewer distinct questions: option order and layout no longer make a new one
+    assert len({e.uid for e in examples}) > (0.9 if kind == "mc" else 0.95) * len(examples)
 
 
 def test_mix_respects_kind_weights_levels_and_size():
@@ -174,3 +180,36 @@ def test_round_trip_through_dict():
     assert TaskExample.from_dict(example.to_dict()) == example
 
 
+
+
+def test_a_multiple_choice_question_keeps_its_uid_in_any_option_order_or_layout():
+    from agent_forge.data.task_mc import _layout
+
+    meta = {"question": "Which one is a fruit?", "choices": ["apple", "chair", "road"], "answer_index": 0}
+    reordered = {"question": meta["question"], "choices": ["road", "apple", "chair"], "answer_index": 1}
+    first = make_example("mc", 2, _layout(random.Random(0), meta["question"], meta["choices"]), " A", meta)
+    second = make_example("mc", 2, _layout(random.Random(5), reordered["question"], reordered["choices"]), " B",
+                          reordered)
+    assert first.prompt != second.prompt and first.uid == second.uid
+
+
+def test_an_arithmetic_story_keeps_its_uid_whatever_its_answer_cue():
+    story = "Ann has 3 pens. She finds 4 more pens. How many pens does Ann have now?"
+    assert make_example("arith", 1, story + "\nAnswer:", " 7", {}).uid == make_example(
+        "arith", 1, story + " Answer:", " 7", {}).uid
+    assert make_example("arith", 1, story + " Answer:", " 7", {}).uid != make_example(
+        "arith", 1, story.replace("3", "5") + " Answer:", " 9", {}).uid
+
+
+def test_no_heldout_question_reaches_training_in_another_layout():
+    held = {e.uid for e in mix_tasks(600, seed=0, split="heldout")}
+    train = mix_tasks(6000, seed=0, split="train")
+    assert not held & {e.uid for e in train}
+
+
+def test_the_selection_split_is_disjoint_and_about_its_share():
+    uids = [f"{i * 2654435761 % 2**64:016x}" for i in range(20_000)]
+    share = sum(split_of(u) == "selection" for u in uids) / len(uids)
+    assert abs(share - SELECTION_SHARE) < 0.01
+    selection = mix_tasks(90, seed=0, split="selection")
+    assert {split_of(e.uid) for e in selection} == {"selection"}

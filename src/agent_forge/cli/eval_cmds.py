@@ -1,0 +1,143 @@
+"""`agent-forge eval`: held-out accuracy of a registered model or an edge bundle, with intervals and baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from agent_forge.cli.app import JsonOpt, PresetOpt, SetOpt, app, open_workspace
+from agent_forge.cli.render import print_json, print_table
+from agent_forge.config.schema import PipelineConfig
+from agent_forge.errors import ConfigError, NotFoundError
+
+DataOpt = Annotated[str | None, typer.Option(
+    "--data", help="builtin (the session's D6 held-out set, the default) or KIND:PATH with KIND one of "
+                   "arc_easy, gsm8k, mbpp, piqa, svamp and PATH a local JSON/JSONL/Parquet file in the Hub's format.")]
+
+
+@app.command("eval")
+def eval_command(
+    model_id: Annotated[str | None, typer.Argument(help="Model id (see `agent-forge models`).")] = None,
+    bundle: Annotated[Path | None, typer.Option("--bundle", help="Score an edge bundle folder instead.")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="direct (answer at once), think or tools.")] = "direct",
+    kinds: Annotated[str | None, typer.Option("--kinds", help="Comma-separated: arith,mc,code.")] = None,
+    levels: Annotated[str | None, typer.Option("--levels", help="Comma-separated levels, e.g. 1,2.")] = None,
+    n: Annotated[int | None, typer.Option("--n", min=1, help="Tasks, spread evenly over kinds and levels.")] = None,
+    data: DataOpt = None,
+    preset: PresetOpt = "tiny",
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Exact-match accuracy overall, per kind and per level, with counts, Wilson 95% intervals, the chance
+    level and the majority baseline. A bundle is scored with the --preset's held-out set."""
+    from agent_forge.config import load_config
+    from agent_forge.eval.suite import MODES
+
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode '{mode}'", f"use one of {', '.join(MODES)}")
+    if mode != "direct":
+        raise ConfigError(f"mode '{mode}' is not available yet: the model does not yet {mode} by itself",
+                          "use --mode direct")
+    if (model_id is None) == (bundle is None):
+        raise ConfigError("give a model id or --bundle PATH (one of them)", "see `agent-forge eval --help`")
+    model, tokenizer, config, label = (_bundle_model(bundle, load_config(preset, overrides=set_)) if bundle
+                                       else _registered_model(model_id))
+    examples = _examples(config, data)
+    report = _score(model, tokenizer, config, examples, _kinds(kinds), _levels(levels), n)
+    report = {"model": label, "mode": mode, "data": data or "builtin", **report}
+    if as_json:
+        print_json(report)
+    else:
+        print_table(f"{label}: {mode} answers, {report['n']} tasks", ACCURACY_COLUMNS, accuracy_rows(report))
+
+
+ACCURACY_COLUMNS = ["kind", "level", "n", "acc", "95% CI", "chance", "majority"]
+
+
+def accuracy_rows(report: dict) -> list[list[Any]]:
+    """Table rows of an ``accuracy_table``: overall, then each kind and its levels."""
+    def row(kind: str, level: str, entry: dict) -> list[Any]:
+        return [kind, level, entry["n"], f"{entry['accuracy']:.3f}",
+                f"{entry['ci_low']:.3f}-{entry['ci_high']:.3f}", f"{entry['chance']:.3f}", f"{entry['majority']:.3f}"]
+
+    rows = [row("all", "all", report["overall"])]
+    for kind, entry in report["kinds"].items():
+        rows.append(row(kind, "all", entry))
+        rows += [row("", str(level), inner) for level, inner in entry["levels"].items()]
+    return rows
+
+
+def _kinds(text: str | None) -> list[str] | None:
+    from agent_forge.data.tasks import TASK_KINDS
+
+    if not text:
+        return None
+    wanted = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in wanted if k not in TASK_KINDS]
+    if unknown:
+        raise ConfigError(f"unknown kind '{unknown[0]}'", f"use kinds from {', '.join(TASK_KINDS)}")
+    return wanted
+
+
+def _levels(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(level) for level in text.split(",") if level.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"--levels '{text}' is not a list of whole numbers", "write e.g. --levels 1,2") from exc
+
+
+def _registered_model(model_id: str) -> tuple[Any, Any, PipelineConfig, str]:
+    from agent_forge.phases.common import load_model, load_tokenizer
+    from agent_forge.pipeline.context import load_ref
+
+    _, registry = open_workspace(create=False)
+    row = registry.get_model(model_id)
+    config = PipelineConfig.model_validate(json.loads(registry.get_session(row["session_id"])["pipeline_config_json"]))
+    ref = load_ref(registry, model_id)
+    return load_model(ref), load_tokenizer(ref), config, model_id
+
+
+def _bundle_model(folder: Path, config: PipelineConfig) -> tuple[Any, Any, PipelineConfig, str]:
+    from agent_forge.data.tokenizer import ForgeTokenizer
+    from agent_forge.export.evaluation import RuntimeLM
+    from agent_forge.export.runtime import load_bundle
+
+    if not (folder / "manifest.json").is_file():
+        raise NotFoundError(f"{folder} is not a bundle (no manifest.json)",
+                            "give the folder that `agent-forge export` wrote")
+    try:
+        bundle = load_bundle(folder)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"bundle {folder} cannot be loaded: {exc}", "re-export it with `agent-forge export`") from exc
+    return RuntimeLM(bundle.model), ForgeTokenizer.load(folder), config, str(folder)
+
+
+def _examples(config: PipelineConfig, data: str | None) -> list[Any]:
+    """The session's D6 held-out set, or a file's held-out rows (all rows when training never read it)."""
+    from agent_forge.data.sources import SourceConfig, load_source
+    from agent_forge.data.tasks import split_of
+    from agent_forge.phases.common import heldout_examples
+
+    if data is None or data == "builtin":
+        return heldout_examples(config)
+    kind, _, path = data.partition(":")
+    if kind not in ("arc_easy", "gsm8k", "mbpp", "piqa", "svamp") or not path:
+        raise ConfigError(f"--data '{data}' is not builtin or KIND:PATH", "write e.g. --data gsm8k:test.jsonl")
+    rows = load_source(SourceConfig(name=kind, kind=kind, path=path))
+    trained = any(s.path and Path(s.path).resolve() == Path(path).resolve() for s in config.data.sources)
+    return [e for e in rows if split_of(e.uid) == "heldout"] if trained else rows
+
+
+def _score(model: Any, tokenizer: Any, config: PipelineConfig, examples: list[Any], kinds: list[str] | None,
+           levels: list[int] | None, n: int | None) -> dict:
+    from agent_forge.eval.suite import score_examples, select_examples
+
+    chosen = select_examples(examples, kinds, levels, n)
+    if not chosen:
+        raise NotFoundError("no task matches --kinds/--levels in this data", "widen --kinds or --levels")
+    return score_examples(model, tokenizer, chosen, config.data.seq_len)

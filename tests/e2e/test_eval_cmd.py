@@ -1,0 +1,98 @@
+"""`agent-forge eval` on the models of a real smoke run: every phase's model, the bundle, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent_forge.storage.registry import ModelRegistry
+from support.e2e import SESSION, agent_forge
+
+
+def _read(workspace, query):
+    """One read of the run's registry, closed at once (the CLI under test opens it too)."""
+    registry = ModelRegistry(workspace / "registry" / "model_registry.db", readonly=True)
+    try:
+        return query(registry)
+    finally:
+        registry.close()
+
+
+def _model_of(workspace, phase: str) -> str:
+    rows = _read(workspace, lambda r: r.search_models(session=SESSION, phase=phase))
+    return rows[-1]["model_id"]
+
+
+def _after(workspace, phase: str) -> dict:
+    return next(run["after"] for run in _read(workspace, lambda r: r.phase_runs(SESSION))
+                if run["phase_name"] == phase)
+
+
+def _eval_json(workspace, *args: str) -> dict:
+    proc = agent_forge(workspace, "eval", *args, "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def test_eval_of_the_champion_equals_its_d6_record(smoke_run):
+    workspace, _ = smoke_run
+    report = _eval_json(workspace, _model_of(workspace, "evomerge"))
+    after = _after(workspace, "evomerge")
+    assert report["overall"]["accuracy"] == pytest.approx(after["accuracy"])
+    for kind, entry in report["kinds"].items():
+        assert entry["accuracy"] == pytest.approx(after["extra"][f"accuracy_{kind}"])
+        assert entry["ci_low"] <= entry["accuracy"] <= entry["ci_high"]
+        assert entry["n"] == sum(level["n"] for level in entry["levels"].values())
+    assert report["kinds"]["mc"]["chance"] > 0 and report["kinds"]["arith"]["chance"] == 0
+
+
+@pytest.mark.parametrize("phase", ["bitnet", "baking", "final"])
+def test_eval_of_a_ternary_or_compressed_model_agrees_with_its_phase_record(smoke_run, phase):
+    workspace, _ = smoke_run
+    report = _eval_json(workspace, _model_of(workspace, phase))
+    overall, after = report["overall"], _after(workspace, phase)
+    assert overall["ci_low"] <= after["accuracy"] <= overall["ci_high"]
+
+
+def test_eval_of_the_bundle_agrees_with_the_edge_record(smoke_run):
+    workspace, _ = smoke_run
+    bundle = next((workspace / "sessions" / SESSION).rglob("manifest.json")).parent
+    report = _eval_json(workspace, "--bundle", str(bundle), "--preset", "smoke")
+    overall, after = report["overall"], _after(workspace, "edge")
+    assert overall["n"] == after["extra"]["accuracy_n"]
+    assert overall["ci_low"] <= after["accuracy"] <= overall["ci_high"]
+
+
+def test_eval_filters_and_stratifies(smoke_run):
+    workspace, _ = smoke_run
+    report = _eval_json(workspace, _model_of(workspace, "cognate"), "--kinds", "mc,code", "--levels", "1",
+                        "--n", "10")
+    assert set(report["kinds"]) == {"mc", "code"} and report["n"] == 10
+    assert all(set(entry["levels"]) == {"1"} for entry in report["kinds"].values())
+
+
+def test_eval_prints_a_table_with_intervals(smoke_run):
+    workspace, _ = smoke_run
+    proc = agent_forge(workspace, "eval", _model_of(workspace, "cognate"))
+    assert proc.returncode == 0, proc.stderr
+    assert "95% CI" in proc.stdout and "chance" in proc.stdout and "majority" in proc.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["no-such-model"], "does not exist"),
+    (["MODEL", "--kinds", "poetry"], "unknown kind"),
+    (["MODEL", "--mode", "dream"], "unknown mode"),
+    (["MODEL", "--mode", "think"], "not available yet"),
+    (["MODEL", "--data", "gsm8k:/no/such/file.jsonl"], "no"),
+    (["MODEL", "--data", "poems.txt"], "KIND:PATH"),
+    (["--bundle", "/no/such/bundle"], "not a bundle"),
+    ([], "give a model id"),
+])
+def test_bad_input_to_eval_is_one_line_and_exit_2(smoke_run, args, words):
+    workspace, _ = smoke_run
+    args = [_model_of(workspace, "cognate") if a == "MODEL" else a for a in args]
+    proc = agent_forge(workspace, "eval", *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and words in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
