@@ -52,3 +52,7 @@ class HandoffError(ForgeError):
 
 class DiskFullError(ForgeError):
     """A write ran out of space; the previous version of the file was kept."""
+
+
+class SandboxUnavailableError(ForgeError):
+    """Generated or dataset code cannot run because OS isolation (bubblewrap) is missing or fails to start."""
