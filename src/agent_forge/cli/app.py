@@ -30,6 +30,7 @@ class State:
 
     workspace: str | None = None
     quiet: bool = False
+    stopped_by: int | None = None  # the signal that interrupted a run
 
 
 STATE = State()
@@ -64,10 +65,14 @@ def open_workspace(create: bool = True) -> tuple[Workspace, ModelRegistry]:
 
 
 def _sigterm_as_interrupt() -> None:
-    def handler(_signum: int, _frame: Any) -> None:
+    """SIGTERM and SIGINT pause the session like Ctrl-C; the signal is kept for the exit status (128 + n)."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        STATE.stopped_by = signum
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def _orchestrator(workspace: Workspace, registry: ModelRegistry) -> Any:
