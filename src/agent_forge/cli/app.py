@@ -96,6 +96,7 @@ def run(
     cfg = load_config(preset, config, set_)
     workspace, registry = open_workspace()
     orch = _orchestrator(workspace, registry)
+    orch.phase_window(start, stop)  # argument errors before a session exists (issue 25 F5)
     if name and any(s["session_id"] == name for s in registry.list_sessions()):
         raise ConfigError(f"session '{name}' already exists", f"continue it with `agent-forge resume {name}`")
     session_id = session if session else orch.create_session(cfg, session_id=validate_name(name) if name else None)

@@ -53,3 +53,18 @@ def test_an_interrupted_run_pauses_and_exits_with_the_signal_status(tmp_path, si
     assert process.returncode == expected, err[-2000:]
     assert "interrupted" in err and "Traceback" not in err
     assert _query(registry, "SELECT status FROM sessions") == [("paused",)]
+
+
+@pytest.mark.parametrize(
+    "window", [("--from", "edge", "--to", "cognate"), ("--to", "nophase"), ("--from", "nophase")]
+)
+def test_a_bad_phase_window_is_refused_before_a_session_exists(tmp_path, capsys, window):
+    from agent_forge.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--workspace", str(tmp_path / "ws"), "--quiet", "run", "--preset", "smoke", *window])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and "\n" not in err and "phase" in err
+    assert _query(tmp_path / "ws" / "registry" / "model_registry.db", "SELECT session_id FROM sessions") == []
+    sessions = tmp_path / "ws" / "sessions"
+    assert not sessions.exists() or not any(sessions.iterdir())
