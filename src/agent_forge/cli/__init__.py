@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover - older typer re-uses click
 from agent_forge.cli import export_cmds, generate_cmds, registry_cmds, ui_cmds  # noqa: F401 - register commands
 from agent_forge.cli.app import STATE, app
 from agent_forge.cli.render import print_error
-from agent_forge.errors import ForgeError
+from agent_forge.errors import DISK_FULL_FIX, DiskFullError, ForgeError, disk_full
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except (click.exceptions.Exit, typer.Exit) as exc:
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        if not disk_full(exc):  # a bug: keep the traceback
+            raise
+        print_error(DiskFullError(f"disk full ({exc.__class__.__name__}: {exc})", DISK_FULL_FIX).one_line())
+        sys.exit(DiskFullError.exit_code)
 
 
 def _exit_interrupted() -> None:
