@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 	@# the dashboard's browser test needs a Chromium: Playwright's own, else the system package (skips without)
 	-$(PY) -m playwright install chromium > /dev/null 2>&1 || command -v chromium > /dev/null \
 	  || (command -v apt-get > /dev/null && [ "$$(id -u)" = 0 ] && apt-get install -y -qq --no-install-recommends chromium > /dev/null 2>&1)
+	@# generated code runs only inside bubblewrap (data/sandbox.py refuses to run it without): the system package
+	-command -v bwrap > /dev/null || (command -v apt-get > /dev/null && [ "$$(id -u)" = 0 ] \
+	  && (apt-get install -y -qq --no-install-recommends bubblewrap > /dev/null 2>&1 \
+	  || (apt-get update -qq > /dev/null 2>&1 && apt-get install -y -qq --no-install-recommends bubblewrap > /dev/null 2>&1)))
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -52,3 +52,38 @@ class HandoffError(ForgeError):
 
 class DiskFullError(ForgeError):
     """A write ran out of space; the previous version of the file was kept."""
+
+
+class SandboxUnavailableError(ForgeError):
+    """Generated or dataset code cannot run because OS isolation (bubblewrap) is missing or fails to start."""
+
+
+# How a full disk reads when a library does not raise OSError(ENOSPC): safetensors' SafetensorError,
+# SQLite's OperationalError; torch.save's RuntimeError names neither (see ``disk_full``'s free-space check).
+_DISK_FULL_SIGNS = ("os error 28", "no space left on device", "database or disk is full")
+_NEARLY_FULL_BYTES = 1 << 20
+DISK_FULL_FIX = "free disk space and run again (or `agent-forge resume`)"
+
+
+def disk_full(exc: BaseException, folder: str | None = None) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) means the disk is full.
+
+    With ``folder``, any ``RuntimeError``/``OSError`` also counts when the folder's file system has under
+    1 MiB left: torch.save reports ENOSPC only as "unexpected pos" or "file write failed".
+    """
+    import errno
+    import shutil
+
+    current: BaseException | None = exc
+    while current is not None:
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        if any(sign in str(current).lower() for sign in _DISK_FULL_SIGNS):
+            return True
+        current = current.__cause__ or current.__context__
+    if folder is not None and isinstance(exc, (RuntimeError, OSError)):
+        try:
+            return shutil.disk_usage(folder).free < _NEARLY_FULL_BYTES
+        except OSError:
+            return False
+    return False

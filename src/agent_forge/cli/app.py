@@ -31,6 +31,7 @@ class State:
 
     workspace: str | None = None
     quiet: bool = False
+    stopped_by: int | None = None  # the signal that interrupted a run
 
 
 STATE = State()
@@ -65,10 +66,14 @@ def open_workspace(create: bool = True) -> tuple[Workspace, ModelRegistry]:
 
 
 def _sigterm_as_interrupt() -> None:
-    def handler(_signum: int, _frame: Any) -> None:
+    """SIGTERM and SIGINT pause the session like Ctrl-C; the signal is kept for the exit status (128 + n)."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        STATE.stopped_by = signum
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def _orchestrator(workspace: Workspace, registry: ModelRegistry) -> Any:
@@ -92,6 +97,7 @@ def run(
     cfg = load_config(preset, config, set_)
     workspace, registry = open_workspace()
     orch = _orchestrator(workspace, registry)
+    orch.phase_window(start, stop)  # argument errors before a session exists (issue 25 F5)
     if name and any(s["session_id"] == name for s in registry.list_sessions()):
         raise ConfigError(f"session '{name}' already exists", f"continue it with `agent-forge resume {name}`")
     session_id = session if session else orch.create_session(cfg, session_id=validate_name(name) if name else None)

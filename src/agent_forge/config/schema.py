@@ -6,9 +6,11 @@ value fails at load time with the key named, never halfway through a run.
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 PHASE_NAMES: tuple[str, ...] = (
     "cognate",
@@ -22,10 +24,42 @@ PHASE_NAMES: tuple[str, ...] = (
 )
 
 
-class Strict(BaseModel):
-    """Base for config sections: unknown keys and wrong types are errors."""
+# Every number without its own upper bound gets this one: far above any real run, far below overflow.
+MAX_MAGNITUDE = 10**9
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+def _check_bounded(value: Any) -> None:
+    """Raise ValueError for an infinite, NaN or absurdly large number anywhere in ``value``."""
+    if isinstance(value, bool) or value is None or isinstance(value, BaseModel):
+        return  # nested sections check their own fields
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        if abs(value) > MAX_MAGNITUDE:
+            raise ValueError(f"must be at most {MAX_MAGNITUDE:.0e} in magnitude")
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_bounded(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_bounded(item)
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys, wrong types and unbounded or non-finite numbers are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _bounded(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields[info.field_name] if info.field_name else None
+        has_upper = field is not None and any(
+            isinstance(m, (annotated_types.Le, annotated_types.Lt)) for m in field.metadata
+        )
+        if not has_upper:
+            _check_bounded(value)
+        return value
 
 
 class ModelSection(Strict):

@@ -58,8 +58,8 @@ def ties(
     the combo pipeline passes: with one delta, election and disjoint mean keep the trimmed delta as is.
     Deltas are unweighted, as in the paper (mergekit elects on weighted deltas; equal with unit weights).
     An element whose trimmed deltas sum to exactly zero gets no update (the paper's sgn(0) = 0; mergekit
-    picks +). Each delta keeps ``max(1, int(k * numel))`` elements, mergekit's count; magnitudes tied with
-    the threshold are all kept.
+    picks +). Each delta keeps exactly ``max(1, int(k * numel))`` elements, mergekit's count; among
+    magnitudes tied with the threshold the lowest indices are kept.
     """
     group = [models] if isinstance(models, Mapping) else list(models)
     if not 0.0 < k <= 1.0:
@@ -82,10 +82,12 @@ def _ties_tensor(key: str, tensors: list[Tensor], base: Tensor, k: float, scale:
 
 
 def trim_to_top_magnitude(deltas: Tensor, k: float) -> Tensor:
-    """Zero, in place, all but the ``max(1, int(k * n))`` largest-magnitude entries of each row.
+    """Zero, in place, all but exactly ``max(1, int(k * n))`` largest-magnitude entries of each row.
 
     ``deltas`` has one row per model along dim 0. A threshold from ``kthvalue`` selects in linear time,
-    faster than sorting or ``topk`` on multi-million-element tensors.
+    faster than sorting or ``topk`` on multi-million-element tensors. Entries tied with the threshold (common
+    in bf16) are kept in index order until the count is reached, so the choice is deterministic and the
+    count exact (mergekit keeps the first k of an argsort).
     """
     flat = deltas.reshape(deltas.shape[0], -1)
     count = flat.shape[1]
@@ -94,7 +96,11 @@ def trim_to_top_magnitude(deltas: Tensor, k: float) -> Tensor:
         return deltas
     magnitude = flat.abs()
     threshold = magnitude.kthvalue(count - keep + 1, dim=1, keepdim=True).values
-    flat.masked_fill_(magnitude < threshold, 0.0)
+    greater = magnitude > threshold
+    tied = magnitude == threshold
+    room = keep - greater.sum(dim=1, keepdim=True)  # how many tied entries still fit, per row
+    kept = greater | (tied & (tied.cumsum(dim=1) <= room))
+    flat.masked_fill_(~kept, 0.0)
     return deltas
 
 

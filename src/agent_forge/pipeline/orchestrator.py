@@ -111,7 +111,7 @@ class Orchestrator:
             force: bool = False, config: PipelineConfig | None = None) -> SessionSummary:
         """Run phases ``start``..``stop`` (inclusive) of a session, skipping the ones already completed."""
         config = config or self.session_config(session_id)
-        window = self._window(start, stop)
+        window = self.phase_window(start, stop)
         init_from_env(resolve_device(config.runtime.device))
         apply_threads(config.runtime.threads)
         lock = session_lock(self.workspace.session_dir(session_id)) if is_main_process() else nullcontext()
@@ -127,7 +127,9 @@ class Orchestrator:
                 tracker.close()
         return summary
 
-    def _window(self, start: str | None, stop: str | None) -> list[str]:
+    def phase_window(self, start: str | None, stop: str | None) -> list[str]:
+        """The phases ``start``..``stop``; NotFoundError for an unknown or empty window (check it before a
+        session is created, so that a typo never leaves a session behind)."""
         for name in (start, stop):
             if name is not None and name not in self.sequence:
                 raise NotFoundError(f"unknown phase '{name}'", f"use one of: {', '.join(self.sequence)}")

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent_forge.errors import DiskFullError, WorkspaceError
+from agent_forge.errors import DISK_FULL_FIX, DiskFullError, WorkspaceError, disk_full
 
 TMP_MARK = ".tmp-"
 OLD_MARK = ".old-"
@@ -48,10 +48,14 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _raise_disk_full(target: Path, exc: BaseException) -> None:
+    raise DiskFullError(f"disk full while writing {target}; the previous version was kept",
+                        DISK_FULL_FIX) from exc
+
+
 def _raise_io(exc: OSError, target: Path) -> None:
     if exc.errno == errno.ENOSPC:
-        raise DiskFullError(f"disk full while writing {target}; the previous version was kept",
-                            "free disk space and run again (or `agent-forge resume`)") from exc
+        _raise_disk_full(target, exc)
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         raise WorkspaceError(f"cannot write {target} ({exc.strerror})",
                              "choose a writable folder with --workspace") from exc
@@ -104,6 +108,12 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         _raise_io(exc, target)
+    except Exception as exc:
+        full = disk_full(exc, str(tmp.parent))  # before the clean-up frees the space again
+        shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            _raise_disk_full(target, exc)
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from agent_forge.errors import NotFoundError, RegistryError
+from agent_forge.errors import DISK_FULL_FIX, DiskFullError, ForgeError, NotFoundError, RegistryError, disk_full
 from agent_forge.storage.schema_sql import SCHEMA_SQL
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -83,8 +83,10 @@ class ModelRegistry:
         except sqlite3.DatabaseError as exc:
             raise self._translate(exc) from None
 
-    def _translate(self, exc: sqlite3.DatabaseError) -> RegistryError:
+    def _translate(self, exc: sqlite3.DatabaseError) -> ForgeError:
         text = str(exc).lower()
+        if disk_full(exc):  # "database or disk is full": the registry is fine, the disk is not
+            return DiskFullError(f"disk full while writing the registry {self.path}", DISK_FULL_FIX)
         if "locked" in text or "busy" in text:
             return RegistryError(f"registry {self.path} is locked by another process",
                                  "wait for the other agent-forge run to finish or stop it")

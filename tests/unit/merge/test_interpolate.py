@@ -161,3 +161,24 @@ def test_slerp_matches_mergekit(case: str, t: float) -> None:
     # mergekit treats dim 0 as a batch of outputs; one flattened row is our per-tensor SLERP.
     expected = mergekit_slerp(torch.tensor([t]), a.reshape(1, -1), b.reshape(1, -1)).reshape(a.shape)
     torch.testing.assert_close(slerp_tensor(a, b, t), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("t", [0.25, 0.5, 0.9])
+def test_slerp_matches_mergekit_merge_api_per_whole_tensor(dtype: torch.dtype, t: float) -> None:
+    """Issue 25 F8 asked for per-row SLERP "like mergekit"; mergekit 0.1.5's merge API (merge_state_dicts,
+    as its YAML merges use it) interpolates each tensor as one vector, as we do. Its ``slerp`` kernel reads
+    dim 0 as a batch of output tensors, so calling it on one weight matrix gives per-row results."""
+    from mergekit.merge_methods.api import merge_state_dicts
+
+    shapes = {"w": (6, 9), "b": (5,), "conv": (3, 4, 5)}
+    a, b = random_state(11, dtype, shapes), random_state(12, dtype, shapes)
+    expected = merge_state_dicts([a, b], "slerp", parameters={"t": t}, base=0)
+    ours = slerp(a, b, t)
+    for key in shapes:
+        assert ours[key].dtype == dtype
+        tolerance = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-2, "atol": 1e-2}
+        torch.testing.assert_close(ours[key].float(), expected[key].float(), **tolerance)
+        if key != "b":  # per-row SLERP is a different merge: it does not match
+            rows = torch.stack([slerp_tensor(x, y, t) for x, y in zip(a[key], b[key], strict=True)])
+            assert not torch.allclose(rows.float(), expected[key].float(), **tolerance)

@@ -10,6 +10,7 @@ from mergekit.merge_methods import merge_tensors
 from mergekit.sparsify import SparsificationMethod, sparsify
 
 from agent_forge.merge import dare, ties
+from agent_forge.merge.task_arithmetic import trim_to_top_magnitude
 
 SHAPES = {"emb.weight": (11, 6), "layers.0.w": (6, 6), "layers.0.b": (6,)}
 
@@ -160,3 +161,51 @@ def test_non_float_tensors_pass_through_dare_ties_and_slerp() -> None:
         assert torch.equal(result["ids"], torch.arange(3))
     with pytest.raises(ValueError, match="ids"):
         ties(merged, {**base, "ids": torch.arange(3) + 1}, 0.5)
+
+
+def _bf16_models(count: int, shape: tuple[int, ...] = (64, 48)) -> tuple[list[dict], dict]:
+    """bf16 models near a bf16 base: their deltas take few distinct values, so magnitudes tie often."""
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(shape, generator=gen).to(torch.bfloat16)
+    models = [(base.float() + 0.01 * torch.randn(shape, generator=gen)).to(torch.bfloat16) for _ in range(count)]
+    return [{"w": m} for m in models], {"w": base}
+
+
+@pytest.mark.parametrize("k", [0.05, 0.2, 0.5])
+def test_ties_keeps_exactly_k_values_per_tensor_on_bf16_ties(k: float) -> None:
+    """Issue 25 F8: every magnitude tied with the threshold used to be kept (5.7% more than k on bf16)."""
+    (model,), base = _bf16_models(1)
+    delta = (model["w"].float() - base["w"].float()).reshape(-1)
+    keep = int(k * delta.numel())
+    threshold = delta.abs().sort(descending=True).values[keep - 1]
+    assert (delta.abs() == threshold).sum() > 1  # the case: ties straddle the cut
+    result = ties(model, base, k)["w"]
+    kept = (result.float() != base["w"].float()).reshape(-1)
+    assert result.dtype == torch.bfloat16 and int(kept.sum()) == keep
+    # ties are broken by index: the lowest indices among the tied magnitudes are kept, as a stable sort does
+    expected = torch.zeros_like(kept)
+    expected[torch.argsort(delta.abs(), descending=True, stable=True)[:keep]] = True
+    assert torch.equal(kept, expected)
+    assert torch.equal(ties(model, base, k)["w"], result)  # deterministic
+
+
+@pytest.mark.parametrize("k", [0.2, 0.5])
+@pytest.mark.parametrize("count", [1, 3])
+def test_ties_matches_mergekit_on_bf16_inputs_except_where_ties_are_broken(k: float, count: int) -> None:
+    models, base = _bf16_models(count)
+    result = ties(models, base, k)["w"]
+    tensors = [base["w"], *(m["w"] for m in models)]
+    parameters = {"density": k, "weight": 1.0}
+    expected = merge_tensors(tensors, "ties", parameters=parameters, base_index=0, dtype=torch.float32,
+                             out_dtype=torch.bfloat16)  # fmt: skip
+    assert expected.dtype == result.dtype == torch.bfloat16
+    deltas = torch.stack([(m["w"].float() - base["w"].float()).abs().reshape(-1) for m in models])
+    thresholds = deltas.sort(dim=1, descending=True).values[:, int(k * deltas.shape[1]) - 1 : int(k * deltas.shape[1])]
+    signed = torch.stack([(m["w"].float() - base["w"].float()).reshape(-1) for m in models])
+    elected_sum = trim_to_top_magnitude(signed, k).sum(dim=0)
+    # mergekit's argsort orders tied magnitudes arbitrarily, and it elects + where the trimmed deltas sum to
+    # exactly 0 (we follow the paper: no update); everywhere else the two agree exactly
+    differs_by_design = (deltas == thresholds).any(dim=0) | ((elected_sum == 0) & (signed != 0).any(dim=0))
+    same = ~differs_by_design.reshape(result.shape)
+    torch.testing.assert_close(result[same], expected[same], rtol=0, atol=0)
+    assert same.float().mean() > 0.5
