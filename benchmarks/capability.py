@@ -11,8 +11,8 @@ the full D6 held-out set (the session's own, rebuilt from the preset's seed) wit
 A contender is ``MODEL:OPTIMIZER:LOSS[:LR]``:
 - MODEL ``ours`` (ForgeForCausalLM, the preset's shape) or ``llama`` (LlamaForCausalLM with the same
   width, depth, heads, vocabulary and tied embeddings; its MLP widened to our parameter count);
-- OPTIMIZER ``muon`` (MuonGrokfast with the preset's Phase 1 rates) or ``adamw`` (betas 0.9/0.95,
-  weight decay 0.1, peak LR ``LR``, default 3e-3);
+- OPTIMIZER ``muon`` (MuonGrokfast with D11's Phase 1 rates times ``LR``, default the preset's
+  lr_scale) or ``adamw`` (betas 0.9/0.95, weight decay 0.1, peak LR ``LR``, default 3e-3);
 - LOSS ``full`` (every token), ``answer`` (answer tokens and <eos> only) or ``mixNN`` (answers, plus the
   prompts of NN% of the examples).
 Both schedules are warm-up then cosine over the largest budget, by elapsed training time.
@@ -120,14 +120,14 @@ def llama_step(model: torch.nn.Module, batch: dict) -> torch.Tensor:
 def make_contender(spec: str, preset, seed: int) -> Contender:
     parts = spec.split(":")
     name, opt, loss = [*parts, "muon", "full"][:3]
-    lr = float(parts[3]) if len(parts) > 3 else 3e-3
+    lr = float(parts[3]) if len(parts) > 3 else None
     torch.manual_seed(seed)
     ours = ForgeForCausalLM(forge_config(preset))
     model = ours if name == "ours" else llama_like(preset.model, parameter_count(ours))
-    if opt == "muon":
-        optimizer = build_optimizer(model, MuGrokConfig.from_phase("1").scaled(preset.phase1.lr_scale))
+    if opt == "muon":  # LR is then the multiplier of D11's Phase 1 rates (default: the preset's lr_scale)
+        optimizer = build_optimizer(model, MuGrokConfig.from_phase("1").scaled(lr or preset.phase1.lr_scale))
     else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr or 3e-3, betas=(0.9, 0.95), weight_decay=0.1)
     step = ours_step if name == "ours" else llama_step
     return Contender(f"{spec}#s{seed}", model.train(), optimizer, step, loss_share(loss))
 

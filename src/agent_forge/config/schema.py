@@ -128,7 +128,17 @@ class SpecialistSection(Strict):
     mem_capacity: int = Field(4096, ge=1)
     surprise_weight: float = Field(0.5, ge=0.0)
     novelty_weight: float = Field(0.5, ge=0.0)
-    kind_weights: dict[str, float] = Field(default_factory=dict)
+    kind_weights: dict[str, float] = Field(default_factory=dict)  # "arith": 2.0, or one level: "arith@1": 4.0
+
+    @field_validator("kind_weights")
+    @classmethod
+    def _known_kinds(cls, weights: dict[str, float]) -> dict[str, float]:
+        for key, weight in weights.items():
+            kind, _, level = key.partition("@")
+            if kind not in ("arith", "mc", "code") or (level and not level.isdigit()) or not 0 <= weight < 1e6:
+                raise ValueError(f"kind_weights key '{key}' must be a kind (arith, mc, code) or kind@level "
+                                 "with a weight in [0, 1e6)")
+        return weights
 
 
 def _default_specialists() -> list[SpecialistSection]:

@@ -130,8 +130,12 @@ def mix_tasks(
     levels: Sequence[int] = (1, 2, 3, 4, 5),
     kind_weights: Mapping[str, float] | None = None,
 ) -> list[TaskExample]:
-    """``n`` examples spread over kinds (by ``kind_weights``, default equal) and levels (equal), shuffled."""
-    weights = {(k, lv): (kind_weights or {}).get(k, 1.0) for k in kinds for lv in levels}
+    """``n`` examples spread over kinds and levels by ``kind_weights`` (default equal), shuffled.
+
+    A key ``"arith"`` weighs every level of that kind; ``"arith@1"`` one level, and it wins over the kind's.
+    """
+    given = kind_weights or {}
+    weights = {(k, lv): given.get(f"{k}@{lv}", given.get(k, 1.0)) for k in kinds for lv in levels}
     counts = apportion(n, weights)
     seen: set[str] = set()  # one question drawn at two levels still counts once in an evaluation split
     examples = [

@@ -45,6 +45,8 @@ from agent_forge.model.trm import (
     run_masked,
 )
 
+SPARSE_TARGET_SHARE = 0.5  # below this share of scored positions, recursion and head run on those alone
+
 NON_SHAPE_FIELDS = frozenset(
     {
         "act_threshold",
@@ -250,15 +252,21 @@ class ForgeForCausalLM(ForgePreTrainedModel, GenerationMixin):
         cache: ForgeCache | None,
         return_logits: bool,
     ) -> ForgeOutput:
-        steps = run_all_steps(self.trm, self.act_head, features.hidden, self.config.trm_t_max, self.norm_out)
+        hidden, targets, mask = features.hidden, F.pad(labels[:, 1:], (0, 1), value=-100), attention_mask
+        scored = targets != -100
+        if not return_logits and float(scored.float().mean()) < SPARSE_TARGET_SHARE:
+            # The recursion and the head are position-wise: with few scored positions (answer-only
+            # labels), run them there alone; the result is the same loss at a fraction of the cost.
+            hidden, targets, mask = hidden[scored].unsqueeze(0), targets[scored].unsqueeze(0), None
+        steps = run_all_steps(self.trm, self.act_head, hidden, self.config.trm_t_max, self.norm_out)
         probs = [halting_probability(q) for q in steps.act_logits]
         halt = halting_steps(probs, float(self.config.act_threshold))
         logits = None
         if return_logits:
             shape = (*halt.shape, self.config.vocab_size)
-            logits = features.hidden.new_empty(shape, dtype=_head_dtype(features.hidden))
+            logits = hidden.new_empty(shape, dtype=_head_dtype(hidden))
         flat = None if logits is None else logits.view(-1, logits.shape[-1])
-        step_losses, act = self._objective_parts(steps, labels, halt, flat)
+        step_losses, act = self._objective_parts(steps, targets, halt, flat)
         weights = torch.tensor(self.config.resolved_step_weights, device=step_losses.device)
         entropy = features.gate_entropy
         loss = (weights * step_losses).sum() + float(self.config.act_loss_weight) * act
@@ -272,19 +280,18 @@ class ForgeForCausalLM(ForgePreTrainedModel, GenerationMixin):
             act_loss=act,
             gate_entropy=entropy.detach(),
             halt_steps=halt,
-            mean_halt_step=mean_steps(halt, attention_mask),
+            mean_halt_step=mean_steps(halt, mask),
         )
 
     def _objective_parts(
-        self, steps: StepOutputs, labels: torch.Tensor, halt: torch.Tensor, out_logits: torch.Tensor | None
+        self, steps: StepOutputs, targets: torch.Tensor, halt: torch.Tensor, out_logits: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-step shifted CE and the ACT loss; fills out_logits (when given) with each position's
-        halting-step logits.
+        """Per-step CE and the ACT loss; fills out_logits (when given) with each position's halting-step
+        logits.
 
-        Labels are shifted left and padded with -100, so position i is scored against labels[i+1]. In
-        training mode the ACT teacher takes its EMA step before it scores the next steps.
+        ``targets`` are the labels already shifted left (position i is scored against label i+1, -100
+        ignored). In training mode the ACT teacher takes its EMA step before it scores the next steps.
         """
-        targets = F.pad(labels[:, 1:], (0, 1), value=-100)
         valid = targets != -100
         count = valid.sum().clamp_min(1)
         losses, row_losses = [], []

@@ -35,6 +35,9 @@ from agent_forge.train.loop import LoopResult, TrainLoop
 from agent_forge.train.precision import resolve_device, use_bf16
 
 
+EXAMPLE_TOKENS_ESTIMATE = 40  # builtin examples average ~46 tokens; a low guess errs toward more data
+
+
 def optimizer_config(section: Phase1Section) -> MuGrokConfig:
     """The D11 Phase 1 preset, scaled by the preset's lr_scale, Grokfast switchable."""
     return MuGrokConfig.from_phase("1").scaled(section.lr_scale, grokfast=section.grokfast)
@@ -109,7 +112,8 @@ class CognatePhase(Phase):
         section: Phase1Section = ctx.phase_config
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
-        examples = training_examples(ctx.config, ctx.config.data.train_examples, seed, kind_weights=kind_weights)
+        examples = training_examples(ctx.config, examples_needed(ctx.config, steps, section.train.batch_size), seed,
+                                     kind_weights=kind_weights)
         dataset = packed_dataset(ctx, data.tokenizer, examples, section.train.batch_size, seed,
                                  prompt_loss_share=section.prompt_loss_share)
         optimizer = build_optimizer(model, optimizer_config(section))
@@ -122,6 +126,13 @@ class CognatePhase(Phase):
         result = loop.run()
         model.eval()
         return result
+
+
+def examples_needed(config: Any, steps: int, batch_size: int) -> int:
+    """Enough examples for one pass over ``steps`` batches (at most ``data.train_examples``), so a short
+    specialist run does not pay for generating and tokenising a trunk-sized set."""
+    per_row = max(1, config.data.seq_len // EXAMPLE_TOKENS_ESTIMATE)
+    return max(batch_size * per_row, min(config.data.train_examples, steps * batch_size * per_row))
 
 
 def _monitor_figures(model: ForgeForCausalLM, selection: Any) -> dict[str, float]:

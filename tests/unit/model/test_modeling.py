@@ -367,3 +367,21 @@ def test_a_subclassed_head_gives_the_same_loss_gradients_and_logits() -> None:
     b.loss.backward()
     torch.testing.assert_close(plain.model.embed_tokens.weight.grad, fused.model.embed_tokens.weight.grad)
     assert plain(ids, labels=ids).logits is None
+
+
+def test_sparse_labels_run_the_recursion_on_scored_positions_with_the_same_loss_and_gradients() -> None:
+    ids = random_ids(2, 32)
+    labels = torch.full_like(ids, -100)
+    labels[:, 20:26] = ids[:, 20:26]  # a few answer tokens: below the sparse share
+    dense, sparse = build_model(3), build_model(3)
+    dense.eval(), sparse.eval()
+    out_dense = dense(input_ids=ids, labels=labels, return_logits=True)  # logits wanted: the dense path
+    out_sparse = sparse(input_ids=ids, labels=labels, return_logits=False)
+    assert out_sparse.halt_steps.shape == (1, int((labels[:, 1:] != -100).sum()))
+    for name in ("loss", "lm_loss", "act_loss"):
+        assert torch.allclose(getattr(out_dense, name), getattr(out_sparse, name), atol=1e-5), name
+    out_dense.loss.backward()
+    out_sparse.loss.backward()
+    for (name, a), b in zip(dense.named_parameters(), sparse.parameters(), strict=True):
+        if a.grad is not None:
+            assert torch.allclose(a.grad, b.grad, atol=1e-5), name
