@@ -35,11 +35,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from agent_forge.config import load_config
 from agent_forge.data.dataset import PackedDataset
+from agent_forge.data.sources import load_mixture
 from agent_forge.eval.capability import accuracy_table
 from agent_forge.eval.heldout import HeldoutSet, answers_correct, evaluate
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.optim import MuGrokConfig, build_optimizer
-from agent_forge.phases.common import build_tokenizer, forge_config, heldout_examples, lm_step, training_examples
+from agent_forge.phases.common import (
+    build_tokenizer,
+    forge_config,
+    heldout_examples,
+    lm_step,
+    source_configs,
+    training_examples,
+)
 from agent_forge.train.loop import warmup_cosine
 from agent_forge.train.precision import autocast, cpu_has_bf16
 
@@ -184,6 +192,15 @@ def summary_line(label: str, budget: int, result: dict) -> str:
             f"| {' '.join(parts)} | arith L1 {arith_l1:.3f} | loss {result['heldout_loss']:.3f}")
 
 
+def scored_examples(preset, split: str) -> list:
+    """The D6 held-out tasks, or as many tasks of the selection split (what tuning may look at)."""
+    if split == "heldout":
+        return heldout_examples(preset)
+    data = preset.data
+    return load_mixture(source_configs(preset), data.seed, n_examples=data.heldout_examples, split="selection",
+                        kinds=data.kinds, max_level=data.max_level)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke preset, 10 and 20 s budgets")
@@ -193,6 +210,8 @@ def main() -> None:
     parser.add_argument("--contenders", nargs="+", default=["ours:muon:full", "llama:adamw:full:3e-3"])
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--split", choices=("heldout", "selection"), default="heldout",
+                        help="score on the D6 held-out set (report) or the selection split (tuning)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -200,7 +219,7 @@ def main() -> None:
     budgets = [10, 20] if args.quick else [int(b) for b in args.budgets.split(",")]
     started = time.perf_counter()
     tokenizer = build_tokenizer(preset)
-    heldout = HeldoutSet.build(tokenizer, heldout_examples(preset), preset.data.seq_len,
+    heldout = HeldoutSet.build(tokenizer, scored_examples(preset, args.split), preset.data.seq_len,
                                max_lm_sequences=preset.data.heldout_lm_sequences)
     examples = training_examples(preset, preset.data.train_examples, preset.data.seed)
     data = LabelledData(tokenizer, examples, preset, {c.split(":")[2] if c.count(":") > 1 else "full"
@@ -209,7 +228,8 @@ def main() -> None:
           f"{len(data)} rows, {heldout.n_examples} held-out tasks", flush=True)
     bf16 = cpu_has_bf16()
     report = {"machine": platform.processor() or platform.machine(), "threads": args.threads, "bf16": bf16,
-              "preset": args.preset, "overrides": args.set, "heldout_tasks": heldout.n_examples, "runs": {}}
+              "split": args.split, "preset": args.preset, "overrides": args.set,
+              "heldout_tasks": heldout.n_examples, "runs": {}}
     for seed in (int(s) for s in args.seeds.split(",")):
         contenders = [make_contender(spec, preset, seed) for spec in args.contenders]
         for contender in contenders:

@@ -46,6 +46,7 @@ from agent_forge.model.trm import (
 )
 
 SPARSE_TARGET_SHARE = 0.5  # below this share of scored positions, recursion and head run on those alone
+SPARSE_BUCKET = 128  # the scored positions are padded to a multiple of this (see scored_positions)
 
 NON_SHAPE_FIELDS = frozenset(
     {
@@ -257,7 +258,7 @@ class ForgeForCausalLM(ForgePreTrainedModel, GenerationMixin):
         if not return_logits and float(scored.float().mean()) < SPARSE_TARGET_SHARE:
             # The recursion and the head are position-wise: with few scored positions (answer-only
             # labels), run them there alone; the result is the same loss at a fraction of the cost.
-            hidden, targets, mask = hidden[scored].unsqueeze(0), targets[scored].unsqueeze(0), None
+            hidden, targets, mask = scored_positions(hidden, targets, scored)
         steps = run_all_steps(self.trm, self.act_head, hidden, self.config.trm_t_max, self.norm_out)
         probs = [halting_probability(q) for q in steps.act_logits]
         halt = halting_steps(probs, float(self.config.act_threshold))
@@ -376,6 +377,21 @@ class ForgeForCausalLM(ForgePreTrainedModel, GenerationMixin):
             states.append(LayerState(keys.detach(), values.detach(), memory))
         valid = None if key_valid is None else key_valid[:, max(key_valid.shape[1] - keep, 0) :]
         cache.store(states, valid, new_tokens)
+
+
+def scored_positions(hidden: torch.Tensor, targets: torch.Tensor, scored: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, None]:
+    """The scored positions as one (1, N', d) row with their targets, N' = N rounded up to a multiple of
+    SPARSE_BUCKET with ignored filler rows: batches then share a few shapes, which keeps the CPU's
+    matmul kernels and the allocator's blocks reusable instead of new ones for every N."""
+    index = scored.flatten().nonzero().squeeze(1)
+    filler = (-index.numel()) % SPARSE_BUCKET
+    if filler:  # filler rows repeat position 0 with target -100: no loss, no gradient
+        index = torch.cat((index, index.new_zeros(filler)))
+    picked_targets = targets.flatten().index_select(0, index)
+    if filler:
+        picked_targets[-filler:] = -100
+    return hidden.flatten(0, 1).index_select(0, index).unsqueeze(0), picked_targets.unsqueeze(0), None
 
 
 def mean_steps(halt_step: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

@@ -352,7 +352,7 @@ class EvoMergePhase(Phase):
         trunk_id = inputs[0].metadata["trunk_model_id"]
         base = canonical_state(load_model(ctx.load_ref(trunk_id)))
         states = [canonical_state(model) for model in specialists]
-        scorer = build_scorer(section, data.heldout, specialists, device)
+        scorer = build_scorer(section, data.selection, specialists, device)
         measured = [scorer.measure_model(model) for model in specialists]  # each with its own settings
         scorer.reference = FitnessMeasurement.mean(measured)
         specialist_fitness = [composite_fitness(m, scorer.reference, scorer.weights) for m in measured]

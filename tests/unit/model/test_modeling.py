@@ -377,7 +377,7 @@ def test_sparse_labels_run_the_recursion_on_scored_positions_with_the_same_loss_
     dense.eval(), sparse.eval()
     out_dense = dense(input_ids=ids, labels=labels, return_logits=True)  # logits wanted: the dense path
     out_sparse = sparse(input_ids=ids, labels=labels, return_logits=False)
-    assert out_sparse.halt_steps.shape == (1, int((labels[:, 1:] != -100).sum()))
+    assert out_sparse.halt_steps.shape == (1, 128)  # 10 scored positions, padded to one bucket
     for name in ("loss", "lm_loss", "act_loss"):
         assert torch.allclose(getattr(out_dense, name), getattr(out_sparse, name), atol=1e-5), name
     out_dense.loss.backward()

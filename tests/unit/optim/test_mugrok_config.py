@@ -8,7 +8,7 @@ import pytest
 
 from agent_forge.optim import MuGrokConfig
 
-# Decision D11 (docs: /shared/spec/decisions.md): muon lr, fallback lr, lambda, tau, KL coefficient.
+# Decision D11 (docs: docs/decisions.md): muon lr, fallback lr, lambda, tau, KL coefficient.
 D11 = {
     "1": (1e-3, 1e-3, 0.3, 30.0, 0.0),
     "3_bake": (1e-4, 1e-4, 0.2, 30.0, 0.0),
