@@ -29,6 +29,7 @@ from agent_forge.eval.capability import flat_accuracy
 from agent_forge.eval.heldout import HeldoutSet, evaluate
 from agent_forge.eval.metrics import EvalResult
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
+from agent_forge.pipeline.context import rerun_fix
 from agent_forge.pipeline.phase import EvalRecord, ModelRef
 from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears
 from agent_forge.storage.atomic import atomic_dir
@@ -177,7 +178,8 @@ def load_model(ref: ModelRef) -> ForgeForCausalLM:
     if unexpected or set(missing) - {"lm_head.weight"}:
         raise ArtifactCorruptError(f"model {ref.model_id} does not match its config "
                                    f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})",
-                                   "re-run the phase that produced it with --force")
+                                   rerun_fix(ref.metadata.get("session_id", "SESSION"),
+                                             ref.metadata.get("phase", "NAME")))
     model.tie_weights()
     return model.eval()
 
