@@ -147,9 +147,11 @@ def phase(
     preset: PresetOpt = "tiny",
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    force: Annotated[bool, typer.Option("--force")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Re-run the phase even if it completed, and continue "
+                                                        "past a failed hand-off (recorded).")] = False,
 ) -> None:
-    """Run a single phase (the first phase may start a new session)."""
+    """Run a single phase (the first phase may start a new session). Without --force a phase the session
+    has completed is not run again and the session is left as it was."""
     if name not in PHASE_NAMES:
         raise NotFoundError(f"unknown phase '{name}'", f"use one of: {', '.join(PHASE_NAMES)}")
     workspace, registry = open_workspace()
@@ -163,7 +165,7 @@ def phase(
     cfg = _with_overrides(orch.session_config(session), set_) if session else load_config(preset, config, set_)
     session_id = session or orch.create_session(cfg)
     _sigterm_as_interrupt()
-    orch.run(session_id, start=name, stop=name, force=force, config=cfg)
+    orch.run(session_id, start=name, stop=name, force=force, config=cfg, rerun=(name,) if force else ())
     _print_summary(workspace, registry, session_id)
 
 

@@ -99,7 +99,7 @@ def export_bundle(
 def _runtime_answer(bundle_path: Path, max_new: int) -> Any:
     from agent_forge.export.runtime import greedy_generate, load_bundle
 
-    bundle = load_bundle(bundle_path, verify=False)  # the caller has just verified it
+    bundle = load_bundle(bundle_path)  # verified again: the weights it names must be a listed file
     codec = bundle.codec()
 
     def answer(text: str) -> str:
@@ -109,15 +109,16 @@ def _runtime_answer(bundle_path: Path, max_new: int) -> Any:
     return answer
 
 
-def _onnx_answer(bundle_path: Path, max_new: int) -> Any:
+def _onnx_answer(bundle_path: Path, max_new: int, manifest: dict[str, Any]) -> Any:
     from agent_forge.export.onnx import OnnxRunner
-    from agent_forge.export.runtime.bundle import TextCodec
+    from agent_forge.export.runtime.bundle import TextCodec, model_file
+    from agent_forge.export.runtime.manifest import confined
 
-    settings = json.loads((bundle_path / "runtime.json").read_text(encoding="utf-8"))
+    settings = json.loads(confined(bundle_path, "runtime.json").read_text(encoding="utf-8"))
     onnx = settings["onnx"]
-    runner = OnnxRunner(bundle_path / (onnx.get("int8") or onnx["fp32"]), onnx["seq_len"],
-                        pad_id=settings.get("pad_token_id") or 0)
-    codec = TextCodec(bundle_path / "tokenizer.json", settings.get("bos_token_id"))
+    model_path = model_file(bundle_path, onnx, "int8" if onnx.get("int8") else "fp32", manifest)
+    runner = OnnxRunner(model_path, onnx["seq_len"], pad_id=settings.get("pad_token_id") or 0)
+    codec = TextCodec(confined(bundle_path, "tokenizer.json"), settings.get("bos_token_id"))
     eos = settings.get("eos_token_id")
 
     def answer(text: str) -> str:
@@ -132,14 +133,14 @@ def _answer_fn(bundle_path: Path, max_new: int) -> tuple[Any, str]:
     from agent_forge.export.runtime.manifest import ManifestError
 
     try:
-        verify_bundle(bundle_path)
+        manifest = verify_bundle(bundle_path)
+        settings = json.loads((bundle_path / "runtime.json").read_text(encoding="utf-8"))
+        if settings.get("weights"):
+            return _runtime_answer(bundle_path, max_new), "ternary runtime"
+        if settings.get("onnx"):
+            return _onnx_answer(bundle_path, max_new, manifest), "onnxruntime"
     except ManifestError as err:
         raise ArtifactCorruptError(str(err), "re-create the bundle with `agent-forge export`") from err
-    settings = json.loads((bundle_path / "runtime.json").read_text(encoding="utf-8"))
-    if settings.get("weights"):
-        return _runtime_answer(bundle_path, max_new), "ternary runtime"
-    if settings.get("onnx"):
-        return _onnx_answer(bundle_path, max_new), "onnxruntime"
     raise ArtifactCorruptError(f"bundle {bundle_path} holds no model file this command can run")
 
 

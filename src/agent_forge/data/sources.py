@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import logging
 import os
 import random
 import socket
@@ -45,10 +46,22 @@ HUB_DEFAULTS: dict[str, tuple[str, str | None, str | None]] = {
 }
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+logger = logging.getLogger(__name__)
 
 
 class DataSourceError(ForgeError):
     """A data source cannot be read: missing file, unknown format, Hub unreachable."""
+
+
+class Mixture(list[TaskExample]):
+    """The mixed examples, plus ``shortfall``: source name -> examples it lacked for its share (only in the
+    held-out and selection splits, which never repeat an example; empty when every share was filled)."""
+
+    shortfall: dict[str, int]
+
+    def __init__(self, examples: Sequence[TaskExample] = (), shortfall: dict[str, int] | None = None) -> None:
+        super().__init__(examples)
+        self.shortfall = dict(shortfall or {})
 
 
 class SourceConfig(BaseModel):
@@ -234,12 +247,14 @@ def load_mixture(
     max_level: int = 5,
     kind_weights: dict[str, float] | None = None,
     cache_dir: str | None = None,
-) -> list[TaskExample]:
+) -> Mixture:
     """Examples of one split mixed from ``sources`` by weight, shuffled, reproducible from ``seed``.
 
     Without ``n_examples`` the mixture is as large as its sources together (a builtin source counts as
-    ``max_examples`` or 20,000). A finite source asked for more than it has is repeated (each pass
-    reshuffled); a source with no example in this split drops out and the others share its weight.
+    ``max_examples`` or 20,000). In the train split a finite source asked for more than it has is repeated
+    (each pass reshuffled); the held-out and selection splits never repeat an example: such a source is
+    used once, one warning names what it lacked and ``Mixture.shortfall`` records it. A source with no
+    example in this split drops out and the others share its weight.
     """
     if not sources:
         raise DataSourceError("no data sources configured", "add at least one entry to data.sources")
@@ -252,14 +267,20 @@ def load_mixture(
     if not live:
         raise DataSourceError(f"no source has {split} examples", "add rows or a builtin source")
     counts = apportion(sum(sizes.values()) if n_examples is None else n_examples, live)
-    mixed: list[TaskExample] = []
+    mixed = Mixture()
     for index, count in counts.items():
         if index in pools:
-            mixed += _draw(pools[index], count, seed, sources[index].name)
+            drawn = _draw(pools[index], count, seed, sources[index].name, repeat=split == "train")
+            if len(drawn) < count:
+                mixed.shortfall[sources[index].name] = count - len(drawn)
+            mixed += drawn
         elif count:
             levels = tuple(range(1, max_level + 1))
             mixed += mix_tasks(count, seed, split, kinds, levels, kind_weights)
     random.Random(f"{seed}:mixture:{split}").shuffle(mixed)
+    for name, missing in mixed.shortfall.items():
+        logger.warning("%s split: source '%s' is %d examples short of its share (examples are never repeated "
+                       "here; add rows or lower its weight)", split, name, missing)
     return mixed
 
 
@@ -275,10 +296,12 @@ def _split_pools(
     return pools
 
 
-def _draw(pool: list[TaskExample], count: int, seed: int, salt: str) -> list[TaskExample]:
-    """``count`` examples from ``pool`` without repeats until every one has been used once."""
+def _draw(pool: list[TaskExample], count: int, seed: int, salt: str, repeat: bool = True) -> list[TaskExample]:
+    """``count`` examples from ``pool`` without repeats until every one has been used once; without
+    ``repeat`` at most ``len(pool)`` of them, each once."""
     rng = random.Random(f"{seed}:draw:{salt}")
     drawn: list[TaskExample] = []
+    count = count if repeat else min(count, len(pool))
     while len(drawn) < count and pool:
         drawn += rng.sample(pool, min(len(pool), count - len(drawn)))
     return drawn

@@ -9,7 +9,7 @@ records its BitLinear set-up in its metadata so that ``load_model`` rebuilds the
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from transformers.utils import logging as hf_logging
 
 from agent_forge.config.schema import PipelineConfig
 from agent_forge.data.dataset import PackedDataset
-from agent_forge.data.sources import SourceConfig, load_mixture
+from agent_forge.data.sources import Mixture, SourceConfig, load_mixture
 from agent_forge.data.tasks import TaskExample, training_text
 from agent_forge.data.tokenizer import ForgeTokenizer, train_tokenizer
 from agent_forge.errors import ArtifactCorruptError, ConfigError
@@ -29,6 +29,7 @@ from agent_forge.eval.capability import flat_accuracy
 from agent_forge.eval.heldout import HeldoutSet, evaluate
 from agent_forge.eval.metrics import EvalResult
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
+from agent_forge.pipeline.context import rerun_fix
 from agent_forge.pipeline.phase import EvalRecord, ModelRef
 from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears
 from agent_forge.storage.atomic import atomic_dir
@@ -39,6 +40,14 @@ hf_logging.disable_progress_bar()
 
 TOKENIZER_CORPUS = 4000
 LATENCY_TOKENS = 16
+
+
+@dataclass
+class SessionHeldout(HeldoutSet):
+    """The session's held-out set and what its small sources lacked (source name -> missing examples): a
+    held-out set never repeats an example, so the D6 record says when it is smaller than configured."""
+
+    shortfall: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,7 +87,7 @@ def training_examples(
                         max_level=max_level or data.max_level, kind_weights=kind_weights)
 
 
-def heldout_examples(config: PipelineConfig) -> list[TaskExample]:
+def heldout_examples(config: PipelineConfig) -> Mixture:
     data = config.data
     return load_mixture(source_configs(config), data.seed, n_examples=data.heldout_examples, split="heldout",
                         kinds=data.kinds, max_level=data.max_level)
@@ -96,8 +105,10 @@ def session_data(ctx: Any) -> SessionData:
         if ctx.is_main:
             with atomic_dir(folder) as tmp:
                 tokenizer.save(tmp)
-    held = HeldoutSet.build(tokenizer, heldout_examples(ctx.config), ctx.config.data.seq_len,
-                            max_lm_sequences=ctx.config.data.heldout_lm_sequences)
+    examples = heldout_examples(ctx.config)
+    held = SessionHeldout.build(tokenizer, examples, ctx.config.data.seq_len,
+                                max_lm_sequences=ctx.config.data.heldout_lm_sequences)
+    held.shortfall = dict(examples.shortfall)
     ctx.shared["session_data"] = SessionData(tokenizer, held, source_configs(ctx.config), ctx.config)
     return ctx.shared["session_data"]
 
@@ -167,7 +178,8 @@ def load_model(ref: ModelRef) -> ForgeForCausalLM:
     if unexpected or set(missing) - {"lm_head.weight"}:
         raise ArtifactCorruptError(f"model {ref.model_id} does not match its config "
                                    f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})",
-                                   "re-run the phase that produced it with --force")
+                                   rerun_fix(ref.metadata.get("session_id", "SESSION"),
+                                             ref.metadata.get("phase", "NAME")))
     model.tie_weights()
     return model.eval()
 
@@ -210,6 +222,8 @@ def record_of(result: EvalResult, heldout: HeldoutSet, size_mb: float | None, la
     extra = {f"accuracy_level_{k}": v for k, v in result.accuracy_by_level.items()}
     if result.correct:
         extra.update(flat_accuracy(heldout.examples, result.correct))
+    if isinstance(heldout, SessionHeldout):
+        extra.update({f"heldout_shortfall/{name}": float(n) for name, n in heldout.shortfall.items()})
     return EvalRecord(perplexity=result.perplexity, loss=result.loss, bits_per_byte=result.bits_per_byte,
                       accuracy=result.accuracy, size_mb=size_mb, latency_ms=latency_ms, extra=extra)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import time
 import uuid
+from collections.abc import Collection
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -108,8 +109,11 @@ class Orchestrator:
 
     # running ------------------------------------------------------------------------------------------
     def run(self, session_id: str, start: str | None = None, stop: str | None = None,
-            force: bool = False, config: PipelineConfig | None = None) -> SessionSummary:
-        """Run phases ``start``..``stop`` (inclusive) of a session, skipping the ones already completed."""
+            force: bool = False, config: PipelineConfig | None = None,
+            rerun: Collection[str] = ()) -> SessionSummary:
+        """Run phases ``start``..``stop`` (inclusive) of a session, skipping the ones already completed
+        except those named in ``rerun``. A completed or partial session with nothing to run is left as
+        it was (its stored results are still verified)."""
         config = config or self.session_config(session_id)
         window = self.phase_window(start, stop)
         init_from_env(resolve_device(config.runtime.device))
@@ -122,7 +126,7 @@ class Orchestrator:
             configure_logging(self.workspace.log_path(session_id), quiet=self.quiet)
             tracker = self._tracker(session_id, config)
             try:
-                summary = self._run_window(session_id, window, force, config, tracker)
+                summary = self._run_window(session_id, window, force, config, tracker, set(rerun))
             finally:
                 tracker.close()
         return summary
@@ -148,14 +152,37 @@ class Orchestrator:
         return MetricsTracker(sinks)
 
     def _run_window(self, session_id: str, window: list[str], force: bool, config: PipelineConfig,
-                    tracker: MetricsTracker) -> SessionSummary:
+                    tracker: MetricsTracker, rerun: set[str]) -> SessionSummary:
         summary = SessionSummary(session_id, "running")
-        logger = get_logger("pipeline").bind(session=session_id)
+        done = self.completed_phases(session_id)
+        status = self.registry.get_session(session_id)["status"]
+        if status in ("completed", "partial") and all(n in done and n not in rerun for n in window):
+            summary.results = {name: self._stored_result(name, done[name]) for name in window}
+            summary.status = status
+            return summary
         self._set_session(session_id, status="running", error=None)
+        try:
+            self._run_phases(summary, window, force, config, tracker, rerun)
+        except ForgeError as exc:  # a failure outside a phase (a corrupt input, a hand-off) never stays running
+            if self.registry.get_session(session_id)["status"] == "running":
+                self._set_session(session_id, status="failed", current_phase=None, error=str(exc))
+            raise
+        done = self.completed_phases(session_id)
+        final = "completed" if all(name in done for name in self.sequence) else "partial"
+        self._set_session(session_id, status=final, current_phase=None, end_time=utc_now())
+        summary.status = final
+        if final == "completed" and is_main_process():
+            SessionCleanupManager(self.workspace, self.registry, config.cleanup).on_session_complete()
+        return summary
+
+    def _run_phases(self, summary: SessionSummary, window: list[str], force: bool, config: PipelineConfig,
+                    tracker: MetricsTracker, rerun: set[str]) -> None:
+        session_id = summary.session_id
+        logger = get_logger("pipeline").bind(session=session_id)
         with ProgressReporter(quiet=self.quiet) as progress, progress.task("phases", len(window)) as bar:
             for index, name in enumerate(window):
                 done = self.completed_phases(session_id)
-                if name in done:
+                if name in done and name not in rerun:
                     logger.info("phase already completed, skipping", phase=name)
                     summary.results[name] = self._stored_result(name, done[name])
                 else:
@@ -167,12 +194,6 @@ class Orchestrator:
                 barrier()  # other ranks read this phase's registry rows next
                 bar.advance()
                 self._set_session(session_id, progress_percent=100.0 * (index + 1) / len(window))
-        final = "completed" if window[-1] == self.sequence[-1] else "partial"
-        self._set_session(session_id, status=final, current_phase=None, end_time=utc_now())
-        summary.status = final
-        if final == "completed" and is_main_process():
-            SessionCleanupManager(self.workspace, self.registry, config.cleanup).on_session_complete()
-        return summary
 
     def _set_session(self, session_id: str, **fields: Any) -> None:
         if is_main_process():

@@ -186,7 +186,29 @@ class ModelRegistry:
             raise NotFoundError(f"model '{model_id}' does not exist", "list models with `agent-forge models`")
         return self._decode_model(rows[0])
 
+    def model_folder(self, stored: str, session_id: str) -> Path:
+        """Where a model row's artifact lives in the workspace that holds this registry.
+
+        A path stored under another workspace root (one that was moved or copied) is read at the same
+        ``sessions/<session>/...`` place under this one, so the files verified and loaded are this
+        workspace's; a relative path is taken from this root. Other paths are returned unchanged.
+        """
+        path = Path(stored)
+        if self.path.parent.name != "registry":
+            return path
+        root = self.path.parent.parent
+        if not path.is_absolute():
+            return root / path
+        if path.resolve() == root.resolve() or root.resolve() in path.resolve().parents:
+            return path
+        parts = path.parts
+        for i in range(len(parts) - 2, -1, -1):
+            if parts[i] == "sessions" and parts[i + 1] == session_id:
+                return root.joinpath(*parts[i:])
+        return path
+
     def _decode_model(self, row: dict[str, Any]) -> dict[str, Any]:
+        row["model_path"] = str(self.model_folder(row["model_path"], row["session_id"]))
         row["metadata"] = json.loads(row.pop("metadata_json") or "{}")
         row["tags"] = [t for t in (row.get("tags") or "").split(",") if t]
         row["parents"] = [r["parent_id"] for r in self._query(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections import Counter
@@ -163,3 +164,35 @@ def test_number_and_expression_normalisation():
     assert [format_number(v) for v in ("1,200", 72.0, "$15", 2.5, "n/a")] == ["1200", "72", "15", "2.5", None]
     assert expression_steps("( ( 3.0 * 12.0 ) - 5.0 )") == ["3 * 12 = 36", "36 - 5 = 31"]
     assert expression_steps("__import__('os')") == []
+
+
+def _arc_file(tmp_path: Path, rows: int) -> Path:
+    lines = [
+        json.dumps({"id": f"T{i}", "question": f"Which number is {i}?", "answerKey": "A",
+                    "choices": {"text": [str(i), str(i + 1)], "label": ["A", "B"]}})
+        for i in range(rows)
+    ]
+    path = tmp_path / "arc.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("split", ["heldout", "selection"])
+def test_a_small_source_is_never_repeated_outside_train_and_the_shortfall_is_said(tmp_path, caplog, split):
+    arc = _arc_file(tmp_path, 120)
+    sources = [
+        SourceConfig(name="gen", kind="builtin", weight=2.0),
+        SourceConfig(name="arc", kind="arc_easy", path=str(arc), weight=1.0),
+    ]
+    in_split = sum(split_of(e.uid) == split for e in load_source(sources[1], str(tmp_path / "cache")))
+    assert 0 < in_split < 21
+    with caplog.at_level("WARNING", logger="agent_forge.data.sources"):
+        mixed = load_mixture(sources, seed=0, n_examples=63, split=split, cache_dir=str(tmp_path / "cache"))
+    uids = [e.uid for e in mixed]
+    assert len(uids) == len(set(uids)) and {split_of(u) for u in uids} == {split}
+    assert Counter(e.meta["source"] for e in mixed)["arc_easy"] == in_split
+    assert mixed.shortfall == {"arc": 21 - in_split} and len(mixed) == 63 - (21 - in_split)
+    lines = [r.getMessage() for r in caplog.records if "arc" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and f"{21 - in_split} examples short" in lines[0]
+    train = load_mixture(sources, seed=0, n_examples=300, cache_dir=str(tmp_path / "cache"))
+    assert train.shortfall == {} and len(train) == 300  # training may still repeat a small source

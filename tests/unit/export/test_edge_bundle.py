@@ -12,7 +12,8 @@ import pytest
 from agent_forge.data.tokenizer import train_tokenizer
 from agent_forge.export.build import EdgeInputs, EdgeOptions, build_edge_bundle
 from agent_forge.export.bundle import verify_bundle
-from agent_forge.export.runtime import ManifestError, greedy_generate, load_bundle
+from agent_forge.export.runtime import ManifestError, describe_files, greedy_generate, load_bundle
+from agent_forge.export.runtime.manifest import sha256_file
 
 CORPUS = [f"Question: what is {a} plus {b}? Answer: {a + b}" for a in range(30) for b in range(7)]
 
@@ -112,3 +113,57 @@ def test_runtime_evaluation_face(bundle) -> None:
     np.testing.assert_allclose(logits[1, :2].numpy(), report.runtime_model.forward([1, 8])[0], atol=1e-5)
     with pytest.raises(ValueError, match="right-padded"):
         lm(input_ids=ids, attention_mask=torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]))
+
+
+def _rehash(folder: Path) -> None:
+    """What a forger does after tampering: list the files as they now are, so the checksums all match."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"] = describe_files(folder)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _point_weights_at(folder: Path, name: str) -> None:
+    settings = json.loads((folder / "runtime.json").read_text())
+    settings["weights"] = name
+    (folder / "runtime.json").write_text(json.dumps(settings))
+
+
+@pytest.mark.parametrize("where", ["absolute", "dotdot", "symlinked_folder", "unlisted_cache"])
+def test_weights_outside_the_bundle_are_refused_even_with_a_rehashed_manifest(bundle, tmp_path: Path,
+                                                                             where: str) -> None:
+    folder = _copy(bundle, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(folder / "model.tq2_0.safetensors", elsewhere / "w.safetensors")
+    name = {"absolute": str(elsewhere / "w.safetensors"), "dotdot": "../elsewhere/w.safetensors",
+            "symlinked_folder": "linked/w.safetensors", "unlisted_cache": "__pycache__/w.safetensors"}[where]
+    if where == "symlinked_folder":
+        (folder / "linked").symlink_to(elsewhere, target_is_directory=True)
+    if where == "unlisted_cache":  # inside the folder, but never hashed: interpreter caches are skipped
+        (folder / "__pycache__").mkdir()
+        shutil.copy(elsewhere / "w.safetensors", folder / "__pycache__" / "w.safetensors")
+    _point_weights_at(folder, name)
+    _rehash(folder)
+    with pytest.raises(ManifestError, match=r"runtime\.json entry weights"):
+        load_bundle(folder)
+    if where != "unlisted_cache":
+        with pytest.raises(ManifestError, match=r"runtime\.json entry weights"):
+            load_bundle(folder, verify=False)
+
+
+@pytest.mark.parametrize("entry", ["symlink_out", "dotdot", "absolute"])
+def test_manifest_entries_outside_the_bundle_are_refused(bundle, tmp_path: Path, entry: str) -> None:
+    folder = _copy(bundle, tmp_path)
+    outside = tmp_path / "outside.json"
+    shutil.copy(folder / "tokenizer.json", outside)
+    if entry == "symlink_out":  # the tokenizer replaced by a link to a file elsewhere, then re-hashed
+        (folder / "tokenizer.json").unlink()
+        (folder / "tokenizer.json").symlink_to(outside)
+        _rehash(folder)
+    else:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        name = "../outside.json" if entry == "dotdot" else str(outside)
+        manifest["files"][name] = {"sha256": sha256_file(outside), "bytes": outside.stat().st_size}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=r"outside the bundle|not a relative path inside the bundle"):
+        verify_bundle(folder)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from typer.testing import CliRunner
 import agent_forge.cli.export_cmds  # noqa: F401 - registers the commands on the app
 from agent_forge.cli.app import app
 from agent_forge.errors import ArtifactCorruptError, ConfigError, NotFoundError
+from agent_forge.export.runtime import describe_files
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.phases.common import bitlinear_meta, forge_config
 from agent_forge.quant.bitlinear import BitLinearConfig, replace_linears
@@ -68,3 +71,19 @@ def test_export_onnx_then_serve_with_onnxruntime(workspace: Path, tmp_path: Path
 def test_bad_arguments_name_the_fix(workspace: Path, tmp_path: Path) -> None:
     assert isinstance(_invoke(workspace, "export", SESSION, "--format", "gguf").exception, ConfigError)
     assert isinstance(_invoke(workspace, "serve-bundle", str(tmp_path)).exception, NotFoundError)
+
+
+def test_serve_bundle_refuses_weights_outside_the_bundle(workspace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    assert _invoke(workspace, "export", SESSION, "--format", "ternary", "--out", str(out)).exit_code == 0
+    outside = tmp_path / "outside.safetensors"
+    shutil.copy(out / "model.tq2_0.safetensors", outside)
+    settings = json.loads((out / "runtime.json").read_text())
+    settings["weights"] = str(outside)
+    (out / "runtime.json").write_text(json.dumps(settings))
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"] = describe_files(out)  # re-hashed: every checksum matches the tampered files
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    served = _invoke(workspace, "serve-bundle", str(out), "--prompt", "x")
+    assert isinstance(served.exception, ArtifactCorruptError)
+    assert "outside" in str(served.exception) and "\n" not in str(served.exception)

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from agent_forge.config import load_config
-from agent_forge.errors import HandoffError, NotFoundError
+from agent_forge.errors import ArtifactCorruptError, HandoffError, NotFoundError
 from agent_forge.pipeline import Orchestrator, Phase, PhaseFailedError, PhaseResult
 from agent_forge.pipeline.handoff import validate_handoff
 from agent_forge.pipeline.phase import ModelRef
@@ -141,3 +141,42 @@ def test_handoff_rules_cover_every_check() -> None:
     missing = validate_handoff("bitnet", "forge", rule, PhaseResult(True, "bitnet", [ModelRef("c", Path("."))], {}))
     assert any("was not measured" in f for f in missing.failures())
     assert validate_handoff("x", "y", None, bad).passed
+
+
+def test_a_phase_of_a_completed_session_without_rerun_leaves_the_session_as_it_was(tmp_path: Path) -> None:
+    orch = _orch(tmp_path)
+    session = orch.create_session(_config())
+    orch.run(session)
+    before = orch.registry.get_session(session)
+    summary = orch.run(session, start="evomerge", stop="evomerge")  # `agent-forge phase evomerge --session S`
+    after = orch.registry.get_session(session)
+    assert summary.status == "completed" and after["status"] == "completed"
+    assert after["end_time"] == before["end_time"] and after == before
+
+
+def test_rerun_runs_a_completed_phase_again_and_keeps_the_session_completed(tmp_path: Path) -> None:
+    orch = _orch(tmp_path)
+    session = orch.create_session(_config())
+    orch.run(session)
+    started = {r["phase_name"]: r["started_at"] for r in orch.registry.phase_runs(session)}
+    summary = orch.run(session, start="cognate", stop="cognate", rerun=("cognate",))
+    runs = {r["phase_name"]: r for r in orch.registry.phase_runs(session)}
+    assert runs["cognate"]["started_at"] != started["cognate"] and runs["cognate"]["status"] == "completed"
+    assert runs["evomerge"]["started_at"] == started["evomerge"]
+    assert summary.status == "completed" and orch.registry.get_session(session)["status"] == "completed"
+
+
+def test_a_corrupt_stored_output_names_the_exact_recovery_and_never_leaves_the_session_running(
+        tmp_path: Path) -> None:
+    orch = _orch(tmp_path)
+    session = orch.create_session(_config())
+    orch.run(session, stop="cognate")
+    model = orch.registry.search_models(phase="cognate", session=session)[0]
+    weights = next(p for p in Path(model["model_path"]).iterdir() if p.suffix == ".safetensors")
+    weights.write_bytes(weights.read_bytes()[:-1] + bytes([weights.read_bytes()[-1] ^ 1]))
+    with pytest.raises(ArtifactCorruptError) as info:
+        orch.run(session)
+    assert f"`agent-forge phase cognate --session {session} --force`" in str(info.value)
+    assert orch.registry.get_session(session)["status"] == "failed"
+    orch.run(session, start="cognate", stop="cognate", rerun=("cognate",))  # what the message says
+    assert orch.run(session).status == "completed"  # then `agent-forge resume SESSION`

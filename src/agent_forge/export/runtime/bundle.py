@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .config import RuntimeConfig
-from .manifest import read_manifest, verify_manifest
+from .manifest import ManifestError, confined, read_manifest, verify_manifest
 from .model import ForgeRuntimeModel
 from .weights import load_weights
 
@@ -45,23 +45,35 @@ class Bundle:
     model: ForgeRuntimeModel
 
     def codec(self) -> TextCodec:
-        return TextCodec(self.folder / "tokenizer.json", self.settings.get("bos_token_id"))
+        return TextCodec(confined(self.folder, "tokenizer.json"), self.settings.get("bos_token_id"))
 
 
 def _json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def model_file(folder: Path, settings: dict[str, Any], key: str, manifest: dict[str, Any] | None) -> Path:
+    """The file a ``runtime.json`` entry names, confined to the bundle and, when ``manifest`` is given,
+    one of the files the manifest lists (and so checked)."""
+    name = settings.get(key)
+    path = confined(folder, name, f"{SETTINGS} entry {key}")
+    if manifest is not None and name not in manifest["files"]:
+        raise ManifestError(f"{SETTINGS} entry {key} names {name!r}, which the manifest does not list; "
+                            "re-create the bundle")
+    return path
+
+
 def load_bundle(folder: str | Path, verify: bool = True) -> Bundle:
-    """Verify every file against the manifest (unless told not to), then load the ternary model."""
+    """Verify every file against the manifest (unless told not to), then load the ternary model; every path
+    it opens stays inside the bundle folder."""
     folder = Path(folder)
     manifest = verify_manifest(folder) if verify else read_manifest(folder)
-    settings = _json(folder / SETTINGS)
+    settings = _json(confined(folder, SETTINGS))
     if not settings.get("weights"):
         raise ValueError(f"bundle {folder} has no packed ternary weights (formats {settings.get('formats')})")
-    config = RuntimeConfig.from_dict(_json(folder / "config.json"))
-    weights = load_weights(folder / settings["weights"], int(settings.get("activation_bits", 8)),
-                           float(settings.get("activation_eps", 1e-5)))
+    config = RuntimeConfig.from_dict(_json(confined(folder, "config.json")))
+    weights = load_weights(model_file(folder, settings, "weights", manifest if verify else None),
+                           int(settings.get("activation_bits", 8)), float(settings.get("activation_eps", 1e-5)))
     return Bundle(folder, config, settings, manifest, ForgeRuntimeModel(weights, config))
 
 

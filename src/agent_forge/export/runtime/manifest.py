@@ -39,9 +39,23 @@ def describe_files(folder: Path) -> dict[str, dict[str, Any]]:
             for name in bundle_files(folder)}
 
 
-def _safe(name: str) -> bool:
+def _safe(name: object) -> bool:
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        return False
     path = PurePosixPath(name)
     return not path.is_absolute() and ".." not in path.parts
+
+
+def confined(folder: str | Path, name: object, what: str = "bundle file") -> Path:
+    """The resolved path of ``name`` inside the bundle ``folder``: a relative posix path without ``..`` whose
+    symlinks, once followed, stay inside the folder; anything else is a ``ManifestError``."""
+    root = Path(folder).resolve()
+    if not _safe(name):
+        raise ManifestError(f"{what} {name!r} is not a relative path inside the bundle; re-create the bundle")
+    path = (root / str(name)).resolve()
+    if path != root and root not in path.parents:
+        raise ManifestError(f"{what} {name!r} leads outside the bundle (to {path}); re-create the bundle")
+    return path
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
@@ -61,9 +75,9 @@ def verify_manifest(folder: str | Path) -> dict[str, Any]:
     manifest = read_manifest(folder)
     listed = manifest["files"]
     for name, entry in listed.items():
-        path = folder / name
-        if not _safe(name) or not path.is_file():
-            raise ManifestError(f"bundle file {name} is missing (or its name is unsafe)")
+        path = confined(folder, name)
+        if not path.is_file():
+            raise ManifestError(f"bundle file {name} is missing")
         if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
             raise ManifestError(f"bundle file {name} does not match its sha256 in the manifest")
     extra = sorted(set(bundle_files(folder)) - set(listed))
