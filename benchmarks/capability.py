@@ -162,7 +162,8 @@ def score(contender: Contender, heldout: HeldoutSet) -> dict:
     table = accuracy_table(heldout.examples, correct)
     loss = evaluate(contender.model, heldout).loss
     contender.model.train()
-    return {"steps": contender.steps, "heldout_loss": loss, **table}
+    return {"steps": contender.steps, "ms_per_step": 1000.0 * contender.train_seconds / contender.steps,
+            "heldout_loss": loss, **table}
 
 
 def race(contenders: list[Contender], data: LabelledData, budgets: list[int], heldout: HeldoutSet,
@@ -188,7 +189,8 @@ def summary_line(label: str, budget: int, result: dict) -> str:
     kinds = result["kinds"]
     arith_l1 = kinds.get("arith", {}).get("levels", {}).get(1, {}).get("accuracy", math.nan)
     parts = [f"{k} {v['accuracy']:.3f}" for k, v in kinds.items()]
-    return (f"{label:<28} {budget:>4}s steps {result['steps']:>5} overall {result['overall']['accuracy']:.3f} "
+    return (f"{label:<28} {budget:>4}s steps {result['steps']:>5} ({result['ms_per_step']:.0f} ms) "
+            f"overall {result['overall']['accuracy']:.3f} "
             f"| {' '.join(parts)} | arith L1 {arith_l1:.3f} | loss {result['heldout_loss']:.3f}")
 
 

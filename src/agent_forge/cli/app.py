@@ -186,7 +186,7 @@ def _print_summary(workspace: Workspace, registry: ModelRegistry, session_id: st
     chance = mc_chance(runs)
     note = f"; mc chance {chance:.3f}" if chance is not None else ""
     print_table(f"session {session_id}: held-out trajectory (D6{note})", TRAJECTORY_COLUMNS,
-                trajectory_rows(runs, handoffs))
+                trajectory_rows(runs, handoffs), compact=True)
     bundle = workspace.bundle_dir(session_id)
     report = workspace.report_dir(session_id) / "report.html"
     if bundle.exists():

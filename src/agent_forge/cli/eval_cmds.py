@@ -51,7 +51,8 @@ def eval_command(
     if as_json:
         print_json(report)
     else:
-        print_table(f"{label}: {mode} answers, {report['n']} tasks", ACCURACY_COLUMNS, accuracy_rows(report))
+        print_table(f"{label}: {mode} answers, {report['n']} tasks", ACCURACY_COLUMNS, accuracy_rows(report),
+                    compact=True)
 
 
 ACCURACY_COLUMNS = ["kind", "level", "n", "acc", "95% CI", "chance", "majority"]

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -32,10 +33,11 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    table = Table(title=title, show_lines=False)
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], compact: bool = False) -> None:
+    """A Rich table; ``compact`` drops the box and keeps one space between columns (80-column terminals)."""
+    table = Table(title=title, show_lines=False, **({"box": box.SIMPLE_HEAD, "padding": (0, 1)} if compact else {}))
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=compact)
     for row in rows:
         table.add_row(*(_cell(v) for v in row))
     out.print(table)

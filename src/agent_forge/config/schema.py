@@ -180,6 +180,7 @@ class Phase1Section(Strict):
     grokfast: bool = True
     lr_scale: float = Field(1.0, gt=0.0)
     prompt_loss_share: float = Field(1.0, ge=0.0, le=1.0)  # examples whose prompt tokens the loss scores too
+    specialist_lr_scale: float = Field(1.0, gt=0.0, le=10.0)  # specialists' peak lr relative to the trunk's
     train: TrainSection = Field(default_factory=TrainSection)
     specialists: list[SpecialistSection] = Field(default_factory=_default_specialists)
     min_loss_drop: float = Field(0.70, ge=0.0, le=1.0)

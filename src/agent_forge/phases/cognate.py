@@ -34,13 +34,14 @@ from agent_forge.train.distributed import init_from_env, wrap_ddp
 from agent_forge.train.loop import LoopResult, TrainLoop
 from agent_forge.train.precision import resolve_device, use_bf16
 
-
 EXAMPLE_TOKENS_ESTIMATE = 40  # builtin examples average ~46 tokens; a low guess errs toward more data
 
 
-def optimizer_config(section: Phase1Section) -> MuGrokConfig:
-    """The D11 Phase 1 preset, scaled by the preset's lr_scale, Grokfast switchable."""
-    return MuGrokConfig.from_phase("1").scaled(section.lr_scale, grokfast=section.grokfast)
+def optimizer_config(section: Phase1Section, specialist: bool = False) -> MuGrokConfig:
+    """The D11 Phase 1 preset, scaled by the preset's lr_scale (and for a specialist, which continues a
+    trained trunk, by specialist_lr_scale too), Grokfast switchable."""
+    scale = section.lr_scale * (section.specialist_lr_scale if specialist else 1.0)
+    return MuGrokConfig.from_phase("1").scaled(scale, grokfast=section.grokfast)
 
 
 def specialist_values(spec: SpecialistSection) -> dict[str, Any]:
@@ -116,7 +117,7 @@ class CognatePhase(Phase):
                                      kind_weights=kind_weights)
         dataset = packed_dataset(ctx, data.tokenizer, examples, section.train.batch_size, seed,
                                  prompt_loss_share=section.prompt_loss_share)
-        optimizer = build_optimizer(model, optimizer_config(section))
+        optimizer = build_optimizer(model, optimizer_config(section, specialist=kind_weights is not None))
         settings = {"run": run, "steps": steps, "seed": seed, "phase1": section.model_dump(mode="json"),
                     "model": ctx.config.model.model_dump(mode="json")}
         loop = TrainLoop(ctx=ctx, run_name=run, model=wrap_ddp(model, device), optimizer=optimizer,

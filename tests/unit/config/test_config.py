@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent_forge.config import available_presets, config_diff, load_config, parse_override
-from agent_forge.config.loader import deep_merge, read_config_file
+from agent_forge.config.loader import deep_merge, preset_dict, read_config_file, validate_config
 from agent_forge.errors import ConfigError
 
 
@@ -98,3 +98,15 @@ def test_fuzzed_overrides_fail_in_one_line_or_load(pairs: list[tuple[str, object
         load_config("smoke", overrides=overrides)
     except ConfigError as exc:
         assert "\n" not in str(exc) and str(exc)
+
+
+def test_specialist_kind_weights_take_kinds_and_kind_at_level():
+    config = load_config("tiny")
+    reasoning = config.phase1.specialists[0]
+    assert reasoning.kind_weights["arith@1"] > reasoning.kind_weights["arith"]
+    good = {"phase1": {"specialists": [{"name": "a", "seed": 1, "kind_weights": {"mc": 2.0, "code@3": 1.5}}]}}
+    assert validate_config(deep_merge(preset_dict("smoke"), good)).phase1.specialists[0].kind_weights["code@3"] == 1.5
+    for key in ("poetry", "arith@x"):
+        bad = {"phase1": {"specialists": [{"name": "a", "seed": 1, "kind_weights": {key: 1.0}}]}}
+        with pytest.raises(ConfigError, match="kind_weights"):
+            validate_config(deep_merge(preset_dict("smoke"), bad))
