@@ -227,7 +227,7 @@ def main() -> None:
     data = LabelledData(tokenizer, examples, preset, {c.split(":")[2] if c.count(":") > 1 else "full"
                                                       for c in args.contenders})
     print(f"data ready in {time.perf_counter() - started:.1f} s: {len(examples)} training examples, "
-          f"{len(data)} rows, {heldout.n_examples} held-out tasks", flush=True)
+          f"{len(data)} rows, {heldout.n_examples} scored tasks ({args.split} split)", flush=True)
     bf16 = cpu_has_bf16()
     report = {"machine": platform.processor() or platform.machine(), "threads": args.threads, "bf16": bf16,
               "split": args.split, "preset": args.preset, "overrides": args.set,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,12 +92,12 @@ def _levels(text: str | None) -> list[int] | None:
 
 
 def _registered_model(model_id: str) -> tuple[Any, Any, PipelineConfig, str]:
+    from agent_forge.cli.export_cmds import session_config
     from agent_forge.phases.common import load_model, load_tokenizer
     from agent_forge.pipeline.context import load_ref
 
     _, registry = open_workspace(create=False)
-    row = registry.get_model(model_id)
-    config = PipelineConfig.model_validate(json.loads(registry.get_session(row["session_id"])["pipeline_config_json"]))
+    config = session_config(registry, registry.get_model(model_id)["session_id"])
     ref = load_ref(registry, model_id)
     return load_model(ref), load_tokenizer(ref), config, model_id
 

@@ -17,7 +17,8 @@ from agent_forge.errors import ArtifactCorruptError, ConfigError, NotFoundError
 EXPORTABLE = PHASE_NAMES[: PHASE_NAMES.index("edge") + 1]  # Phase 8's compressed files are not a torch model
 
 
-def _session_config(registry: Any, session_id: str) -> PipelineConfig:
+def session_config(registry: Any, session_id: str) -> PipelineConfig:
+    """The validated configuration a session was run with."""
     row = registry.get_session(session_id)
     return PipelineConfig.model_validate(json.loads(row["pipeline_config_json"]))
 
@@ -82,7 +83,7 @@ def export_bundle(
     from agent_forge.storage.atomic import atomic_dir, recover_dir
 
     workspace, registry = open_workspace()
-    config = _session_config(registry, session_id)
+    config = session_config(registry, session_id)
     ref = load_ref(registry, _pick_model(registry, session_id, model_id))
     folder = out_dir or workspace.session_dir(session_id) / "exports" / fmt
     section = config.phase7.model_copy(update={"formats": [fmt]})

@@ -35,7 +35,8 @@ def _cell(value: Any) -> str:
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], compact: bool = False) -> None:
     """A Rich table; ``compact`` drops the box and keeps one space between columns (80-column terminals)."""
-    table = Table(title=title, show_lines=False, **({"box": box.SIMPLE_HEAD, "padding": (0, 1)} if compact else {}))
+    compact_style = {"box": box.SIMPLE_HEAD, "padding": (0, 1), "collapse_padding": True, "pad_edge": False}
+    table = Table(title=title, show_lines=False, **(compact_style if compact else {}))
     for column in columns:
         table.add_column(column, overflow="fold", no_wrap=compact)
     for row in rows:

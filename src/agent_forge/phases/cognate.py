@@ -34,7 +34,7 @@ from agent_forge.train.distributed import init_from_env, wrap_ddp
 from agent_forge.train.loop import LoopResult, TrainLoop
 from agent_forge.train.precision import resolve_device, use_bf16
 
-EXAMPLE_TOKENS_ESTIMATE = 40  # builtin examples average ~46 tokens; a low guess errs toward more data
+EXAMPLE_TOKENS_ESTIMATE = 20  # builtin examples average ~46 tokens; a low guess errs toward more data
 
 
 def optimizer_config(section: Phase1Section, specialist: bool = False) -> MuGrokConfig:
@@ -113,8 +113,10 @@ class CognatePhase(Phase):
         section: Phase1Section = ctx.phase_config
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
-        examples = training_examples(ctx.config, examples_needed(ctx.config, steps, section.train.batch_size), seed,
-                                     kind_weights=kind_weights)
+        # the trunk reads the whole configured set; a specialist's short run only what its steps can read
+        count = (ctx.config.data.train_examples if kind_weights is None
+                 else examples_needed(ctx.config, steps, section.train.batch_size))
+        examples = training_examples(ctx.config, count, seed, kind_weights=kind_weights)
         dataset = packed_dataset(ctx, data.tokenizer, examples, section.train.batch_size, seed,
                                  prompt_loss_share=section.prompt_loss_share)
         optimizer = build_optimizer(model, optimizer_config(section, specialist=kind_weights is not None))
@@ -132,8 +134,8 @@ class CognatePhase(Phase):
 def examples_needed(config: Any, steps: int, batch_size: int) -> int:
     """Enough examples for one pass over ``steps`` batches (at most ``data.train_examples``), so a short
     specialist run does not pay for generating and tokenising a trunk-sized set."""
-    per_row = max(1, config.data.seq_len // EXAMPLE_TOKENS_ESTIMATE)
-    return max(batch_size * per_row, min(config.data.train_examples, steps * batch_size * per_row))
+    per_row = -(-config.data.seq_len // EXAMPLE_TOKENS_ESTIMATE)  # ceil: an over-estimate of examples a row
+    return min(config.data.train_examples, max(steps, 2) * batch_size * per_row)
 
 
 def _monitor_figures(model: ForgeForCausalLM, selection: Any) -> dict[str, float]:

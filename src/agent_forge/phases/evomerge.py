@@ -269,7 +269,8 @@ class Evolution:
                 save_file(tensors, str(tmp / "weights.safetensors"))
                 state = {"generation": generation, "fingerprint": self.fingerprint, "history": self.history,
                          "population": [m.info() for m in self.population], "champion": self.champion.info(),
-                         "weights_crc32": crc32_file(tmp / "weights.safetensors")}
+                         "weights_crc32": crc32_file(tmp / "weights.safetensors"),
+                         "fitness_evaluations": self.scorer.evaluations}
                 (tmp / "state.json").write_text(json.dumps(state, sort_keys=True), encoding="utf-8")
             for old in self.generation_dirs():
                 if old != target:
@@ -299,6 +300,9 @@ class Evolution:
             self.population = [_member(info, tensors, self.base) for info in state["population"]]
             self.champion = _member(state["champion"], tensors, self.base)
             self.history = state["history"]
+            # the count of the whole run so far (it includes the specialists' measurements, which this
+            # process repeated before resuming), so a resumed run reports what an uninterrupted one does
+            self.scorer.evaluations = int(state.get("fitness_evaluations", self.scorer.evaluations))
             self.ctx.logger.info("resumed evolution", generation=state["generation"])
             return int(state["generation"])
         return None
