@@ -184,8 +184,8 @@ def _print_summary(workspace: Workspace, registry: ModelRegistry, session_id: st
     runs = registry.phase_runs(session_id)
     handoffs = {h["source_phase"]: h["validation_status"] for h in registry.handoff_history(session_id)}
     chance = mc_chance(runs)
-    note = f"; mc chance {chance:.3f}" if chance is not None else ""
-    print_table(f"session {session_id}: held-out trajectory (D6{note})", TRAJECTORY_COLUMNS,
+    note = f" (mc chance {chance:.3f})" if chance is not None else ""
+    print_table(f"D6 held-out trajectory of {session_id}{note}", TRAJECTORY_COLUMNS,
                 trajectory_rows(runs, handoffs), compact=True)
     bundle = workspace.bundle_dir(session_id)
     report = workspace.report_dir(session_id) / "report.html"
