@@ -146,6 +146,14 @@ def test_same_seed_same_champion_and_resume_reuses_generations(first_run, smoke_
     assert again.artifacts["fitness_curve"] == result.artifacts["fitness_curve"]
     assert again.metrics["fitness_evaluations"] == result.metrics["fitness_evaluations"]
     assert sha256_file(again.models[0].path / "model.safetensors") == weights
+    # the resumed registry equals the uninterrupted one but for wall-clock seconds (docs/design/overview.md)
+    assert _evolution_metrics(tmp_path, smoke_config) == _evolution_metrics(root, smoke_config)
+
+
+def _evolution_metrics(root: Path, config: PipelineConfig) -> dict[tuple, float]:
+    ctx = make_context(root, "evomerge", config)
+    rows = ctx.registry.metrics(ctx.session_id, phase="evomerge")
+    return {(r["model"], r["step"], r["name"]): r["value"] for r in rows if r["name"] != "seconds"}
 
 
 def test_specialists_without_a_shared_trunk_are_rejected(first_run, smoke_config) -> None:
