@@ -37,7 +37,7 @@ from agent_forge.config import load_config
 from agent_forge.data.dataset import PackedDataset
 from agent_forge.data.sources import load_mixture
 from agent_forge.eval.capability import accuracy_table
-from agent_forge.eval.heldout import HeldoutSet, answers_correct, evaluate
+from agent_forge.eval.heldout import HeldoutSet, evaluate
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import (
@@ -158,9 +158,9 @@ def train_step(contender: Contender, batch: dict, progress: float, bf16: bool) -
 
 
 def score(contender: Contender, heldout: HeldoutSet) -> dict:
-    correct = answers_correct(contender.model, heldout)
-    table = accuracy_table(heldout.examples, correct)
-    loss = evaluate(contender.model, heldout).loss
+    result = evaluate(contender.model, heldout)  # one pass gives the loss and each task's exact match
+    table = accuracy_table(heldout.examples, result.correct)
+    loss = result.loss
     contender.model.train()
     return {"steps": contender.steps, "ms_per_step": 1000.0 * contender.train_seconds / contender.steps,
             "heldout_loss": loss, **table}
