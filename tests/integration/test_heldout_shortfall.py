@@ -3,27 +3,14 @@ many examples it lacks."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from agent_forge.eval.metrics import EvalResult
 from agent_forge.phases.common import record_of, session_data
+from support.data_files import write_arc_file
 from support.phase_harness import harness_config, make_context
 
 
-def _arc_file(tmp_path: Path, rows: int) -> Path:
-    lines = [
-        json.dumps({"id": f"T{i}", "question": f"Which number is {i}?", "answerKey": "A",
-                    "choices": {"text": [str(i), str(i + 1)], "label": ["A", "B"]}})
-        for i in range(rows)
-    ]
-    path = tmp_path / "arc.jsonl"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
 def test_the_d6_record_names_the_shortfall_of_a_small_heldout_source(tmp_path):
-    arc = _arc_file(tmp_path, 120)
+    arc = write_arc_file(tmp_path, 120)
     config = harness_config("smoke", [
         "data.heldout_examples=64",
         f'data.sources=[{{"name": "gen", "kind": "builtin", "weight": 2.0}}, '

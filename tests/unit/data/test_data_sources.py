@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections import Counter
@@ -15,6 +14,7 @@ from agent_forge.data.adapters import expression_steps, format_number
 from agent_forge.data.sandbox import check_code_answers
 from agent_forge.data.sources import DataSourceError, SourceConfig, load_mixture, load_source
 from agent_forge.data.tasks import split_of
+from support.data_files import write_arc_file
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "datasets"
 
@@ -166,20 +166,9 @@ def test_number_and_expression_normalisation():
     assert expression_steps("__import__('os')") == []
 
 
-def _arc_file(tmp_path: Path, rows: int) -> Path:
-    lines = [
-        json.dumps({"id": f"T{i}", "question": f"Which number is {i}?", "answerKey": "A",
-                    "choices": {"text": [str(i), str(i + 1)], "label": ["A", "B"]}})
-        for i in range(rows)
-    ]
-    path = tmp_path / "arc.jsonl"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
 @pytest.mark.parametrize("split", ["heldout", "selection"])
 def test_a_small_source_is_never_repeated_outside_train_and_the_shortfall_is_said(tmp_path, caplog, split):
-    arc = _arc_file(tmp_path, 120)
+    arc = write_arc_file(tmp_path, 120)
     sources = [
         SourceConfig(name="gen", kind="builtin", weight=2.0),
         SourceConfig(name="arc", kind="arc_easy", path=str(arc), weight=1.0),
