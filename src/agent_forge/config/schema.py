@@ -133,12 +133,17 @@ class SpecialistSection(Strict):
     @field_validator("kind_weights")
     @classmethod
     def _known_kinds(cls, weights: dict[str, float]) -> dict[str, float]:
-        for key, weight in weights.items():
-            kind, _, level = key.partition("@")
-            if kind not in ("arith", "mc", "code") or (level and not level.isdigit()) or not 0 <= weight < 1e6:
-                raise ValueError(f"kind_weights key '{key}' must be a kind (arith, mc, code) or kind@level "
-                                 "with a weight in [0, 1e6)")
-        return weights
+        return checked_kind_weights(weights)
+
+
+def checked_kind_weights(weights: dict[str, float]) -> dict[str, float]:
+    """Keys are a kind (arith, mc, code) or kind@level, weights in [0, 1e6); raises ValueError otherwise."""
+    for key, weight in weights.items():
+        kind, _, level = key.partition("@")
+        if kind not in ("arith", "mc", "code") or (level and not level.isdigit()) or not 0 <= weight < 1e6:
+            raise ValueError(f"kind_weights key '{key}' must be a kind (arith, mc, code) or kind@level "
+                             "with a weight in [0, 1e6)")
+    return weights
 
 
 def _default_specialists() -> list[SpecialistSection]:
@@ -181,9 +186,15 @@ class Phase1Section(Strict):
     lr_scale: float = Field(1.0, gt=0.0)
     prompt_loss_share: float = Field(1.0, ge=0.0, le=1.0)  # examples whose prompt tokens the loss scores too
     specialist_lr_scale: float = Field(1.0, gt=0.0, le=10.0)  # specialists' peak lr relative to the trunk's
+    trunk_kind_weights: dict[str, float] = Field(default_factory=dict)  # the trunk's mix; empty: all equal
     train: TrainSection = Field(default_factory=TrainSection)
     specialists: list[SpecialistSection] = Field(default_factory=_default_specialists)
     min_loss_drop: float = Field(0.70, ge=0.0, le=1.0)
+
+    @field_validator("trunk_kind_weights")
+    @classmethod
+    def _known_kinds(cls, weights: dict[str, float]) -> dict[str, float]:
+        return checked_kind_weights(weights)
 
 
 class FitnessWeights(Strict):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from agent_forge.model.attention import short_attention
 from agent_forge.model.block import MAGBlock
 from agent_forge.model.gate import MAGGate
 from agent_forge.model.memory import FactorizedMemory
@@ -152,7 +153,7 @@ def stream_layer(
     values = torch.cat((cache.values[index], v), dim=2)
     all_keys = torch.cat((cache.prefix.keys[index], to_groups(keys, cache)), dim=2)
     all_values = torch.cat((cache.prefix.values[index], to_groups(values, cache)), dim=2)
-    grouped = F.scaled_dot_product_attention(to_groups(q, cache), all_keys, all_values, attn_mask=mask)
+    grouped = short_attention(to_groups(q, cache), all_keys, all_values, attn_mask=mask)
     attn_out = layer.attn.merge_heads(from_groups(grouped, cache, q.shape[2]))
     mem_out = stream_memory_read(layer.memory, h, cache.memory[index])
     x = x + MAGGate.blend(layer.gate(h)[0], attn_out, mem_out)

@@ -21,7 +21,7 @@ from agent_forge.optim.grokfast import grokfast_filter
 from agent_forge.optim.newton_schulz import DTYPES
 from agent_forge.optim.qk_clip import QKClipTarget, apply_qk_clip, check_target
 from agent_forge.optim.routing import Route, route_named_parameters
-from agent_forge.optim.updates import AdamWHyper, MuonHyper, adamw_update_, muon_update_
+from agent_forge.optim.updates import AdamWHyper, MuonHyper, adamw_update_, muon_update_stack_
 
 
 class MuonGrokfast(torch.optim.Optimizer):
@@ -91,17 +91,19 @@ class MuonGrokfast(torch.optim.Optimizer):
         lr = group["lr"] * group["lr_scale"]
         muon = group["kind"] == "muon"
         hyper = _muon_hyper(group, lr) if muon else _adamw_hyper(group, lr)
+        same_shape: dict[torch.Size, list[tuple[Tensor, Tensor]]] = {}
         for param in group["params"]:
             if param.grad is None:
                 continue
             if param.grad.is_sparse:
                 raise RuntimeError("MuonGrokfast does not support sparse gradients")
-            state = self.state[param]
-            grad = self._prefilter(param.grad, state, group)
+            grad = self._prefilter(param.grad, self.state[param], group)
             if muon:
-                self._muon_param(param, grad, state, hyper)
+                same_shape.setdefault(param.shape, []).append((param, grad))
             else:
-                self._adamw_param(param, grad, state, hyper)
+                self._adamw_param(param, grad, self.state[param], hyper)
+        for pairs in same_shape.values():  # Muon: one batched Newton-Schulz per shape
+            self._muon_params(pairs, hyper)
 
     @staticmethod
     def _prefilter(grad: Tensor, state: dict[str, Any], group: dict[str, Any]) -> Tensor:
@@ -112,11 +114,15 @@ class MuonGrokfast(torch.optim.Optimizer):
         )
         return filtered
 
-    @staticmethod
-    def _muon_param(param: Tensor, grad: Tensor, state: dict[str, Any], hyper: MuonHyper) -> None:
-        if "momentum_buffer" not in state:
-            state["momentum_buffer"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
-        muon_update_(param, grad, state["momentum_buffer"], hyper)
+    def _muon_params(self, pairs: list[tuple[Tensor, Tensor]], hyper: MuonHyper) -> None:
+        buffers = []
+        for param, grad in pairs:
+            state = self.state[param]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+            buffers.append(state["momentum_buffer"])
+        params, grads = [p for p, _ in pairs], [g for _, g in pairs]
+        muon_update_stack_(params, grads, buffers, hyper)
 
     @staticmethod
     def _adamw_param(param: Tensor, grad: Tensor, state: dict[str, Any], hyper: AdamWHyper) -> None:

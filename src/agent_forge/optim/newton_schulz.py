@@ -28,22 +28,26 @@ def orthogonalize(
 ) -> Tensor:
     """Approximate ``U V^T`` of ``matrix = U S V^T`` in ``dtype``; the input is never modified.
 
-    Dividing by the Frobenius norm first bounds the spectral norm by 1, the region where the iteration
-    converges. A tall matrix is transposed so the Gram matrix is the small one (min(A, B) squared).
+    ``matrix`` is (A, B) or a stack (N, A, B) of same-shaped matrices, each orthogonalised on its own: a
+    stack runs every iteration as one batched matmul, which on a CPU costs little more than one small
+    matrix (the per-call overhead dominates at these sizes). Dividing each matrix by its Frobenius norm
+    first bounds its spectral norm by 1, the region where the iteration converges. Tall matrices are
+    transposed so the Gram matrix is the small one (min(A, B) squared).
     """
-    if matrix.ndim != 2:
-        raise ValueError(f"orthogonalize needs a 2-D matrix, got shape {tuple(matrix.shape)}")
+    if matrix.ndim not in (2, 3):
+        raise ValueError(f"orthogonalize needs a 2-D matrix or a 3-D stack, got shape {tuple(matrix.shape)}")
     a, b, c = coefficients
-    tall = matrix.size(0) > matrix.size(1)
+    tall = matrix.size(-2) > matrix.size(-1)
     x = matrix.to(dtype)
     if tall:
-        x = x.T
-    x = x / x.norm().clamp(min=eps)
+        x = x.mT
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
+    multiply_add = torch.addmm if x.ndim == 2 else torch.baddbmm
     for _ in range(steps):
-        gram = x @ x.T
-        polynomial = torch.addmm(gram, gram, gram, beta=b, alpha=c)
-        x = torch.addmm(x, polynomial, x, beta=a)
-    return x.T if tall else x
+        gram = x @ x.mT
+        polynomial = multiply_add(gram, gram, gram, beta=b, alpha=c)
+        x = multiply_add(x, polynomial, x, beta=a)
+    return x.mT if tall else x
 
 
 def match_rms_adamw_scale(shape: torch.Size | tuple[int, ...]) -> float:

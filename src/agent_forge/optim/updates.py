@@ -36,17 +36,32 @@ class AdamWHyper:
     eps: float
 
 
-def muon_update_(param: Tensor, grad: Tensor, momentum_buffer: Tensor, hyper: MuonHyper) -> None:
-    """One Muon step: EMA momentum, Newton-Schulz, decoupled decay, AdamW-RMS-matched lr.
+def muon_direction_(grad: Tensor, momentum_buffer: Tensor, hyper: MuonHyper) -> Tensor:
+    """The momentum step (in place on the buffer) and the direction Newton-Schulz orthogonalises.
 
     Momentum is the EMA form ``B <- m*B + (1-m)*g`` (torch's); Nesterov looks ahead with
-    ``(1-m)*g + m*B``. Decay uses the plain lr (``1 - lr*wd``), the step uses the shape-scaled lr.
+    ``(1-m)*g + m*B``.
     """
     momentum_buffer.lerp_(grad, 1.0 - hyper.momentum)
-    direction = grad.lerp(momentum_buffer, hyper.momentum) if hyper.nesterov else momentum_buffer
-    update = orthogonalize(direction, hyper.ns_steps, hyper.ns_coefficients, hyper.ns_eps, hyper.ns_dtype)
+    return grad.lerp(momentum_buffer, hyper.momentum) if hyper.nesterov else momentum_buffer
+
+
+def apply_orthogonal_update_(param: Tensor, update: Tensor, hyper: MuonHyper) -> None:
+    """Decoupled decay with the plain lr (``1 - lr*wd``), then the step with the shape-scaled lr."""
     param.mul_(1.0 - hyper.lr * hyper.weight_decay)
     param.add_(update, alpha=-hyper.lr * match_rms_adamw_scale(param.shape))
+
+
+def muon_update_stack_(
+    params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor], hyper: MuonHyper
+) -> None:
+    """One Muon step of same-shaped matrices: EMA momentum, Newton-Schulz, decoupled decay, AdamW-RMS-matched
+    lr. The Newton-Schulz iterations of all of them run as one batched stack: the same result per matrix
+    as one at a time, at a fraction of the small-matmul overhead."""
+    directions = torch.stack([muon_direction_(g, b, hyper) for g, b in zip(grads, momentum_buffers, strict=True)])
+    updates = orthogonalize(directions, hyper.ns_steps, hyper.ns_coefficients, hyper.ns_eps, hyper.ns_dtype)
+    for param, update in zip(params, updates.unbind(0), strict=True):
+        apply_orthogonal_update_(param, update, hyper)
 
 
 def adamw_update_(

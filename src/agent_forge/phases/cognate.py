@@ -66,7 +66,8 @@ class CognatePhase(Phase):
         torch.manual_seed(ctx.config.runtime.seed)
         model = ForgeForCausalLM(forge_config(ctx.config)).to(device)
         before = eval_record(model, data.heldout, fp32_size_mb(model))
-        trunk_loop = self._train(ctx, model, "trunk", section.trunk_steps, ctx.config.data.seed, None)
+        trunk_loop = self._train(ctx, model, "trunk", section.trunk_steps, ctx.config.data.seed,
+                                 section.trunk_kind_weights or None, trunk=True)
         trunk_ref = ctx.save_model("trunk", model_writer(model, data.tokenizer),
                                    {"role": "trunk", "final_loss": trunk_loop.losses[-1]},
                                    parameters=parameter_count(model), tags=["trunk"])
@@ -94,7 +95,8 @@ class CognatePhase(Phase):
         device = resolve_device(ctx.config.runtime.device)
         model = ForgeForCausalLM(forge_config(ctx.config, **specialist_values(spec))).to(device)
         model.load_state_dict(trunk_state)
-        loop = self._train(ctx, model, spec.name, section.specialist_steps, spec.seed, spec.kind_weights)
+        loop = self._train(ctx, model, spec.name, section.specialist_steps, spec.seed, spec.kind_weights,
+                           trunk=False)
         record = eval_record(model, data.heldout, fp32_size_mb(model))
         drop = 1.0 - record.loss / before.loss
         halting = halting_figures(model, data.heldout)
@@ -109,17 +111,17 @@ class CognatePhase(Phase):
         return ref, record
 
     def _train(self, ctx: PhaseContext, model: ForgeForCausalLM, run: str, steps: int, seed: int,
-               kind_weights: dict[str, float] | None) -> LoopResult:
+               kind_weights: dict[str, float] | None, trunk: bool) -> LoopResult:
         section: Phase1Section = ctx.phase_config
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
         # the trunk reads the whole configured set; a specialist's short run only what its steps can read
-        count = (ctx.config.data.train_examples if kind_weights is None
+        count = (ctx.config.data.train_examples if trunk
                  else examples_needed(ctx.config, steps, section.train.batch_size))
         examples = training_examples(ctx.config, count, seed, kind_weights=kind_weights)
         dataset = packed_dataset(ctx, data.tokenizer, examples, section.train.batch_size, seed,
                                  prompt_loss_share=section.prompt_loss_share)
-        optimizer = build_optimizer(model, optimizer_config(section, specialist=kind_weights is not None))
+        optimizer = build_optimizer(model, optimizer_config(section, specialist=not trunk))
         settings = {"run": run, "steps": steps, "seed": seed, "phase1": section.model_dump(mode="json"),
                     "model": ctx.config.model.model_dump(mode="json")}
         loop = TrainLoop(ctx=ctx, run_name=run, model=wrap_ddp(model, device), optimizer=optimizer,

@@ -68,7 +68,7 @@ def test_long_inputs_in_quarter_window_blocks_equal_the_reference(length, window
     assert query_block(window) == max(window // 4, 64)
 
 
-@pytest.mark.parametrize(("length", "window"), [(5, 8), (8, 8), (37, 8), (40, 8)])
+@pytest.mark.parametrize(("length", "window"), [(5, 8), (8, 8), (12, 8), (37, 8), (40, 8)])
 @pytest.mark.parametrize("padded", [False, True])
 def test_max_logit_is_the_largest_visible_logit_per_head(length, window, padded) -> None:
     gen = torch.Generator().manual_seed(length)

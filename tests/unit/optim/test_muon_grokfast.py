@@ -11,7 +11,9 @@ from torch import nn
 
 from agent_forge.optim import MuGrokConfig, MuonGrokfast
 
-MATRIX_SHAPES = {"hidden.a": (16, 32), "hidden.b": (48, 16), "hidden.c": (24, 24)}
+# Two pairs of same-shaped matrices: the optimizer orthogonalises those as one batched stack.
+MATRIX_SHAPES = {"hidden.a": (16, 32), "hidden.b": (48, 16), "hidden.c": (24, 24), "hidden.d": (16, 32),
+                 "hidden.e": (48, 16)}
 OTHER_SHAPES = {"embed.weight": (30, 8), "norm.weight": (8,), "hidden.bias": (16,)}
 NO_FILTER = MuGrokConfig(grokfast=False, muon_lr=0.02, fallback_lr=0.01, weight_decay=0.1, qk_clip_tau=None)
 

@@ -98,7 +98,21 @@ def test_zero_matrix_gives_zero_update() -> None:
 
 def test_rejects_non_matrices() -> None:
     with pytest.raises(ValueError, match="2-D"):
-        orthogonalize(torch.ones(3, 4, 5), 5)
+        orthogonalize(torch.ones(2, 3, 4, 5), 5)
+    with pytest.raises(ValueError, match="2-D"):
+        orthogonalize(torch.ones(5), 5)
+
+
+@pytest.mark.parametrize("shape", [(12, 20), (20, 12)])
+def test_stack_equals_each_matrix_alone(shape: tuple[int, int]) -> None:
+    """A stack is orthogonalised matrix by matrix: each slice equals that matrix's own result, and a
+    matrix of ten times the scale gives the same (each is normalised by its own norm)."""
+    generator = torch.Generator().manual_seed(3)
+    stack = torch.randn(3, *shape, generator=generator, dtype=torch.float64)
+    stack[1] *= 10.0
+    together = orthogonalize(stack, 5, dtype=torch.float64)
+    for index in range(3):
+        torch.testing.assert_close(together[index], orthogonalize(stack[index], 5, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (32, 512), (512, 32)])
