@@ -223,8 +223,7 @@ def main() -> None:
     tokenizer = build_tokenizer(preset)
     heldout = HeldoutSet.build(tokenizer, scored_examples(preset, args.split), preset.data.seq_len,
                                max_lm_sequences=preset.data.heldout_lm_sequences)
-    examples = training_examples(preset, preset.data.train_examples, preset.data.seed,
-                                 kind_weights=preset.phase1.trunk_kind_weights or None)  # Phase 1's trunk mix
+    examples = training_examples(preset, preset.data.train_examples, preset.data.seed)  # the preset's mix
     data = LabelledData(tokenizer, examples, preset, {c.split(":")[2] if c.count(":") > 1 else "full"
                                                       for c in args.contenders})
     print(f"data ready in {time.perf_counter() - started:.1f} s: {len(examples)} training examples, "

@@ -7,8 +7,10 @@ import math
 
 import torch
 
+from agent_forge.config import load_config
 from agent_forge.phases.common import load_model, load_tokenizer
 from agent_forge.phases.quietstar import THINKING_TOKENS, QuietStarPhase
+from agent_forge.pipeline.handoff import validate_handoff
 from agent_forge.reasoning.mixing import MixingHead
 from support.phase_harness import make_context, seed_model
 
@@ -55,6 +57,19 @@ def test_quietstar_bakes_trains_and_stores_a_reasoner(tmp_path):
     report = json.loads((ref.path / "quietstar_report.json").read_text())
     assert report["samples"] and "validity_rate" in json.dumps(report["metrics"])
     assert result.before.loss is not None and result.after.loss is not None
+    assert_spec25m_handoff_reads_measured_values(result)
+
+
+def assert_spec25m_handoff_reads_measured_values(result) -> None:
+    """spec25m's quietstar->bitnet rule (min_accuracy) finds the D6 accuracy Phase 3 records, so it passes
+    or fails on the figure, never on a missing key."""
+    rule = load_config("spec25m").handoff["quietstar->bitnet"]
+    outcome = validate_handoff("quietstar", "bitnet", rule, result)
+    assert result.models[0].metadata["accuracy"] == result.after.accuracy
+    assert not [m for m in outcome.failures() if "not measured" in m or "missing" in m], outcome.failures()
+    accuracy_check = next(c for c in outcome.checks if c["check"] == "min_accuracy")
+    assert accuracy_check["value"] == result.after.accuracy and accuracy_check["passed"] == (
+        result.after.accuracy >= rule.min_accuracy)
 
 
 def test_quietstar_rerun_resumes_to_the_same_reasoner(tmp_path):

@@ -117,6 +117,13 @@ class DataSection(Strict):
     kinds: list[Literal["arith", "mc", "code"]] = Field(default_factory=lambda: ["arith", "mc", "code"])
     seq_len: int = Field(128, ge=16)
     seed: int = 0
+    # the training mix of every phase (a specialist's own weights replace it); empty: all kinds and levels equal
+    kind_weights: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("kind_weights")
+    @classmethod
+    def _known_kinds(cls, weights: dict[str, float]) -> dict[str, float]:
+        return checked_kind_weights(weights)
 
 
 class SpecialistSection(Strict):
@@ -186,15 +193,9 @@ class Phase1Section(Strict):
     lr_scale: float = Field(1.0, gt=0.0)
     prompt_loss_share: float = Field(1.0, ge=0.0, le=1.0)  # examples whose prompt tokens the loss scores too
     specialist_lr_scale: float = Field(1.0, gt=0.0, le=10.0)  # specialists' peak lr relative to the trunk's
-    trunk_kind_weights: dict[str, float] = Field(default_factory=dict)  # the trunk's mix; empty: all equal
     train: TrainSection = Field(default_factory=TrainSection)
     specialists: list[SpecialistSection] = Field(default_factory=_default_specialists)
     min_loss_drop: float = Field(0.70, ge=0.0, le=1.0)
-
-    @field_validator("trunk_kind_weights")
-    @classmethod
-    def _known_kinds(cls, weights: dict[str, float]) -> dict[str, float]:
-        return checked_kind_weights(weights)
 
 
 class FitnessWeights(Strict):
@@ -265,6 +266,7 @@ class Phase4Section(Strict):
     ramp_fraction: float = Field(0.75, gt=0.0, le=1.0)  # share of the QAT steps over which ramp goes 0 -> 1
     compare_ramp: bool = False
     lr_scale: float = Field(1.0, gt=0.0)  # multiplies both learning rates of the D11 Phase 4 preset
+    prompt_loss_share: float = Field(1.0, ge=0.0, le=1.0)  # as Phase 1's: examples whose prompts QAT scores
     train: TrainSection = Field(default_factory=TrainSection)
 
 

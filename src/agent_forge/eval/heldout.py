@@ -144,12 +144,14 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @contextlib.contextmanager
-def evaluation_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no autograd for the block; the caller's training mode is restored afterwards."""
+def evaluation_mode(model: nn.Module, inference: bool = True) -> Iterator[None]:
+    """Eval mode and no autograd for the block; the caller's training mode is restored afterwards.
+    ``inference=False`` uses ``no_grad`` instead of ``inference_mode``, for a model that goes on training
+    (tensors made under inference mode can never enter autograd)."""
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode() if inference else torch.no_grad():
             yield
     finally:
         model.train(was_training)
@@ -172,6 +174,14 @@ def evaluate(model: nn.Module, heldout: HeldoutSet, batch_size: int = 32) -> Eva
         n_examples=len(correct),
         correct=tuple(correct),
     )
+
+
+def heldout_loss(model: nn.Module, heldout: HeldoutSet, batch_size: int = 32) -> float:
+    """Mean next-token loss (nats) on the held-out LM rows: the loss behind D6's perplexity, and the cheap
+    evaluation inside a training run."""
+    with evaluation_mode(model, inference=False):
+        nats, n_tokens = _summed_loss(model, heldout, batch_size)
+    return nats / max(n_tokens, 1)
 
 
 def answers_correct(model: nn.Module, heldout: HeldoutSet, batch_size: int = 32) -> list[bool]:

@@ -39,8 +39,7 @@ from torch import nn
 from agent_forge.config.schema import Phase4Section
 from agent_forge.data.dataset import encode_examples, pack_tokens
 from agent_forge.data.tokenizer import ForgeTokenizer
-from agent_forge.eval.heldout import HeldoutSet, model_logits
-from agent_forge.eval.metrics import summed_token_nll
+from agent_forge.eval.heldout import HeldoutSet, heldout_loss
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import (
     bitlinear_meta,
@@ -120,18 +119,6 @@ def recovery_percent(before: float, quantized: float, recovered: float) -> float
     """Share of the perplexity lost to quantization that fine-tuning won back (100 = all of it)."""
     lost = quantized - before
     return 100.0 * (quantized - recovered) / lost if lost > 0 else 0.0
-
-
-@torch.no_grad()
-def heldout_loss(model: nn.Module, heldout: HeldoutSet, batch_size: int = 16) -> float:
-    """Mean next-token loss on the held-out rows (the cheap in-training evaluation)."""
-    device = next(model.parameters()).device
-    nats, tokens = 0.0, 0
-    for batch in heldout.lm_batches(batch_size):
-        ids, mask, targets = (t.to(device) for t in batch)
-        batch_nats, batch_tokens = summed_token_nll(model_logits(model, ids, mask), targets)
-        nats, tokens = nats + batch_nats, tokens + batch_tokens
-    return nats / max(tokens, 1)
 
 
 def calibration_batches(ctx: PhaseContext, tokenizer: ForgeTokenizer,
@@ -243,17 +230,19 @@ def finetune(ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: 
                      max(batch_size * 8, steps * batch_size * seq_len // TOKENS_PER_EXAMPLE))
     seed = ctx.config.data.seed + QAT_SEED
     examples = training_examples(ctx.config, n_examples, seed)
-    dataset = packed_dataset(ctx, session_data(ctx).tokenizer, examples, batch_size, seed)
+    dataset = packed_dataset(ctx, session_data(ctx).tokenizer, examples, batch_size, seed,
+                             prompt_loss_share=section.prompt_loss_share)
     ramp_steps = max(1, round(section.ramp_fraction * steps))
 
     def batch_fn(position: int) -> dict[str, torch.Tensor]:
-        ids = dataset.batch(position)
+        batch = dataset.batch(position)
+        batch = batch if isinstance(batch, dict) else {"input_ids": batch, "labels": batch}
         ramp = min(1.0, position / ramp_steps) if use_ramp else 1.0
-        return {"ids": ids, "ramp": torch.full((len(ids),), ramp)}
+        return {**batch, "ramp": torch.full((len(batch["input_ids"]),), ramp)}
 
     def step_fn(net: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         set_ramp(net, float(batch["ramp"][0]))
-        out = lm_step(net, batch["ids"])
+        out = lm_step(net, {"input_ids": batch["input_ids"], "labels": batch["labels"]})
         out.metrics["ramp"] = float(batch["ramp"][0])
         return out
 

@@ -66,8 +66,7 @@ class CognatePhase(Phase):
         torch.manual_seed(ctx.config.runtime.seed)
         model = ForgeForCausalLM(forge_config(ctx.config)).to(device)
         before = eval_record(model, data.heldout, fp32_size_mb(model))
-        trunk_loop = self._train(ctx, model, "trunk", section.trunk_steps, ctx.config.data.seed,
-                                 section.trunk_kind_weights or None, trunk=True)
+        trunk_loop = self._train(ctx, model, "trunk", section.trunk_steps, ctx.config.data.seed, None, trunk=True)
         trunk_ref = ctx.save_model("trunk", model_writer(model, data.tokenizer),
                                    {"role": "trunk", "final_loss": trunk_loop.losses[-1]},
                                    parameters=parameter_count(model), tags=["trunk"])

@@ -81,10 +81,12 @@ def training_examples(
     kind_weights: dict[str, float] | None = None,
     max_level: int | None = None,
 ) -> list[TaskExample]:
-    """``n`` training examples of the configured mixture (never any held-out example)."""
+    """``n`` training examples of the configured mixture (never any held-out example); ``kind_weights``
+    replaces the configured training mix (``data.kind_weights``)."""
     data = config.data
+    weights = kind_weights if kind_weights is not None else (data.kind_weights or None)
     return load_mixture(source_configs(config), seed, n_examples=n, split="train", kinds=data.kinds,
-                        max_level=max_level or data.max_level, kind_weights=kind_weights)
+                        max_level=max_level or data.max_level, kind_weights=weights)
 
 
 def heldout_examples(config: PipelineConfig) -> Mixture:

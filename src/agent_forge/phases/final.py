@@ -21,8 +21,7 @@ from torch import Tensor
 
 from agent_forge.config.schema import Phase8Section
 from agent_forge.data.tokenizer import ForgeTokenizer
-from agent_forge.eval.heldout import HeldoutSet, model_logits
-from agent_forge.eval.metrics import summed_token_nll
+from agent_forge.eval.heldout import HeldoutSet, heldout_loss
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
 from agent_forge.phases.common import (
     bitlinear_meta,
@@ -43,16 +42,6 @@ from agent_forge.quant.vptq import VPTQConfig
 
 COMPRESSED_FILE = "model.afqz"
 REPORT_FILE = "compression_report.json"
-
-
-def heldout_loss(model: ForgeForCausalLM, heldout: HeldoutSet, batch_size: int = 32) -> float:
-    """Mean next-token loss (nats) on the held-out LM rows: the loss behind D6's perplexity."""
-    nats, tokens = 0.0, 0
-    with torch.inference_mode():
-        for ids, mask, targets in heldout.lm_batches(batch_size):
-            batch_nats, batch_tokens = summed_token_nll(model_logits(model, ids, mask), targets)
-            nats, tokens = nats + batch_nats, tokens + batch_tokens
-    return nats / max(1, tokens)
 
 
 def candidates(section: Phase8Section) -> dict[str, list]:

@@ -31,11 +31,10 @@ from agent_forge.data.dataset import PackedDataset
 from agent_forge.data.sources import load_mixture
 from agent_forge.data.tasks import TaskExample
 from agent_forge.errors import ForgeError, HandoffError
-from agent_forge.eval.heldout import HeldoutSet, answers_correct
+from agent_forge.eval.heldout import HeldoutSet, answers_correct, heldout_loss
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.bitnet import (
     TOKENS_PER_EXAMPLE,
-    heldout_loss,
     pack_as_phase4,
     packed_inference_latency_ms,
     packed_writer,

@@ -286,6 +286,7 @@ class QuietStarPhase(Phase):
             "validity_rate": float(figures["validity_rate"]),
             "accuracy_with_thoughts": float(figures["accuracy_with_thoughts"]),
             "accuracy_without_thoughts": float(figures["accuracy_without_thoughts"]),
+            "accuracy": float(metrics["after/accuracy"]),  # D6 held-out: what the min_accuracy hand-off reads
             "theater_detected": final.theater_detected,
             "convergence_validity_rate": float(metrics["convergence/validity_rate"]),
             "converged": bool(metrics["convergence/passed"]),

@@ -112,12 +112,12 @@ def test_specialist_kind_weights_take_kinds_and_kind_at_level():
             validate_config(deep_merge(preset_dict("smoke"), bad))
 
 
-def test_trunk_kind_weights_are_checked_like_a_specialists():
-    assert load_config("tiny").phase1.trunk_kind_weights["arith@1"] > 1.0
-    assert load_config("smoke").phase1.trunk_kind_weights == {}
-    good = {"phase1": {"trunk_kind_weights": {"arith@2": 3.0}}}
-    assert validate_config(deep_merge(preset_dict("smoke"), good)).phase1.trunk_kind_weights == {"arith@2": 3.0}
+def test_training_mix_is_checked_like_a_specialists():
+    assert load_config("tiny").data.kind_weights["arith@1"] > 1.0
+    assert load_config("smoke").data.kind_weights == {}
+    good = {"data": {"kind_weights": {"arith@2": 3.0}}}
+    assert validate_config(deep_merge(preset_dict("smoke"), good)).data.kind_weights == {"arith@2": 3.0}
     for key, weight in (("poetry", 1.0), ("mc@one", 1.0), ("code", -1.0)):
-        bad = {"phase1": {"trunk_kind_weights": {key: weight}}}
-        with pytest.raises(ConfigError, match="trunk_kind_weights"):
+        bad = {"data": {"kind_weights": {key: weight}}}
+        with pytest.raises(ConfigError, match=r"data\.kind_weights"):
             validate_config(deep_merge(preset_dict("smoke"), bad))
