@@ -116,8 +116,10 @@ def session_data(ctx: Any) -> SessionData:
 
 
 def build_tokenizer(config: PipelineConfig) -> ForgeTokenizer:
-    """Byte-level BPE trained on a training-split sample of the configured data."""
-    corpus = training_examples(config, TOKENIZER_CORPUS, config.data.seed + 101)
+    """Byte-level BPE trained on a training-split sample of the configured data, every kind and level
+    weighed alike whatever the training mix: a tokenizer learnt on the arithmetic-heavy tiny mix cost
+    multiple choice 0.47 -> 0.32 after Phase 1 (measured, two default runs differing only in this)."""
+    corpus = training_examples(config, TOKENIZER_CORPUS, config.data.seed + 101, kind_weights={})
     return train_tokenizer((training_text(e) for e in corpus), config.model.vocab_size)
 
 
