@@ -1,6 +1,6 @@
 """The two in-place parameter updates of MuonGrokfast: Muon for hidden matrices, AdamW for the rest.
 
-Each function does one tensor's step and owns no state of its own; the optimizer passes the buffers in.
+Each function steps the tensors it is given and owns no state of its own; the optimizer passes the buffers in.
 The arithmetic follows ``torch.optim.Muon`` and ``torch.optim.AdamW`` operation by operation, so the tests
 can compare against them to floating-point tolerance.
 """
