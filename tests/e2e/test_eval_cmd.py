@@ -79,11 +79,30 @@ def test_eval_prints_a_table_with_intervals(smoke_run):
     assert "95% CI" in proc.stdout and "chance" in proc.stdout and "majority" in proc.stdout
 
 
+def test_think_mode_reports_thinking_direct_and_corrupted_on_the_same_tasks(smoke_run):
+    workspace, _ = smoke_run
+    report = _eval_json(workspace, _model_of(workspace, "quietstar"), "--mode", "think", "--kinds", "arith",
+                        "--n", "20")
+    assert report["mode"] == "think" and report["n"] == 20 == report["direct"]["overall"]["n"]
+    figures = report["thinking"]["overall"]
+    assert 0.0 <= figures["validity_rate"] <= figures["think_rate"] <= 1.0
+    assert report["corrupted_thoughts"]["overall"]["n"] == 20
+    if figures["think_rate"] == 0.0:  # a model that never thinks scores exactly its direct answers
+        assert report["overall"]["correct"] == report["direct"]["overall"]["correct"]
+
+
+def test_think_mode_on_a_bundle_says_it_is_not_available(smoke_run):
+    workspace, _ = smoke_run
+    bundle = next((workspace / "sessions" / SESSION).rglob("manifest.json")).parent
+    proc = agent_forge(workspace, "eval", "--bundle", str(bundle), "--mode", "think")
+    assert proc.returncode == 2 and "not available yet" in proc.stderr
+
+
 @pytest.mark.parametrize("args, words", [
     (["no-such-model"], "does not exist"),
     (["MODEL", "--kinds", "poetry"], "unknown kind"),
     (["MODEL", "--mode", "dream"], "unknown mode"),
-    (["MODEL", "--mode", "think"], "not available yet"),
+    (["MODEL", "--mode", "tools"], "not available yet"),
     (["MODEL", "--data", "gsm8k:/no/such/file.jsonl"], "no"),
     (["MODEL", "--data", "poems.txt"], "KIND:PATH"),
     (["--bundle", "/no/such/bundle"], "not a bundle"),

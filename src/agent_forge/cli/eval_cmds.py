@@ -37,21 +37,27 @@ def eval_command(
 
     if mode not in MODES:
         raise ConfigError(f"unknown mode '{mode}'", f"use one of {', '.join(MODES)}")
-    if mode != "direct":
-        raise ConfigError(f"mode '{mode}' is not available yet: the model does not yet {mode} by itself",
-                          "use --mode direct")
+    if mode == "tools" or (mode == "think" and bundle is not None):
+        where = "an edge bundle" if mode == "think" else "any model"
+        raise ConfigError(f"mode '{mode}' is not available yet for {where}", "use --mode direct")
     if (model_id is None) == (bundle is None):
         raise ConfigError("give a model id or --bundle PATH (one of them)", "see `agent-forge eval --help`")
     model, tokenizer, config, label = (_bundle_model(bundle, load_config(preset, overrides=set_)) if bundle
                                        else _registered_model(model_id))
     examples = _examples(config, data)
-    report = _score(model, tokenizer, config, examples, _kinds(kinds), _levels(levels), n)
+    report = _score(model, tokenizer, config, examples, _kinds(kinds), _levels(levels), n, mode)
     report = {"model": label, "mode": mode, "data": data or "builtin", **report}
     if as_json:
         print_json(report)
     else:
         print_table(f"{label}: {mode} answers, {report['n']} tasks", ACCURACY_COLUMNS, accuracy_rows(report),
                     compact=True)
+        if mode == "think":
+            figures = report["thinking"]["overall"]
+            typer.echo(f"thought on {figures['think_rate']:.3f} of the tasks, valid {figures['validity_rate']:.3f}; "
+                       f"where it thought: {figures['own_thought_accuracy']:.3f} right with its own thought, "
+                       f"{figures['corrupted_thought_accuracy']:.3f} with the digits corrupted; "
+                       f"direct on all: {report['direct']['overall']['accuracy']:.3f}")
 
 
 ACCURACY_COLUMNS = ["kind", "level", "n", "acc", "95% CI", "chance", "majority"]
@@ -134,10 +140,13 @@ def _examples(config: PipelineConfig, data: str | None) -> list[Any]:
 
 
 def _score(model: Any, tokenizer: Any, config: PipelineConfig, examples: list[Any], kinds: list[str] | None,
-           levels: list[int] | None, n: int | None) -> dict:
+           levels: list[int] | None, n: int | None, mode: str = "direct") -> dict:
     from agent_forge.eval.suite import score_examples, select_examples
+    from agent_forge.reasoning.think_mode import think_report
 
     chosen = select_examples(examples, kinds, levels, n)
     if not chosen:
         raise NotFoundError("no task matches --kinds/--levels in this data", "widen --kinds or --levels")
+    if mode == "think":
+        return think_report(model, tokenizer, chosen, config.data.seq_len, config.phase3.max_thought_tokens)
     return score_examples(model, tokenizer, chosen, config.data.seq_len)

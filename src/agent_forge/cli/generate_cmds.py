@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from agent_forge.cli.app import STATE, JsonOpt, app, open_workspace
 from agent_forge.cli.render import out, print_json
+
+if TYPE_CHECKING:
+    from agent_forge.reasoning.think_mode import ThinkingGeneration
 
 
 @app.command()
@@ -15,6 +18,8 @@ def generate(
     prompt: Annotated[str, typer.Argument(help="Text for the model to continue, e.g. 'What is 12 * 7? Answer:'.")],
     model_id: Annotated[str, typer.Option("--model", "-m", help="Model id (see `agent-forge models`).")],
     tools: Annotated[bool, typer.Option("--tools", help="Run the calculator/converter calls it makes.")] = False,
+    think: Annotated[bool, typer.Option("--think", help="Think mode: the model may think before it answers "
+                                        "(the thought is shown dimmed).")] = False,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Tokens the model may write.")] = 64,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 = greedy.")] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed (with --temperature > 0).")] = 0,
@@ -24,11 +29,16 @@ def generate(
     """Generate from a registered model; with --tools each complete call is executed and its result appended."""
     from agent_forge.phases.common import load_model, load_tokenizer
     from agent_forge.pipeline.context import load_ref
+    from agent_forge.reasoning.think_mode import generate_thinking
     from agent_forge.tools import generate_with_tools
 
     _, registry = open_workspace()
     ref = load_ref(registry, model_id)
     model, tokenizer = load_model(ref), load_tokenizer(ref)
+    if think:
+        _print_thinking(model_id, prompt, generate_thinking(model, tokenizer, prompt, max_new_tokens,
+                                                            temperature=temperature, seed=seed), as_json)
+        return
     result = generate_with_tools(model, tokenizer, prompt, max_new_tokens, max_calls if tools else 0,
                                  temperature=temperature, seed=seed)
     calls = [{"tool": o.call.name if o.call else None, "args": o.call.args if o.call else None, "ok": o.ok,
@@ -43,3 +53,17 @@ def generate(
             state = "ok" if call["ok"] else "refused"
             out.print(f"tool {call['tool']}({call['args']}) -> {call['result']} [{state}]", markup=False,
                       highlight=False)
+
+
+def _print_thinking(model_id: str, prompt: str, result: ThinkingGeneration, as_json: bool) -> None:
+    """The thought dimmed, then the answer plain (or one JSON object)."""
+    thought, closed, answer = result.thought, result.closed, result.answer
+    if as_json:
+        print_json({"model_id": model_id, "prompt": prompt, "thought": thought, "closed": closed,
+                    "answer": answer, "ended": result.ended})
+        return
+    out.print(prompt, markup=False, highlight=False, soft_wrap=True)
+    if thought:
+        out.print(f"<think>{thought}{'</think>' if closed else ' ...'}", style="dim", markup=False,
+                  highlight=False, soft_wrap=True)
+    out.print(answer, markup=False, highlight=False, soft_wrap=True)

@@ -52,8 +52,9 @@ def trajectory_rows(phase_runs: list[dict[str, Any]], handoffs: dict[str, str]) 
         after = run.get("after") or {}
         extra = after.get("extra") or {}
         kinds = [_short(extra.get(f"accuracy_{kind}")) for kind in KIND_COLUMNS]
+        think = _short(extra.get("think_accuracy_arith"))  # think mode, measured where a phase thinks
         rows.append([run["phase_name"], _short(run.get("duration_seconds"), 0), _short(after.get("perplexity"), 2),
-                     _short(after.get("accuracy")), *kinds, _short(after.get("size_mb")),
+                     _short(after.get("accuracy")), *kinds, think, _short(after.get("size_mb")),
                      _short(after.get("latency_ms"), 1), handoffs.get(run["phase_name"], run["status"])])
     return rows
 
@@ -72,4 +73,4 @@ def mc_chance(phase_runs: list[dict[str, Any]]) -> float | None:
 
 
 KIND_COLUMNS = ("arith", "mc", "code")
-TRAJECTORY_COLUMNS = ["phase", "s", "ppl", "acc", *KIND_COLUMNS, "MB", "ms/tok", "hand-off"]
+TRAJECTORY_COLUMNS = ["phase", "s", "ppl", "acc", *KIND_COLUMNS, "think", "MB", "ms/tok", "hand-off"]

@@ -119,11 +119,21 @@ class DataSection(Strict):
     seed: int = 0
     # the training mix of every phase (a specialist's own weights replace it); empty: all kinds and levels equal
     kind_weights: dict[str, float] = Field(default_factory=dict)
+    # share of each kind's training examples (every phase) written with a thought: body <think>..</think> cue answer
+    thought_share: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("kind_weights")
     @classmethod
     def _known_kinds(cls, weights: dict[str, float]) -> dict[str, float]:
         return checked_kind_weights(weights)
+
+    @field_validator("thought_share")
+    @classmethod
+    def _shares(cls, shares: dict[str, float]) -> dict[str, float]:
+        for kind, share in shares.items():
+            if kind not in ("arith", "mc", "code") or not 0.0 <= share <= 1.0:
+                raise ValueError(f"thought_share key '{kind}' must be a kind (arith, mc, code) with a share in [0, 1]")
+        return shares
 
 
 class SpecialistSection(Strict):

@@ -44,13 +44,14 @@ def answer_labels(tokenizer: ForgeTokenizer, examples: Sequence[TaskExample], pr
     """
     prompts = tokenizer.encode_batch([e.prompt for e in examples], bos=True)
     answers = tokenizer.encode_batch([e.answer for e in examples], eos=True)
-    return [(p if _hash_fraction(e.uid) < prompt_share else [IGNORE_LABEL] * len(p)) + a
+    return [(p if hash_fraction(e.uid) < prompt_share else [IGNORE_LABEL] * len(p)) + a
             for e, p, a in zip(examples, prompts, answers, strict=True)]
 
 
-def _hash_fraction(uid: str) -> float:
-    """A uniform number in [0, 1) fixed by the example (training examples repeat; all copies agree)."""
-    return int(hashlib.sha1(uid.encode("utf-8")).hexdigest()[:8], 16) / 2**32
+def hash_fraction(uid: str, salt: str = "") -> float:
+    """A uniform number in [0, 1) fixed by the example (training examples repeat; all copies agree); a
+    ``salt`` gives an independent number for another choice about the same example."""
+    return int(hashlib.sha1(f"{uid}{salt}".encode()).hexdigest()[:8], 16) / 2**32
 
 
 def pack_tokens(token_lists: Sequence[Sequence[int]], seq_len: int) -> torch.Tensor:

@@ -50,9 +50,15 @@ def _capped_apportion(n: int, sizes: dict[tuple[str, int], int]) -> dict[tuple[s
     return counts
 
 
+def direct_results(model: nn.Module, tokenizer: ForgeTokenizer, examples: Sequence[TaskExample],
+                   seq_len: int, batch_size: int = 32) -> tuple[list[TaskExample], list[bool]]:
+    """The examples scored and, per example, whether the direct answer is right (exact match)."""
+    heldout = HeldoutSet.build(tokenizer, examples, seq_len, max_lm_sequences=1)
+    return list(heldout.examples), answers_correct(model, heldout, batch_size)
+
+
 def score_examples(model: nn.Module, tokenizer: ForgeTokenizer, examples: Sequence[TaskExample],
                    seq_len: int, batch_size: int = 32) -> dict:
     """``accuracy_table`` of ``model`` on ``examples`` (direct answers, exact match)."""
-    heldout = HeldoutSet.build(tokenizer, examples, seq_len, max_lm_sequences=1)
-    correct = answers_correct(model, heldout, batch_size)
-    return {"n": heldout.n_examples, **accuracy_table(heldout.examples, correct)}
+    scored, correct = direct_results(model, tokenizer, examples, seq_len, batch_size)
+    return {"n": len(scored), **accuracy_table(scored, correct)}

@@ -42,6 +42,7 @@ from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.eval.heldout import HeldoutSet, heldout_loss
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import (
+    add_think_record,
     bitlinear_meta,
     decode_latency_ms,
     eval_record,
@@ -52,6 +53,7 @@ from agent_forge.phases.common import (
     parameter_count,
     record_metrics,
     session_data,
+    think_metrics,
     training_examples,
 )
 from agent_forge.pipeline.context import PhaseContext
@@ -176,12 +178,14 @@ class BitNetPhase(Phase):
         if gap != 0.0:
             raise PackedMismatchError(f"the packed file changes the logits by up to {gap}")
         after = eval_record(model, data.heldout, packed_bytes / 1e6, latency=False)
+        think = think_metrics(model, data, ctx.config)  # does ternary thinking keep Phase 3's?
+        add_think_record(after, think)
         speed = _inference_figures(model, before, fp32_memory, device)
         after.latency_ms = speed.get("performance/packed_latency_ms")
         retention, basis = accuracy_retention(before, after, data.heldout.n_examples)
         metrics = {
             **record_metrics("before", before), **record_metrics("quantized", quantized),
-            **record_metrics("after", after), **speed,
+            **record_metrics("after", after), **speed, **think,
             **_compression_metrics(model, replaced, fp32_bytes, packed, calib),
             **_quality_metrics(before, quantized, after, retention, basis, drop),
             **_qat_metrics(outcomes, section, before, quantized),

@@ -20,7 +20,7 @@ from torch import nn
 from transformers.utils import logging as hf_logging
 
 from agent_forge.config.schema import PipelineConfig
-from agent_forge.data.dataset import PackedDataset
+from agent_forge.data.dataset import PackedDataset, pack_tokens
 from agent_forge.data.sources import Mixture, SourceConfig, load_mixture
 from agent_forge.data.tasks import TaskExample, training_text
 from agent_forge.data.tokenizer import ForgeTokenizer, train_tokenizer
@@ -32,6 +32,8 @@ from agent_forge.model import ForgeConfig, ForgeForCausalLM
 from agent_forge.pipeline.context import rerun_fix
 from agent_forge.pipeline.phase import EvalRecord, ModelRef
 from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears
+from agent_forge.reasoning.data import training_rows
+from agent_forge.reasoning.think_mode import think_report
 from agent_forge.storage.atomic import atomic_dir
 from agent_forge.train.distributed import world
 from agent_forge.train.loop import StepOutput
@@ -131,14 +133,19 @@ def forge_config(config: PipelineConfig, **non_shape: Any) -> ForgeConfig:
 def packed_dataset(ctx: Any, tokenizer: ForgeTokenizer, examples: list[TaskExample], batch_size: int,
                    seed: int, prompt_loss_share: float = 1.0) -> PackedDataset:
     """Batches of the global size ``batch_size``: under torchrun each rank reads its share of every batch
-    (DistributedSampler order), so N processes see exactly the rows one process would."""
+    (DistributedSampler order), so N processes see exactly the rows one process would. The configured
+    ``data.thought_share`` of each kind's examples is written with its thought (every phase's mix)."""
     rank, size = world()
     if batch_size % size:
         raise ConfigError(f"batch size {batch_size} cannot be split over {size} processes",
                           "use a batch_size divisible by the number of processes (--set phaseN.train.batch_size=)")
-    return PackedDataset.from_examples(tokenizer, examples, ctx.config.data.seq_len, batch_size // size, seed,
-                                       rank=rank, world_size=size,
-                                       prompt_loss_share=prompt_loss_share)
+    data = ctx.config.data
+    if not data.thought_share:
+        return PackedDataset.from_examples(tokenizer, examples, data.seq_len, batch_size // size, seed,
+                                           rank=rank, world_size=size, prompt_loss_share=prompt_loss_share)
+    ids, labels = training_rows(tokenizer, examples, data.thought_share, prompt_loss_share, seed)
+    return PackedDataset(pack_tokens(ids, data.seq_len), batch_size // size, seed, rank, size,
+                         pack_tokens(labels, data.seq_len) if prompt_loss_share < 1.0 else None)
 
 
 def lm_step(model: nn.Module, batch: torch.Tensor | dict[str, torch.Tensor]) -> StepOutput:
@@ -242,3 +249,38 @@ def record_metrics(prefix: str, record: EvalRecord) -> dict[str, float]:
     values = {k: v for k, v in record.to_dict().items() if k != "extra" and v is not None}
     values.update(record.extra)
     return {f"{prefix}/{k}": float(v) for k, v in values.items()}
+
+
+def thinking_kinds(config: PipelineConfig) -> tuple[str, ...]:
+    """The kinds that think: those the training mix writes with thoughts (``data.thought_share``), or every
+    kind when the mix has none (Phase 3 then teaches thinking from nothing)."""
+    shares = config.data.thought_share
+    return tuple(k for k, share in shares.items() if share > 0) if shares else tuple(config.data.kinds)
+
+
+def add_think_record(record: EvalRecord, think: dict[str, float]) -> None:
+    """Put the think-mode accuracy of each thinking kind (with its interval) and the validity into a D6
+    record's ``extra``, where the trajectory table's think column reads it."""
+    for key, value in think.items():
+        name = key.removeprefix("think/")
+        if name.startswith("think_") and "_level_" not in name:
+            record.extra[f"think_accuracy_{name.removeprefix('think_')}"] = value
+    if "think/validity_rate" in think:
+        record.extra["think_validity"] = think["think/validity_rate"]
+
+
+def think_metrics(model: nn.Module, data: SessionData, config: PipelineConfig) -> dict[str, float]:
+    """Think mode on the D6 tasks of the thinking kinds (``think/...``): accuracy per kind and level with
+    its interval, the direct accuracy and the corrupted-thought accuracy of the same tasks, and validity."""
+    examples = [e for e in data.heldout.examples if e.kind in thinking_kinds(config)]
+    if not examples:
+        return {}
+    report = think_report(model, data.tokenizer, examples, config.data.seq_len, config.phase3.max_thought_tokens)
+    flat: dict[str, float] = {f"think/{k}": v for k, v in report["thinking"]["overall"].items()}
+    for name, table in (("think", report), ("direct", report["direct"]), ("corrupted", report["corrupted_thoughts"])):
+        for kind, entry in table["kinds"].items():
+            flat.update({f"think/{name}_{kind}{suffix}": entry[key] for key, suffix in
+                         (("accuracy", ""), ("ci_low", "_ci_low"), ("ci_high", "_ci_high"), ("n", "_n"))})
+            flat.update({f"think/{name}_{kind}_level_{level}": inner["accuracy"]
+                         for level, inner in entry["levels"].items()})
+    return flat

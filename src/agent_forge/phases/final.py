@@ -24,12 +24,14 @@ from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.eval.heldout import HeldoutSet, heldout_loss
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
 from agent_forge.phases.common import (
+    add_think_record,
     bitlinear_meta,
     eval_record,
     load_model,
     parameter_count,
     record_metrics,
     session_data,
+    think_metrics,
 )
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
@@ -137,6 +139,7 @@ class FinalPhase(Phase):
             decoded, decode_seconds = self._decode_and_verify(plan)
             task.advance()
             after = eval_record(decoded, data.heldout, len(plan.compressed.data) / 1e6)
+            add_think_record(after, think_metrics(decoded, data, ctx.config))
             task.advance()
         timings = {"decode_seconds": decode_seconds, "seconds": time.perf_counter() - start}
         return self._finish(ctx, inputs[0], plan, layout, decoded, data.tokenizer, before, after, fp32_bytes,

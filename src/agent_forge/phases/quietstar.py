@@ -27,6 +27,7 @@ from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import (
+    add_think_record,
     eval_record,
     fp32_size_mb,
     lm_step,
@@ -35,6 +36,8 @@ from agent_forge.phases.common import (
     parameter_count,
     record_metrics,
     session_data,
+    think_metrics,
+    thinking_kinds,
     training_examples,
 )
 from agent_forge.pipeline.context import PhaseContext
@@ -106,7 +109,8 @@ class QuietStarPhase(Phase):
         model = load_model(inputs[0]).to(device)
         before = eval_record(model, data.heldout, fp32_size_mb(model))
         clock.lap("d6_before")
-        tasks = [t for t in data.heldout.examples if has_evidence(t)][: section.eval_examples]
+        kinds = thinking_kinds(ctx.config)  # the thinking checks read the selection split, never D6
+        tasks = [t for t in data.selection.examples if has_evidence(t) and t.kind in kinds][: section.eval_examples]
         check_thinking_tokens(data.tokenizer, model)
         embedder = SentenceEmbedder(device=device) if section.semantic else None
         think = functools.partial(
@@ -127,8 +131,10 @@ class QuietStarPhase(Phase):
         qs["mixing_head_params"] = float(parameter_count(policy.mixer))
         after = eval_record(model, data.heldout, fp32_size_mb(model))
         clock.lap("d6_after")
+        think = clock.timed("d6_think", think_metrics, model, data, ctx.config)
+        add_think_record(after, think)
         metrics = self._metrics(before, after, initial, baked, final, qs, bake, rl_losses, section)
-        metrics.update(clock.laps)
+        metrics.update({**think, **clock.laps})
         metrics["phase/duration_seconds"] = time.perf_counter() - started
         ref = self._save(ctx, model, policy.mixer, data.tokenizer, inputs[0], metrics, final)
         return PhaseResult(
@@ -334,7 +340,8 @@ def bake_token_lists(
 ) -> tuple[list[list[int]], dict[str, float]]:
     """Reasoning examples that fit one row, plus plain rows, shuffled (all from the training split)."""
     seq_len = ctx.config.data.seq_len
-    tasks = training_examples(ctx.config, 2 * section.bake_examples, section.seed)
+    tasks = [t for t in training_examples(ctx.config, 2 * section.bake_examples, section.seed)
+             if t.kind in thinking_kinds(ctx.config)]
     reasoning = build_reasoning_examples(tasks, section.seed)
     encoded = encode_reasoning(tokenizer, reasoning)
     kept = select_examples(list(zip(reasoning, encoded, strict=True)), section.bake_examples, seq_len)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from agent_forge.data.dataset import IGNORE_LABEL, answer_labels, encode_examples, hash_fraction
 from agent_forge.data.tasks import EOS_TEXT, TaskExample, mix_tasks
 from agent_forge.data.tokenizer import EOS_ID, ForgeTokenizer
 from agent_forge.reasoning.evidence import has_evidence, task_evidence
@@ -104,3 +105,41 @@ def select_examples(
     fits = [p for p in pairs if len(p[1].tokens) <= seq_len]
     longer = sorted((p for p in pairs if len(p[1].tokens) > seq_len), key=lambda p: len(p[1].tokens))
     return (fits + longer)[:n]
+
+
+def thinks_in_training(example: TaskExample, thought_share: Mapping[str, float]) -> bool:
+    """Whether this training example is written with a thought: a ``thought_share[kind]`` of the examples
+    that carry the data of a thought, chosen by a salted hash of the uid (every copy of it agrees)."""
+    share = thought_share.get(example.kind, 0.0)
+    return share > 0.0 and has_evidence(example) and hash_fraction(example.uid, ":thought") < share
+
+
+def training_rows(
+    tokenizer: ForgeTokenizer, examples: Sequence[TaskExample], thought_share: Mapping[str, float],
+    prompt_share: float, seed: int,
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids and labels of ``examples`` in order, a share of them written with their thought.
+
+    Plain examples are ``<bos> prompt answer <eos>``; thinking ones ``<bos> body <think> thought </think>
+    cue answer <eos>`` (``encode_reasoning``), so after the body the model learns to open a thought for
+    that share of the kind. Labels score the answer (a thought is part of it) and, in ``prompt_share`` of
+    the examples, the prompt or body too; -100 elsewhere (``answer_labels``).
+    """
+    thinking = [i for i, e in enumerate(examples) if thinks_in_training(e, thought_share)]
+    reasoning = build_reasoning_examples([examples[i] for i in thinking], seed)
+    encoded = dict(zip(thinking, encode_reasoning(tokenizer, reasoning), strict=True))
+    plain = [i for i in range(len(examples)) if i not in encoded]
+    plain_ids = dict(zip(plain, encode_examples(tokenizer, [examples[i] for i in plain]), strict=True))
+    plain_labels = dict(zip(plain, answer_labels(tokenizer, [examples[i] for i in plain], prompt_share),
+                            strict=True))
+    ids, labels = [], []
+    for index, example in enumerate(examples):
+        if index in encoded:
+            row = encoded[index]
+            scored_body = hash_fraction(example.uid) < prompt_share  # the same choice as answer_labels'
+            ids.append(row.tokens)
+            labels.append(row.tokens if scored_body else [IGNORE_LABEL] * row.body_len + row.tokens[row.body_len:])
+        else:
+            ids.append(plain_ids[index])
+            labels.append(plain_labels[index])
+    return ids, labels

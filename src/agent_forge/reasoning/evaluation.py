@@ -23,7 +23,12 @@ from agent_forge.data.tasks import TaskExample
 from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.reasoning.consistency import logical_consistency, relevance
 from agent_forge.reasoning.data import split_prompt
-from agent_forge.reasoning.generation import Prefixes, encode_prefixes, greedy_thinking, score_continuations
+from agent_forge.reasoning.generation import (
+    greedy_continue,
+    next_tokens,
+    score_continuations,
+    sequence_cache_bytes,
+)
 from agent_forge.reasoning.scoring import (
     COHERENCE_WEIGHTS,
     Coherence,
@@ -67,15 +72,16 @@ def evaluate_thinking(
     model.eval()
     try:
         parts = [split_prompt(t) for t in tasks]
-        prefixes = encode_prefixes(model, tokenizer.encode_batch([b for b, _ in parts], bos=True))
-        thinking = greedy_thinking(model, prefixes, max_tokens)
+        bodies = tokenizer.encode_batch([b for b, _ in parts], bos=True)
+        first = next_tokens(model, bodies)
+        thinking = greedy_continue(model, [[*b, THINK_ID] for b in bodies], max_tokens)
         cues = tokenizer.encode_batch([c for _, c in parts])
         answers = tokenizer.encode_batch([t.answer for t in tasks], eos=True)
         parsed = [
             parse_thinking(tokenizer, g, c, t.kind, END_THINK_ID)
             for g, (_, c), t in zip(thinking.tokens, parts, tasks, strict=True)
         ]
-        with_ll, with_ok, without_ll, without_ok = _ablation(model, prefixes, parsed, cues, answers)
+        with_ll, with_ok, without_ll, without_ok = _ablation(model, bodies, parsed, cues, answers)
     finally:
         model.train(was_training)
     texts = [tokenizer.decode(p.thought_ids) for p in parsed]
@@ -84,27 +90,24 @@ def evaluate_thinking(
     gains = [(w - wo) / n for w, wo, n in zip(with_ll, without_ll, n_answer, strict=True)]
     report = ThinkingReport(parsed, coherence, with_ok, without_ok, gains, texts)
     report.metrics = _aggregate(report, thinking.seconds, coherence_threshold, embedder is not None)
-    report.metrics["think_first_rate"] = float((prefixes.first_token == THINK_ID).float().mean())
-    report.metrics["stream_cache_mb"] = thinking.cache_bytes / 1e6
+    report.metrics["think_first_rate"] = sum(t == THINK_ID for t in first) / max(len(first), 1)
+    per_thought = sequence_cache_bytes(model, max(len(b) for b in bodies) + max_tokens) if bodies else 0
+    report.metrics["stream_cache_mb"] = per_thought * len(tasks) / 1e6  # the caches of all the thoughts
     return report
 
 
 def _ablation(
     model: torch.nn.Module,
-    prefixes: Prefixes,
+    bodies: list[list[int]],
     parsed: list[ParsedThinking],
     cues: list[list[int]],
     answers: list[list[int]],
 ) -> tuple[list[float], list[bool], list[float], list[bool]]:
     """Answer likelihood and exact match after the model's own thought, and with no thought at all."""
-    with_rows = [
-        [THINK_ID, *p.thought_ids, END_THINK_ID, *c, *a]
-        for p, c, a in zip(parsed, cues, answers, strict=True)
-    ]
-    with_from = [len(p.thought_ids) + 2 + len(c) for p, c in zip(parsed, cues, strict=True)]
-    with_ll, with_ok = score_continuations(model, prefixes, with_rows, with_from)
-    without_rows = [[*c, *a] for c, a in zip(cues, answers, strict=True)]
-    without_ll, without_ok = score_continuations(model, prefixes, without_rows, [len(c) for c in cues])
+    rows = list(zip(bodies, parsed, cues, strict=True))
+    thought_heads = [[*b, THINK_ID, *p.thought_ids, END_THINK_ID, *c] for b, p, c in rows]
+    with_ll, with_ok = score_continuations(model, thought_heads, answers)
+    without_ll, without_ok = score_continuations(model, [[*b, *c] for b, _, c in rows], answers)
     return with_ll, with_ok, without_ll, without_ok
 
 

@@ -1,8 +1,11 @@
-"""Greedy thinking on held-out prompts through the stream API, and teacher-forced answer scoring.
+"""Greedy thinking and teacher-forced answer scoring for the thinking evaluations, exact to the model.
 
-Every prompt of a batch is one stream anchored at the last token of its body, so all prompts decode
-together with a key/value cache and no padding inside the streams. Thinking and answering both run as
-streams, with and without a thought alike, so "with against without" compares the same computation.
+Decoding goes through the model's own cache (``ForgeCache``: the attention window and the memory, written
+every chunk as in training), with the prompts of one token length decoded together so no padding is ever
+read. Scoring is one right-padded forward pass: padding only follows the positions read, so it changes
+nothing. (The stream API of ``model.streams`` does not write memory inside a stream, so it matches the
+model only for continuations inside one memory chunk: right for Quiet-STaR's 8-token thoughts, wrong for
+a 60-token thought on a model with 16-token chunks, which is why evaluation does not use it.)
 """
 
 from __future__ import annotations
@@ -15,102 +18,107 @@ import torch
 import torch.nn.functional as F
 
 from agent_forge.data.tokenizer import EOS_ID, PAD_ID
-from agent_forge.model.streams import PrefixState
-from agent_forge.reasoning.thoughts import THINK_ID
-
-
-@dataclass
-class Prefixes:
-    """The bodies of a batch of prompts, right-padded, with their last positions (the stream anchors)."""
-
-    state: PrefixState
-    batch_index: torch.Tensor
-    anchors: torch.Tensor
-
-    @property
-    def first_token(self) -> torch.Tensor:
-        """The model's own choice right after each body (is it ``<think>``?)."""
-        return self.state.logits[self.batch_index, self.anchors].argmax(-1)
-
-
-@torch.no_grad()
-def encode_prefixes(model: torch.nn.Module, bodies: Sequence[Sequence[int]]) -> Prefixes:
-    device = next(model.parameters()).device
-    width = max(len(b) for b in bodies)
-    ids = torch.full((len(bodies), width), PAD_ID, dtype=torch.long, device=device)
-    mask = torch.zeros_like(ids)
-    for row, body in enumerate(bodies):
-        ids[row, : len(body)] = torch.tensor(list(body), device=device)
-        mask[row, : len(body)] = 1
-    lengths = mask.sum(1)
-    state = model.prefix_state(ids, mask)
-    return Prefixes(state, torch.arange(len(bodies), device=device), lengths - 1)
+from agent_forge.eval.heldout import model_device, model_logits
+from agent_forge.tools.runtime import decode
 
 
 @dataclass
 class Thinking:
-    """Greedy continuations after a forced ``<think>``; ``logprobs`` are those of the chosen tokens."""
+    """Greedy continuations (up to and with the stop token); ``logprobs`` are those of the chosen tokens."""
 
     tokens: list[list[int]]
     logprobs: list[list[float]]
     seconds: float
-    cache_bytes: int
 
 
-@torch.no_grad()
-def greedy_thinking(model: torch.nn.Module, prefixes: Prefixes, max_tokens: int) -> Thinking:
-    """Decode all streams together until each has written ``<eos>`` or ``max_tokens`` tokens."""
-    started = time.perf_counter()
-    streams = len(prefixes.batch_index)
-    token = torch.full((streams, 1), THINK_ID, dtype=torch.long, device=prefixes.anchors.device)
-    out = model.stream_forward(token, model.branch(prefixes.state, prefixes.batch_index, prefixes.anchors))
-    finished = torch.zeros(streams, dtype=torch.bool, device=token.device)
-    chosen, scores = [], []
-    for _ in range(max_tokens):
-        logp = F.log_softmax(out.logits[:, -1].float(), dim=-1)
-        token = logp.argmax(-1, keepdim=True)
-        chosen.append(token.masked_fill(finished.unsqueeze(1), PAD_ID))
-        scores.append(logp.gather(-1, token))
-        finished |= token.squeeze(1) == EOS_ID
-        if bool(finished.all()):
-            break
-        out = model.stream_forward(token, out.cache)
-    cache_bytes = sum(t.numel() * t.element_size() for t in (*out.cache.keys, *out.cache.values))
-    tokens, logps = torch.cat(chosen, 1).tolist(), torch.cat(scores, 1).tolist()
-    trimmed = [_until_eos(row) for row in tokens]
-    return Thinking(
-        trimmed,
-        [lp[: len(row)] for lp, row in zip(logps, trimmed, strict=True)],
-        time.perf_counter() - started,
-        cache_bytes,
-    )
-
-
-def _until_eos(row: list[int]) -> list[int]:
-    return row[: row.index(EOS_ID) + 1] if EOS_ID in row else row
-
-
-@torch.no_grad()
-def score_continuations(
-    model: torch.nn.Module, prefixes: Prefixes, rows: Sequence[Sequence[int]], score_from: Sequence[int]
-) -> tuple[list[float], list[bool]]:
-    """Teacher-forced log-likelihood of rows[s][score_from[s]:] after each body, and exact argmax match."""
-    device = prefixes.anchors.device
+def right_padded(rows: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, T]`` ids and attention mask of ``rows``, padded on the right."""
     width = max(len(r) for r in rows)
-    tokens = torch.full((len(rows), width), PAD_ID, dtype=torch.long, device=device)
-    scored = torch.zeros_like(tokens, dtype=torch.bool)
-    for s, row in enumerate(rows):
-        tokens[s, : len(row)] = torch.tensor(list(row), device=device)
-        scored[s, score_from[s] : len(row)] = True
-    first = prefixes.state.logits[prefixes.batch_index, prefixes.anchors].unsqueeze(1)
-    logits = first
-    if width > 1:
-        out = model.stream_forward(
-            tokens[:, :-1], model.branch(prefixes.state, prefixes.batch_index, prefixes.anchors)
-        )
-        logits = torch.cat((first, out.logits), dim=1)
-    logp = F.log_softmax(logits.float(), dim=-1)
-    picked = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    right = (logits.argmax(-1) == tokens) | ~scored
-    ll = (picked * scored).sum(1)
-    return ll.tolist(), (right.all(1) & scored.any(1)).tolist()
+    ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for index, row in enumerate(rows):
+        ids[index, : len(row)] = torch.tensor(list(row), device=device)
+        mask[index, : len(row)] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def next_tokens(model: torch.nn.Module, rows: Sequence[Sequence[int]]) -> list[int]:
+    """The greedy next token after each row."""
+    ids, mask = right_padded(rows, model_device(model))
+    logits = model_logits(model, ids, mask)
+    last = torch.tensor([len(r) - 1 for r in rows], device=ids.device)
+    return logits[torch.arange(len(rows), device=ids.device), last].argmax(-1).tolist()
+
+
+def greedy_continue(model: torch.nn.Module, prompts: Sequence[Sequence[int]], max_tokens: int,
+                    stop_id: int = EOS_ID) -> Thinking:
+    """Per prompt, the greedy tokens after it up to and with ``stop_id``, at most ``max_tokens``, decoded
+    through the model's cache (``tools.runtime.decode``); the log-probabilities of the chosen tokens come
+    from one teacher-forced pass. Prompts decode together when their lengths differ by whole memory
+    chunks: other left padding would shift the memory's chunk boundaries against training's and change
+    some greedy choices (measured); whole padded chunks write nothing."""
+    started = time.perf_counter()
+    chunk = int(getattr(getattr(model, "config", None), "mem_chunk", 0) or 0)
+    by_length: dict[int, list[int]] = {}
+    for index, prompt in enumerate(prompts):
+        by_length.setdefault(len(prompt) % chunk if chunk else len(prompt), []).append(index)
+    tokens: list[list[int]] = [[] for _ in prompts]
+    for indices in by_length.values():
+        for index, item in zip(indices, decode(model, [prompts[i] for i in indices], max_tokens, eos_id=stop_id),
+                               strict=True):
+            tokens[index] = item.tokens
+    return Thinking(tokens, token_logprobs(model, prompts, tokens), time.perf_counter() - started)
+
+
+@torch.no_grad()
+def score_continuations(model: torch.nn.Module, heads: Sequence[Sequence[int]],
+                        continuations: Sequence[Sequence[int]]) -> tuple[list[float], list[bool]]:
+    """Teacher-forced log-likelihood of each continuation after its head, and whether greedy decoding
+    would write it exactly (argmax at every position)."""
+    if not heads:
+        return [], []
+    rows = [[*h, *c] for h, c in zip(heads, continuations, strict=True)]
+    ids, mask = right_padded(rows, model_device(model))
+    logp = F.log_softmax(model_logits(model, ids, mask).float(), -1)
+    lls, exact = [], []
+    for k, (head, row) in enumerate(zip(heads, rows, strict=True)):
+        positions = torch.arange(len(head) - 1, len(row) - 1, device=ids.device)
+        targets = ids[k, len(head) : len(row)]
+        lls.append(float(logp[k, positions, targets].sum()))
+        exact.append(bool((logp[k, positions].argmax(-1) == targets).all()) and len(row) > len(head))
+    return lls, exact
+
+
+@torch.no_grad()
+def token_logprobs(model: torch.nn.Module, heads: Sequence[Sequence[int]],
+                   continuations: Sequence[Sequence[int]]) -> list[list[float]]:
+    """Per continuation, the log-probability of each of its tokens after its head (teacher-forced)."""
+    if not heads:
+        return []
+    rows = [[*h, *c] for h, c in zip(heads, continuations, strict=True)]
+    ids, mask = right_padded(rows, model_device(model))
+    logp = F.log_softmax(model_logits(model, ids, mask).float(), -1)
+    out = []
+    for k, (head, row) in enumerate(zip(heads, rows, strict=True)):
+        positions = torch.arange(len(head) - 1, len(row) - 1, device=ids.device)
+        out.append(logp[k, positions, ids[k, len(head) : len(row)]].tolist())
+    return out
+
+
+@torch.no_grad()
+def sequence_cache_bytes(model: torch.nn.Module, length: int) -> int:
+    """Bytes of the cache one sequence of ``length`` tokens leaves behind (what one thought costs)."""
+    ids = torch.full((1, length), EOS_ID, dtype=torch.long, device=model_device(model))
+    return _cache_bytes(model(input_ids=ids, use_cache=True).past_key_values)
+
+
+def _cache_bytes(cache: object) -> int:
+    """Bytes of the tensors a ``ForgeCache`` holds (0 for any other cache)."""
+    total = 0
+    for state in getattr(cache, "states", []) or []:
+        if state is None:
+            continue
+        for value in (state.keys, state.values, *vars(state.memory).values()):
+            total += value.numel() * value.element_size() if isinstance(value, torch.Tensor) else 0
+    return total

@@ -20,9 +20,11 @@ RUNS = [
 
 def test_trajectory_rows_give_every_kind_and_the_handoff():
     rows = render.trajectory_rows(RUNS, {"cognate": "passed"})
-    assert rows[0] == ["cognate", "402", "2.72", "0.372", "0.052", "0.344", "0.720", "4.876", "6.6", "passed"]
+    assert rows[0] == ["cognate", "402", "2.72", "0.372", "0.052", "0.344", "0.720", "-", "4.876", "6.6", "passed"]
     assert rows[1][1:9] == ["-"] * 8 and rows[1][-1] == "running"
     assert render.mc_chance(RUNS) == 0.3173 and render.mc_chance(RUNS[1:]) is None
+    thinking = [{**RUNS[0], "after": {**RUNS[0]["after"], "extra": {"think_accuracy_arith": 0.214}}}]
+    assert render.trajectory_rows(thinking, {})[0][7] == "0.214"  # the think column: think-mode arithmetic
 
 
 def test_the_compact_table_fits_80_columns(monkeypatch):

@@ -11,7 +11,7 @@ from reasoning_builders import reasoning_tokenizer, smoke_model
 from agent_forge.data.tokenizer import EOS_ID
 from agent_forge.reasoning.data import encode_reasoning, reasoning_dataset
 from agent_forge.reasoning.evaluation import evaluate_thinking, pearson
-from agent_forge.reasoning.generation import encode_prefixes, greedy_thinking, score_continuations
+from agent_forge.reasoning.generation import greedy_continue, next_tokens, score_continuations, sequence_cache_bytes
 from agent_forge.reasoning.thoughts import THINK_ID
 
 
@@ -20,34 +20,31 @@ def bodies(n: int = 3) -> list[list[int]]:
 
 
 @torch.no_grad()
-def test_stream_decoding_equals_plain_greedy_decoding():
-    model = smoke_model(5).eval()
-    prompts = bodies()
-    thinking = greedy_thinking(model, encode_prefixes(model, prompts), max_tokens=6)
-    for prompt, tokens in zip(prompts, thinking.tokens, strict=True):
-        sequence = [*prompt, THINK_ID]
-        for _ in range(6):
-            sequence.append(int(model(torch.tensor([sequence])).logits[0, -1].argmax()))
+def test_cached_decoding_equals_plain_greedy_decoding_past_memory_chunks():
+    model = smoke_model(5, mem_chunk=2).eval()  # thoughts cross many memory chunks; 11, 13, 15 pad by whole chunks
+    prompts = [[*b, THINK_ID] for b in bodies()] + [[1, *range(30, 40)], [1, *range(50, 62)]]  # 11, 13, 15, 11, 13
+    thinking = greedy_continue(model, prompts, max_tokens=12)
+    for prompt, tokens, logprobs in zip(prompts, thinking.tokens, thinking.logprobs, strict=True):
+        sequence = list(prompt)
+        for _ in range(12):
+            sequence.append(int(model(torch.tensor([sequence]), use_cache=False).logits[0, -1].argmax()))
             if sequence[-1] == EOS_ID:
                 break
-        assert tokens == sequence[len(prompt) + 1 :]
-    assert thinking.cache_bytes > 0 and all(
-        len(lp) == len(t) for lp, t in zip(thinking.logprobs, thinking.tokens, strict=True)
-    )
+        assert tokens == sequence[len(prompt) :] and len(logprobs) == len(tokens)
+    assert sequence_cache_bytes(model, 8) > 0 and next_tokens(model, prompts) == [t[0] for t in thinking.tokens]
 
 
 @torch.no_grad()
 def test_teacher_forced_scores_equal_plain_forward_log_likelihoods():
-    model = smoke_model(6).eval()
-    prompts = bodies()
+    model = smoke_model(6, mem_chunk=4).eval()
+    heads = bodies()
     rows = [[50, 51, 52, 53], [60, 61], [70, 71, 72]]
-    score_from = [1, 0, 2]
-    ll, exact = score_continuations(model, encode_prefixes(model, prompts), rows, score_from)
-    for prompt, row, start, value, right in zip(prompts, rows, score_from, ll, exact, strict=True):
-        logits = model(torch.tensor([[*prompt, *row]])).logits[0, len(prompt) - 1 : -1]
+    ll, exact = score_continuations(model, heads, rows)
+    for head, row, value, right in zip(heads, rows, ll, exact, strict=True):
+        logits = model(torch.tensor([[*head, *row]]), use_cache=False).logits[0, len(head) - 1 : -1]
         logp = F.log_softmax(logits, -1).gather(-1, torch.tensor(row).unsqueeze(-1)).squeeze(-1)
-        assert math.isclose(value, float(logp[start:].sum()), rel_tol=1e-4, abs_tol=1e-4)
-        assert right == bool((logits.argmax(-1)[start:] == torch.tensor(row[start:])).all())
+        assert math.isclose(value, float(logp.sum()), rel_tol=1e-4, abs_tol=1e-4)
+        assert right == bool((logits.argmax(-1) == torch.tensor(row)).all())
 
 
 def test_pearson_correlation():
