@@ -19,7 +19,7 @@ from agent_forge.config import load_config
 from agent_forge.config.schema import PHASE_NAMES, HandoffRule
 from agent_forge.data.tokenizer import ForgeTokenizer, train_tokenizer
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
-from agent_forge.phases.common import model_writer
+from agent_forge.model_io import model_writer
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.handoff import validate_handoff
 from agent_forge.pipeline.orchestrator import Orchestrator

@@ -93,8 +93,7 @@ def _levels(text: str | None) -> list[int] | None:
 
 def _registered_model(model_id: str) -> tuple[Any, Any, PipelineConfig, str]:
     from agent_forge.cli.export_cmds import session_config
-    from agent_forge.phases.common import load_model, load_tokenizer
-    from agent_forge.pipeline.context import load_ref
+    from agent_forge.model_io import load_model, load_ref, load_tokenizer
 
     _, registry = open_workspace(create=False)
     config = session_config(registry, registry.get_model(model_id)["session_id"])
@@ -119,9 +118,8 @@ def _bundle_model(folder: Path, config: PipelineConfig) -> tuple[Any, Any, Pipel
 
 def _examples(config: PipelineConfig, data: str | None) -> list[Any]:
     """The session's D6 held-out set, or a file's held-out rows (all rows when training never read it)."""
-    from agent_forge.data.sources import SourceConfig, load_source
+    from agent_forge.data.sources import SourceConfig, heldout_examples, load_source
     from agent_forge.data.tasks import split_of
-    from agent_forge.phases.common import heldout_examples
 
     if data is None or data == "builtin":
         return heldout_examples(config)

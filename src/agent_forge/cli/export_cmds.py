@@ -35,10 +35,10 @@ def _pick_model(registry: Any, session_id: str, model_id: str | None) -> str:
 
 
 def _edge_inputs(ref: Any, config: PipelineConfig) -> Any:
+    from agent_forge.data.sources import heldout_examples
     from agent_forge.eval.heldout import HeldoutSet
-    from agent_forge.export.build import EdgeInputs
-    from agent_forge.phases.common import heldout_examples, load_model, load_tokenizer
-    from agent_forge.phases.edge import heldout_inputs
+    from agent_forge.export.build import EdgeInputs, heldout_inputs
+    from agent_forge.model_io import load_model, load_tokenizer
 
     model, tokenizer = load_model(ref), load_tokenizer(ref)
     heldout = HeldoutSet.build(tokenizer, heldout_examples(config), config.data.seq_len,
@@ -76,10 +76,9 @@ def export_bundle(
         raise ConfigError(f"unknown format '{fmt}'", "use --format onnx or --format ternary")
     import torch
 
-    from agent_forge.export.build import blas_threads, build_edge_bundle
+    from agent_forge.export.build import blas_threads, build_edge_bundle, edge_options
     from agent_forge.export.bundle import verify_bundle
-    from agent_forge.phases.edge import edge_options
-    from agent_forge.pipeline.context import load_ref
+    from agent_forge.model_io import load_ref
     from agent_forge.storage.atomic import atomic_dir, recover_dir
 
     workspace, registry = open_workspace()

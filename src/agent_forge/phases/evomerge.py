@@ -55,11 +55,10 @@ from agent_forge.merge.evolution import (
 )
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
 from agent_forge.model.modeling import NON_SHAPE_FIELDS
+from agent_forge.model_io import load_model, model_writer
 from agent_forge.phases.common import (
     eval_record,
     fp32_size_mb,
-    load_model,
-    model_writer,
     parameter_count,
     record_metrics,
     session_data,

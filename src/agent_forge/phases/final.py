@@ -23,10 +23,9 @@ from agent_forge.config.schema import Phase8Section
 from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.eval.heldout import HeldoutSet, heldout_loss
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
+from agent_forge.model_io import bitlinear_meta, load_model
 from agent_forge.phases.common import (
-    bitlinear_meta,
     eval_record,
-    load_model,
     parameter_count,
     record_metrics,
     session_data,

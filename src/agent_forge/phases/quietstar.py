@@ -23,19 +23,19 @@ import torch
 
 from agent_forge.config.schema import Phase3Section
 from agent_forge.data.dataset import PackedDataset, encode_examples, pack_tokens
+from agent_forge.data.sources import training_examples
 from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.model import ForgeForCausalLM
+from agent_forge.model_io import load_model
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import (
     eval_record,
     fp32_size_mb,
     lm_step,
-    load_model,
     packed_dataset,
     parameter_count,
     record_metrics,
     session_data,
-    training_examples,
 )
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase

@@ -9,22 +9,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from agent_forge.storage.artifacts import ModelRef
 
 if TYPE_CHECKING:
     from agent_forge.pipeline.context import PhaseContext
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A registered model: its id, its folder and its metadata."""
-
-    model_id: str
-    path: Path
-    metadata: dict[str, Any] = field(default_factory=dict)
-    parameters: int = 0
-    size_mb: float = 0.0
 
 
 @dataclass

@@ -20,8 +20,7 @@ from typing import Any
 from agent_forge.config.schema import PHASE_NAMES
 from agent_forge.data.tasks import TASK_KINDS
 from agent_forge.errors import ArtifactCorruptError, NotFoundError
-from agent_forge.pipeline.phase import ModelRef
-from agent_forge.storage.artifacts import METADATA
+from agent_forge.storage.artifacts import METADATA, ModelRef
 from agent_forge.storage.atomic import sha256_file
 from agent_forge.storage.registry import ModelRegistry
 from agent_forge.storage.workspace import Workspace
