@@ -48,7 +48,7 @@ from agent_forge.phases.common import (
     session_data,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
+from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
 from agent_forge.quant.bitlinear import bitlinear_modules
 from agent_forge.tools import decode, evaluate_tool_use_variants, tool_tasks
 from agent_forge.train.distributed import world, wrap_ddp
@@ -90,7 +90,6 @@ def tool_figures(ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer,
     return figures
 
 
-@register_phase
 class BakingPhase(Phase):
     name = "baking"
 

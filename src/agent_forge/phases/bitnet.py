@@ -55,7 +55,7 @@ from agent_forge.phases.common import (
     session_data,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, register_phase
+from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult
 from agent_forge.quant.bitlinear import BitLinear, BitLinearConfig, replace_linears, set_ramp
 from agent_forge.quant.calibration import CalibrationReport, calibrate
 from agent_forge.quant.packed_io import PackedSaveConfig, packed_size_breakdown
@@ -128,7 +128,6 @@ def _module_bytes(model: nn.Module) -> int:
     return sum(seen.values())
 
 
-@register_phase
 class BitNetPhase(Phase):
     """Ternary quantization with calibration, QAT recovery and a packed, exactly reloadable file."""
 

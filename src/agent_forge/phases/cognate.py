@@ -29,7 +29,7 @@ from agent_forge.phases.common import (
     session_data,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
+from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
 from agent_forge.train.distributed import init_from_env, wrap_ddp
 from agent_forge.train.loop import LoopResult, TrainLoop
 from agent_forge.train.precision import resolve_device, use_bf16
@@ -50,7 +50,6 @@ def specialist_values(spec: SpecialistSection) -> dict[str, Any]:
             "surprise_weight": spec.surprise_weight, "novelty_weight": spec.novelty_weight}
 
 
-@register_phase
 class CognatePhase(Phase):
     """Trunk + three specialists of the TRM x Titans-MAG model."""
 

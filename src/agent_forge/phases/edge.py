@@ -48,7 +48,7 @@ from agent_forge.phases.common import (
     session_data,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, register_phase
+from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult
 from agent_forge.storage.atomic import atomic_dir, atomic_write_json, recover_dir
 
 REPORT_FILE = "edge_report.json"
@@ -76,7 +76,6 @@ def format_metrics(report: EdgeReport) -> dict[str, float]:
     return out
 
 
-@register_phase
 class EdgePhase(Phase):
     """ONNX and packed-ternary exports, checked against PyTorch, profiled, sealed in a bundle."""
 

@@ -31,7 +31,7 @@ from agent_forge.phases.common import (
     session_data,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
+from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
 from agent_forge.quant.bitlinear import BitLinearConfig
 from agent_forge.quant.container import decode_container, read_metadata, write_model
 from agent_forge.quant.model_codec import ModelCodecConfig, ModelLayout, load_tensors_into, model_tensors
@@ -113,7 +113,6 @@ def _writer(data: bytes, model: ForgeForCausalLM, tokenizer: ForgeTokenizer, rep
     return write
 
 
-@register_phase
 class FinalPhase(Phase):
     """Phase 8: plan, write, decode, verify, measure."""
 

@@ -47,7 +47,7 @@ from agent_forge.phases.common import (
     session_data,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
+from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
 from agent_forge.train.curriculum import CurriculumConfig, CurriculumLoop, CurriculumScheduler
 from agent_forge.train.distributed import init_from_env, wrap_ddp
 from agent_forge.train.loop import StepOutput
@@ -117,7 +117,6 @@ def level_accuracy(model: nn.Module, held: HeldoutSet) -> float:
     return sum(correct) / len(correct)
 
 
-@register_phase
 class ForgePhase(Phase):
     """Curriculum QAT of the ternary model with dream replay; stays packable into Phase 4's format."""
 

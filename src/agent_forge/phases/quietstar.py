@@ -38,7 +38,7 @@ from agent_forge.phases.common import (
     session_data,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
+from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
 from agent_forge.reasoning.data import build_reasoning_examples, encode_reasoning, select_examples
 from agent_forge.reasoning.evaluation import ThinkingReport, evaluate_thinking
 from agent_forge.reasoning.evidence import has_evidence
@@ -91,7 +91,6 @@ class Stopwatch:
         return result
 
 
-@register_phase
 class QuietStarPhase(Phase):
     """Reasoning prompt baking, convergence check, Quiet-STaR RL, anti-theater evaluation."""
 

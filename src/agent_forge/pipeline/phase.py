@@ -67,12 +67,3 @@ class Phase(ABC):
     @abstractmethod
     def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
         """Execute the phase; resumable from ``ctx``'s checkpoints after a crash."""
-
-
-PHASE_REGISTRY: dict[str, type[Phase]] = {}
-
-
-def register_phase(cls: type[Phase]) -> type[Phase]:
-    """Class decorator: make a phase available to the orchestrator by its name."""
-    PHASE_REGISTRY[cls.name] = cls
-    return cls
