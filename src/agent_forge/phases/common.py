@@ -98,7 +98,7 @@ def build_tokenizer(config: PipelineConfig) -> ForgeTokenizer:
 
 def forge_config(config: PipelineConfig, **non_shape: Any) -> ForgeConfig:
     """The model config of the preset, with optional non-shape values (a specialist's)."""
-    return ForgeConfig(**{**config.model.model_dump(), **non_shape})
+    return ForgeConfig.from_section(config.model, **non_shape)
 
 
 def packed_dataset(ctx: Any, tokenizer: ForgeTokenizer, examples: list[TaskExample], batch_size: int,
