@@ -92,11 +92,10 @@ def _levels(text: str | None) -> list[int] | None:
 
 
 def _registered_model(model_id: str) -> tuple[Any, Any, PipelineConfig, str]:
-    from agent_forge.cli.export_cmds import session_config
     from agent_forge.model_io import load_model, load_ref, load_tokenizer
 
     _, registry = open_workspace(create=False)
-    config = session_config(registry, registry.get_model(model_id)["session_id"])
+    config = registry.session_config(registry.get_model(model_id)["session_id"])
     ref = load_ref(registry, model_id)
     return load_model(ref), load_tokenizer(ref), config, model_id
 

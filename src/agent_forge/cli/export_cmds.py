@@ -17,12 +17,6 @@ from agent_forge.errors import ArtifactCorruptError, ConfigError, NotFoundError
 EXPORTABLE = PHASE_NAMES[: PHASE_NAMES.index("edge") + 1]  # Phase 8's compressed files are not a torch model
 
 
-def session_config(registry: Any, session_id: str) -> PipelineConfig:
-    """The validated configuration a session was run with."""
-    row = registry.get_session(session_id)
-    return PipelineConfig.model_validate(json.loads(row["pipeline_config_json"]))
-
-
 def _pick_model(registry: Any, session_id: str, model_id: str | None) -> str:
     """The given model, or the session's newest model of the latest phase up to Phase 7."""
     if model_id is not None:
@@ -82,7 +76,7 @@ def export_bundle(
     from agent_forge.storage.atomic import atomic_dir, recover_dir
 
     workspace, registry = open_workspace()
-    config = session_config(registry, session_id)
+    config = registry.session_config(session_id)
     ref = load_ref(registry, _pick_model(registry, session_id, model_id))
     folder = out_dir or workspace.session_dir(session_id) / "exports" / fmt
     section = config.phase7.model_copy(update={"formats": [fmt]})

@@ -52,6 +52,11 @@ class PhaseContext:
     def log(self, step: int, metrics: dict[str, Any], model: str = "phase") -> None:
         self.tracker.log(self.phase_name, model, step, metrics)
 
+    def drop_metrics_after(self, model: str, step: int) -> None:
+        """Forget ``model``'s metrics of this phase logged past ``step``: a resumed run logs them again."""
+        if self.is_main:
+            self.registry.delete_metrics_after(self.session_id, self.phase_name, model, step)
+
     def checkpoints(self, run_name: str, keep_last: int = 2) -> CheckpointManager:
         return CheckpointManager(self.workspace.checkpoint_dir(self.session_id, self.phase_name, run_name),
                                  keep_last=keep_last, recover=self.is_main)

@@ -96,10 +96,7 @@ class Orchestrator:
         return session_id
 
     def session_config(self, session_id: str) -> PipelineConfig:
-        import json
-
-        row = self.registry.get_session(session_id)
-        return PipelineConfig.model_validate(json.loads(row["pipeline_config_json"]))
+        return self.registry.session_config(session_id)
 
     def completed_phases(self, session_id: str) -> dict[str, dict[str, Any]]:
         return {r["phase_name"]: r for r in self.registry.phase_runs(session_id) if r["status"] == "completed"}
