@@ -28,10 +28,11 @@ from agent_forge.eval.capability import flat_accuracy
 from agent_forge.eval.heldout import HeldoutSet, evaluate
 from agent_forge.eval.metrics import EvalResult
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
-from agent_forge.model_io import ModelRef, pack_exactly, packed_config_of, packed_file_name
+from agent_forge.model_io import pack_exactly, packed_config_of, packed_file_name
 from agent_forge.pipeline.phase import EvalRecord
 from agent_forge.quant.fast_linear import to_packed_inference
 from agent_forge.quant.packed_io import PackedSaveConfig
+from agent_forge.storage.artifacts import ModelRef
 from agent_forge.storage.atomic import atomic_dir
 from agent_forge.train.distributed import world
 from agent_forge.train.loop import StepOutput
