@@ -35,19 +35,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from agent_forge.config import load_config
 from agent_forge.data.dataset import PackedDataset
-from agent_forge.data.sources import load_mixture
+from agent_forge.data.sources import heldout_examples, load_mixture, source_configs, training_examples
 from agent_forge.eval.capability import accuracy_table
 from agent_forge.eval.heldout import HeldoutSet, evaluate
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.optim import MuGrokConfig, build_optimizer
-from agent_forge.phases.common import (
-    build_tokenizer,
-    forge_config,
-    heldout_examples,
-    lm_step,
-    source_configs,
-    training_examples,
-)
+from agent_forge.phases.common import build_tokenizer, forge_config, lm_step
 from agent_forge.train.loop import warmup_cosine
 from agent_forge.train.precision import autocast, cpu_has_bf16
 

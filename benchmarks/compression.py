@@ -38,10 +38,11 @@ from torch import Tensor
 from agent_forge.config import load_config
 from agent_forge.config.schema import PipelineConfig
 from agent_forge.data.dataset import PackedDataset
+from agent_forge.data.sources import heldout_examples, training_examples
 from agent_forge.eval.heldout import HeldoutSet, evaluate, heldout_loss
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.optim import MuGrokConfig, build_optimizer
-from agent_forge.phases.common import build_tokenizer, forge_config, heldout_examples, lm_step, training_examples
+from agent_forge.phases.common import build_tokenizer, forge_config, lm_step
 from agent_forge.phases.final import candidates
 from agent_forge.quant.bitlinear import replace_linears, set_ramp
 from agent_forge.quant.container import (

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent_forge.pipeline.context import load_ref
+from agent_forge.model_io import load_ref
 from agent_forge.storage.registry import ModelRegistry
 from agent_forge.storage.workspace import Workspace
 from support.e2e import agent_forge

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from agent_forge.model import ForgeForCausalLM
+from agent_forge.model_io import bitlinear_meta, load_model
 from agent_forge.phases.baking import BakingPhase
-from agent_forge.phases.common import bitlinear_meta, forge_config, load_model
+from agent_forge.phases.common import forge_config
 from agent_forge.quant.bitlinear import BitLinear, BitLinearConfig, bitlinear_modules, replace_linears
 from support.phase_harness import harness_config, make_context, register_model, seed_model
 

@@ -6,8 +6,9 @@ import math
 
 import torch
 
+from agent_forge.model_io import load_model
 from agent_forge.phases.bitnet import BitNetPhase
-from agent_forge.phases.common import load_model, session_data
+from agent_forge.phases.common import session_data
 from agent_forge.quant.bitlinear import bitlinear_modules, replace_linears, ternary_state
 from agent_forge.quant.packed_io import load_packed_into
 from support.phase_harness import harness_config, make_context, seed_model

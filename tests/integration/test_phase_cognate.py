@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
+from agent_forge.model_io import load_model
 from agent_forge.phases.cognate import CognatePhase
-from agent_forge.phases.common import load_model
 from support.phase_harness import make_context
 
 

@@ -12,7 +12,8 @@ from agent_forge.export.bundle import verify_bundle
 from agent_forge.export.runtime import ManifestError, load_bundle
 from agent_forge.export.runtime.manifest import sha256_file
 from agent_forge.model import ForgeForCausalLM
-from agent_forge.phases.common import bitlinear_meta, forge_config, load_model, session_data
+from agent_forge.model_io import bitlinear_meta, load_model
+from agent_forge.phases.common import forge_config, session_data
 from agent_forge.phases.edge import REPORT_FILE, EdgePhase
 from agent_forge.pipeline.handoff import validate_handoff
 from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears

@@ -13,15 +13,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from agent_forge.config.schema import PipelineConfig
+from agent_forge.data.sources import training_examples
 from agent_forge.eval.fitness import FitnessMeasurement, composite_fitness, heldout_subset, measure
 from agent_forge.model import ForgeForCausalLM
-from agent_forge.phases.common import (
-    forge_config,
-    load_model,
-    packed_dataset,
-    session_data,
-    training_examples,
-)
+from agent_forge.model_io import load_model
+from agent_forge.phases.common import forge_config, packed_dataset, session_data
 from agent_forge.phases.evomerge import EvoMergePhase, fisher_inputs
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import ModelRef, PhaseResult

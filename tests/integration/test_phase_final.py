@@ -10,7 +10,8 @@ import torch
 from tests.support.phase_harness import harness_config, make_context, register_model
 
 from agent_forge.model import ForgeForCausalLM
-from agent_forge.phases.common import bitlinear_meta, forge_config, load_model
+from agent_forge.model_io import bitlinear_meta, load_model
+from agent_forge.phases.common import forge_config
 from agent_forge.phases.final import COMPRESSED_FILE, REPORT_FILE, FinalPhase, decode_file
 from agent_forge.pipeline.handoff import validate_handoff
 from agent_forge.pipeline.phase import ModelRef

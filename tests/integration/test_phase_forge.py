@@ -7,7 +7,8 @@ import math
 import torch
 
 from agent_forge.model import ForgeForCausalLM
-from agent_forge.phases.common import bitlinear_meta, forge_config, load_model, session_data
+from agent_forge.model_io import bitlinear_meta, load_model
+from agent_forge.phases.common import forge_config, session_data
 from agent_forge.phases.forge import ForgePhase, level_accuracy, level_data, train_curriculum
 from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears, ternary_state
 from agent_forge.quant.packed_io import load_packed

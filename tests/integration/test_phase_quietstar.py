@@ -8,7 +8,7 @@ import math
 import torch
 
 from agent_forge.config import load_config
-from agent_forge.phases.common import load_model, load_tokenizer
+from agent_forge.model_io import load_model, load_tokenizer
 from agent_forge.phases.quietstar import THINKING_TOKENS, QuietStarPhase
 from agent_forge.pipeline.handoff import validate_handoff
 from agent_forge.reasoning.mixing import MixingHead

@@ -15,7 +15,8 @@ import torch
 from agent_forge.config import load_config
 from agent_forge.config.schema import PipelineConfig
 from agent_forge.model import ForgeForCausalLM
-from agent_forge.phases.common import forge_config, model_writer, session_data
+from agent_forge.model_io import model_writer
+from agent_forge.phases.common import forge_config, session_data
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.orchestrator import Orchestrator
 from agent_forge.pipeline.phase import ModelRef

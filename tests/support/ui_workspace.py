@@ -18,8 +18,8 @@ import torch
 from agent_forge.config import load_config
 from agent_forge.config.schema import PHASE_NAMES, HandoffRule
 from agent_forge.data.tokenizer import ForgeTokenizer, train_tokenizer
-from agent_forge.model import ForgeConfig, ForgeForCausalLM
-from agent_forge.phases.common import model_writer
+from agent_forge.model import ForgeForCausalLM
+from agent_forge.model_io import model_writer
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.handoff import validate_handoff
 from agent_forge.pipeline.orchestrator import Orchestrator
@@ -29,6 +29,7 @@ from agent_forge.storage.workspace import Workspace
 from agent_forge.tracking.logging import get_logger
 from agent_forge.tracking.progress import ProgressReporter
 from agent_forge.tracking.sinks import MetricsTracker, SQLiteSink
+from support.shapes import unit_config
 
 DONE = "20260101-090000-smoke-done01"
 LIVE = "20260102-090000-smoke-live02"
@@ -57,7 +58,7 @@ def _models() -> list[ForgeForCausalLM]:
     out = []
     for seed in range(3):
         torch.manual_seed(seed)
-        out.append(ForgeForCausalLM(ForgeConfig.from_shape("smoke")).eval())
+        out.append(ForgeForCausalLM(unit_config()).eval())
     return out
 
 

@@ -77,9 +77,9 @@ def _sigterm_as_interrupt() -> None:
 
 
 def _orchestrator(workspace: Workspace, registry: ModelRegistry) -> Any:
-    from agent_forge.pipeline.orchestrator import Orchestrator
+    from agent_forge.cli.composition import build_orchestrator  # imports every phase: only when one runs
 
-    return Orchestrator(workspace, registry, quiet=STATE.quiet)
+    return build_orchestrator(workspace, registry, quiet=STATE.quiet)
 
 
 @app.command()

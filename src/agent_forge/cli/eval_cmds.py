@@ -98,12 +98,10 @@ def _levels(text: str | None) -> list[int] | None:
 
 
 def _registered_model(model_id: str) -> tuple[Any, Any, PipelineConfig, str]:
-    from agent_forge.cli.export_cmds import session_config
-    from agent_forge.phases.common import load_model, load_tokenizer
-    from agent_forge.pipeline.context import load_ref
+    from agent_forge.model_io import load_model, load_ref, load_tokenizer
 
     _, registry = open_workspace(create=False)
-    config = session_config(registry, registry.get_model(model_id)["session_id"])
+    config = registry.session_config(registry.get_model(model_id)["session_id"])
     ref = load_ref(registry, model_id)
     return load_model(ref), load_tokenizer(ref), config, model_id
 
@@ -125,9 +123,8 @@ def _bundle_model(folder: Path, config: PipelineConfig) -> tuple[Any, Any, Pipel
 
 def _examples(config: PipelineConfig, data: str | None) -> list[Any]:
     """The session's D6 held-out set, or a file's held-out rows (all rows when training never read it)."""
-    from agent_forge.data.sources import SourceConfig, load_source
+    from agent_forge.data.sources import SourceConfig, heldout_examples, load_source
     from agent_forge.data.tasks import split_of
-    from agent_forge.phases.common import heldout_examples
 
     if data is None or data == "builtin":
         return heldout_examples(config)

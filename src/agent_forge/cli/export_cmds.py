@@ -17,12 +17,6 @@ from agent_forge.errors import ArtifactCorruptError, ConfigError, NotFoundError
 EXPORTABLE = PHASE_NAMES[: PHASE_NAMES.index("edge") + 1]  # Phase 8's compressed files are not a torch model
 
 
-def session_config(registry: Any, session_id: str) -> PipelineConfig:
-    """The validated configuration a session was run with."""
-    row = registry.get_session(session_id)
-    return PipelineConfig.model_validate(json.loads(row["pipeline_config_json"]))
-
-
 def _pick_model(registry: Any, session_id: str, model_id: str | None) -> str:
     """The given model, or the session's newest model of the latest phase up to Phase 7."""
     if model_id is not None:
@@ -35,10 +29,10 @@ def _pick_model(registry: Any, session_id: str, model_id: str | None) -> str:
 
 
 def _edge_inputs(ref: Any, config: PipelineConfig) -> Any:
+    from agent_forge.data.sources import heldout_examples
     from agent_forge.eval.heldout import HeldoutSet
-    from agent_forge.export.build import EdgeInputs
-    from agent_forge.phases.common import heldout_examples, load_model, load_tokenizer
-    from agent_forge.phases.edge import heldout_inputs
+    from agent_forge.export.build import EdgeInputs, heldout_inputs
+    from agent_forge.model_io import load_model, load_tokenizer
 
     model, tokenizer = load_model(ref), load_tokenizer(ref)
     heldout = HeldoutSet.build(tokenizer, heldout_examples(config), config.data.seq_len,
@@ -76,14 +70,13 @@ def export_bundle(
         raise ConfigError(f"unknown format '{fmt}'", "use --format onnx or --format ternary")
     import torch
 
-    from agent_forge.export.build import blas_threads, build_edge_bundle
+    from agent_forge.export.build import blas_threads, build_edge_bundle, edge_options
     from agent_forge.export.bundle import verify_bundle
-    from agent_forge.phases.edge import edge_options
-    from agent_forge.pipeline.context import load_ref
+    from agent_forge.model_io import load_ref
     from agent_forge.storage.atomic import atomic_dir, recover_dir
 
     workspace, registry = open_workspace()
-    config = session_config(registry, session_id)
+    config = registry.session_config(session_id)
     ref = load_ref(registry, _pick_model(registry, session_id, model_id))
     folder = out_dir or workspace.session_dir(session_id) / "exports" / fmt
     section = config.phase7.model_copy(update={"formats": [fmt]})

@@ -27,8 +27,7 @@ def generate(
     as_json: JsonOpt = False,
 ) -> None:
     """Generate from a registered model; with --tools each complete call is executed and its result appended."""
-    from agent_forge.phases.common import load_model, load_tokenizer
-    from agent_forge.pipeline.context import load_ref
+    from agent_forge.model_io import load_model, load_ref, load_tokenizer
     from agent_forge.reasoning.think_mode import generate_thinking
     from agent_forge.tools import generate_with_tools
 

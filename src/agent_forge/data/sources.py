@@ -16,7 +16,7 @@ import random
 import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -32,6 +32,9 @@ from agent_forge.data.tasks import (
     split_of,
 )
 from agent_forge.errors import ForgeError
+
+if TYPE_CHECKING:
+    from agent_forge.config.schema import PipelineConfig
 
 SourceKind = Literal["builtin", "arc_easy", "gsm8k", "mbpp", "piqa", "svamp", "text"]
 DEFAULT_BUILTIN_EXAMPLES = 20_000
@@ -305,3 +308,32 @@ def _draw(pool: list[TaskExample], count: int, seed: int, salt: str, repeat: boo
     while len(drawn) < count and pool:
         drawn += rng.sample(pool, min(len(pool), count - len(drawn)))
     return drawn
+
+
+# ---- the configured mixture -------------------------------------------------------------------------------
+
+def source_configs(config: PipelineConfig) -> list[SourceConfig]:
+    return [SourceConfig(**s.model_dump()) for s in config.data.sources]
+
+
+def training_examples(
+    config: PipelineConfig,
+    n: int,
+    seed: int,
+    *,
+    kind_weights: dict[str, float] | None = None,
+    max_level: int | None = None,
+) -> list[TaskExample]:
+    """``n`` training examples of the configured mixture (never any held-out example); ``kind_weights``
+    replaces the configured training mix (``data.kind_weights``)."""
+    data = config.data
+    weights = kind_weights if kind_weights is not None else (data.kind_weights or None)
+    return load_mixture(source_configs(config), seed, n_examples=n, split="train", kinds=data.kinds,
+                        max_level=max_level or data.max_level, kind_weights=weights)
+
+
+def heldout_examples(config: PipelineConfig) -> Mixture:
+    """The session's D6 held-out examples: every phase, ``agent-forge eval`` and ``export`` measure these."""
+    data = config.data
+    return load_mixture(source_configs(config), data.seed, n_examples=data.heldout_examples, split="heldout",
+                        kinds=data.kinds, max_level=data.max_level)

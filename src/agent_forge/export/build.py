@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -39,6 +39,10 @@ from agent_forge.export.profile import (
 )
 from agent_forge.export.runtime import ForgeRuntimeModel, RuntimeConfig, load_weights
 from agent_forge.export.ternary import activation_settings, export_ternary
+
+if TYPE_CHECKING:
+    from agent_forge.config.schema import Phase7Section
+    from agent_forge.eval.heldout import HeldoutSet
 
 TORCH, RUNTIME = "pytorch_fp32", "ternary_runtime"
 
@@ -80,6 +84,26 @@ class EdgeReport:
 
     def primary(self) -> str:
         return RUNTIME if RUNTIME in self.profile else next(reversed(self.profile))
+
+
+def edge_options(section: Phase7Section, threads: int) -> EdgeOptions:
+    """The ``phase7`` settings as bundle options (the Edge phase and ``agent-forge export`` alike)."""
+    return EdgeOptions(formats=tuple(section.formats), onnx_int8=section.onnx_int8,
+                       ternary_format=section.ternary_format, float_dtype=section.float_dtype,
+                       int8_embeddings=section.embedding_bits == 8, prefill_lengths=tuple(section.prefill_lengths),
+                       decode_tokens=section.decode_tokens, agreement_tokens=section.agreement_tokens,
+                       profile_repeats=section.profile_repeats, threads=threads)
+
+
+def heldout_inputs(heldout: HeldoutSet, section: Phase7Section) -> tuple[list[list[int]], list[list[int]],
+                                                                          list[int]]:
+    """Rows for the logits check, prompts (up to the answer) for greedy agreement, a profile token stream."""
+    rows = [list(r) for r in heldout.lm_rows[: section.agreement_rows]]
+    prompts = [list(t[:s]) for t, s in zip(heldout.qa_tokens, heldout.qa_answer_start, strict=True)]
+    prompts = prompts[: section.agreement_prompts] or [r[: max(len(r) // 2, 1)] for r in rows[:1]]
+    stream = [t for r in heldout.lm_rows for t in r] or [1]
+    need = max(section.prefill_lengths) + section.decode_tokens + 2
+    return rows, prompts, (stream * (need // len(stream) + 1))[:need]
 
 
 @contextlib.contextmanager

@@ -1,7 +1,11 @@
 """`ForgeConfig`: every shape and non-shape hyperparameter of the TRM x Titans-MAG model.
 
-Field names follow `agent_forge.config.schema.ModelSection` (plus the specialist fields of D2), so a
-resolved pipeline config maps onto this one key for key. Specialists differ only in non-shape values:
+The named shapes are data: the `model` section of each preset (`config/presets/<name>.yaml`), read through
+`agent_forge.config.schema.ModelSection`, which validates it and holds the defaults of the fields a preset
+leaves out. `ForgeConfig` is the Hugging Face carrier of those values (saved as `config.json` with every
+model): the fields it shares with `ModelSection` take its defaults, so the two never disagree (tested),
+and `ForgeConfig.from_shape("tiny")` builds exactly what a run of the `tiny` preset builds. Its other
+fields are the specialist values of D2 and fixed constants. Specialists differ only in non-shape values:
 `act_threshold`, `mem_capacity` / `mem_decay`, `surprise_weight`, `novelty_weight` (and data order).
 
 How the Titans memory constants come from those values (per chunk of `mem_chunk` tokens):
@@ -15,57 +19,36 @@ How the Titans memory constants come from those values (per chunk of `mem_chunk`
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from agent_forge.config.loader import available_presets, preset_dict
+from agent_forge.config.schema import ModelSection
+
 Number = int | float
 
-SHAPES: dict[str, dict[str, Any]] = {
-    # 25,767,553 parameters (D9: 22.5M-27.5M): vocab 32768 tied, d 384 x 8 layers, MLP 704.
-    "spec25m": dict(
-        vocab_size=32768,
-        hidden_size=384,
-        num_layers=8,
-        num_heads=8,
-        mlp_hidden=704,
-        max_seq_len=2048,
-        window=1024,
-        d_mem=96,
-        mem_chunk=64,
-        gate_hidden=64,
-        trm_hidden=256,
-    ),
-    # 1,186,177 parameters; see benchmarks/phase1.py for its training speed on a 2-core CPU.
-    "tiny": dict(
-        vocab_size=2048,
-        hidden_size=128,
-        num_layers=4,
-        num_heads=4,
-        mlp_hidden=344,
-        max_seq_len=128,
-        window=64,
-        d_mem=32,
-        mem_chunk=16,
-        gate_hidden=32,
-        trm_hidden=64,
-    ),
-    # For tests: a forward pass takes milliseconds.
-    "smoke": dict(
-        vocab_size=512,
-        hidden_size=64,
-        num_layers=2,
-        num_heads=4,
-        mlp_hidden=128,
-        max_seq_len=64,
-        window=16,
-        d_mem=16,
-        mem_chunk=8,
-        gate_hidden=16,
-        trm_hidden=64,
-    ),
-}
+_SECTION = ModelSection()  # the defaults of the model section (a preset overrides them)
+
+
+class _PresetShapes(Mapping[str, dict[str, Any]]):
+    """``SHAPES[name]``: the ``model`` section of preset ``name``, as its YAML file writes it."""
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        if name not in available_presets():
+            raise KeyError(name)
+        return dict(preset_dict(name).get("model") or {})
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(available_presets())
+
+    def __len__(self) -> int:
+        return len(available_presets())
+
+
+SHAPES: Mapping[str, dict[str, Any]] = _PresetShapes()
 
 POSITIVE_FIELDS = (
     "vocab_size",
@@ -97,32 +80,32 @@ class ForgeConfig(PreTrainedConfig):
         "intermediate_size": "mlp_hidden",
     }
 
-    vocab_size: int = 2048
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    mlp_hidden: int = 344
-    max_seq_len: int = 128
-    window: int = 64
-    rotary_fraction: Number = 0.5
+    vocab_size: int = _SECTION.vocab_size
+    hidden_size: int = _SECTION.hidden_size
+    num_layers: int = _SECTION.num_layers
+    num_heads: int = _SECTION.num_heads
+    mlp_hidden: int = _SECTION.mlp_hidden
+    max_seq_len: int = _SECTION.max_seq_len
+    window: int = _SECTION.window
+    rotary_fraction: Number = _SECTION.rotary_fraction
     rope_theta: Number = 10000.0
-    d_mem: int = 32
-    mem_chunk: int = 16
+    d_mem: int = _SECTION.d_mem
+    mem_chunk: int = _SECTION.mem_chunk
     mem_capacity: int = 4096
     mem_decay: Number | None = None
     mem_lr: Number = 1.0
     surprise_weight: Number = 0.5
     novelty_weight: Number = 0.5
-    gate_hidden: int = 32
-    gate_entropy_reg: Number = 0.001
-    trm_t_max: int = 3
-    trm_micro_steps: int = 2
-    trm_hidden: int = 128
+    gate_hidden: int = _SECTION.gate_hidden
+    gate_entropy_reg: Number = _SECTION.gate_entropy_reg
+    trm_t_max: int = _SECTION.trm_t_max
+    trm_micro_steps: int = _SECTION.trm_micro_steps
+    trm_hidden: int = _SECTION.trm_hidden
     step_weights: list[Number] | None = None
-    act_threshold: Number = 0.5
-    act_ema: Number = 0.98
+    act_threshold: Number = _SECTION.act_threshold
+    act_ema: Number = _SECTION.act_ema
     act_loss_weight: Number = 0.1
-    act_step_cost: Number = 0.02
+    act_step_cost: Number = _SECTION.act_step_cost
     static_act: bool = False
     rms_norm_eps: Number = 1e-6
     initializer_range: Number = 0.02
@@ -168,11 +151,16 @@ class ForgeConfig(PreTrainedConfig):
             raise ValueError(f"rotary_fraction {self.rotary_fraction} leaves no rotary pair in the head")
 
     @classmethod
+    def from_section(cls, section: ModelSection, **overrides: Any) -> ForgeConfig:
+        """The model of a pipeline config's ``model`` section, with any field overridden."""
+        return cls(**{**section.model_dump(), **overrides})
+
+    @classmethod
     def from_shape(cls, shape: str, **overrides: Any) -> ForgeConfig:
-        """One of the named shapes (`spec25m`, `tiny`, `smoke`) with any field overridden."""
+        """The model of a named preset (`spec25m`, `tiny`, `smoke`) with any field overridden."""
         if shape not in SHAPES:
             raise ValueError(f"unknown shape '{shape}', use one of {sorted(SHAPES)}")
-        return cls(**{**SHAPES[shape], **overrides})
+        return cls.from_section(ModelSection.model_validate(SHAPES[shape]), **overrides)
 
     @property
     def head_dim(self) -> int:

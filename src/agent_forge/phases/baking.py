@@ -34,22 +34,22 @@ from agent_forge.baking import (
     ternary_flip_share,
     ternary_values,
 )
+from agent_forge.data.sources import training_examples
 from agent_forge.data.tokenizer import BOS_ID, EOS_ID, ForgeTokenizer
+from agent_forge.model_io import bitlinear_config_of, bitlinear_meta, load_model, model_writer, packed_writer
 from agent_forge.optim import MuGrokConfig, build_optimizer
-from agent_forge.phases.bitnet import pack_as_phase4, packed_inference_latency_ms, packed_writer
 from agent_forge.phases.common import (
-    bitlinear_meta,
     eval_record,
-    load_model,
-    model_writer,
+    input_pack_config,
+    pack_output,
+    packed_inference_latency_ms,
     parameter_count,
     record_metrics,
     session_data,
-    training_examples,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
-from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules
+from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
+from agent_forge.quant.bitlinear import bitlinear_modules
 from agent_forge.tools import decode, evaluate_tool_use_variants, tool_tasks
 from agent_forge.train.distributed import world, wrap_ddp
 from agent_forge.train.loop import LoopResult, StepOutput, TrainLoop
@@ -90,7 +90,6 @@ def tool_figures(ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer,
     return figures
 
 
-@register_phase
 class BakingPhase(Phase):
     name = "baking"
 
@@ -107,7 +106,7 @@ class BakingPhase(Phase):
         metrics.update(self._persona_stage(ctx, model, tokenizer, section, device, data.heldout.examples))
         metrics["bitlinear/layers"] = len(ternary_before)
         metrics["bitlinear/ternary_flip_share"] = ternary_flip_share(ternary_before, model)
-        packed = self._pack(ctx, model, data.heldout, metrics)
+        packed = self._pack(ctx, model, ref, data.heldout, metrics)
         after = self._record(model, data.heldout, metrics.get("size_mb", ref.size_mb))
         metrics.update(record_metrics("after", after))
         metrics["wall_seconds"] = time.perf_counter() - start
@@ -222,11 +221,12 @@ class BakingPhase(Phase):
         return record
 
     @staticmethod
-    def _pack(ctx: PhaseContext, model: nn.Module, heldout: Any, metrics: dict[str, Any]) -> Path | None:
-        """A ternary model is stored like Phase 4's output: its packed file is what it weighs on a device."""
+    def _pack(ctx: PhaseContext, model: nn.Module, ref: ModelRef, heldout: Any,
+              metrics: dict[str, Any]) -> Path | None:
+        """A ternary model is stored like its input: its packed file is what it weighs on a device."""
         if not bitlinear_modules(model):
             return None
-        packed, gap = pack_as_phase4(ctx, model, heldout, "baked")
+        packed, gap = pack_output(ctx, model, input_pack_config(ref), heldout, "baked")
         metrics["packed/logits_max_abs_diff"] = gap
         metrics["size_mb"] = metrics["packed/size_mb"] = packed.stat().st_size / 1e6
         return packed
@@ -244,16 +244,14 @@ class BakingPhase(Phase):
             "tool_accuracy": metrics["tools_final/accuracy"],
             "persona_adherence": metrics["persona/marker_share_after"],
         }
-        quant = ref.metadata.get("bitlinear")
-        if quant:
-            config = BitLinearConfig(granularity=quant["granularity"],
-                                     activation_bits=quant["activation_bits"])
-            metadata["bitlinear"] = bitlinear_meta(model, config)
+        bit_config = bitlinear_config_of(ref)
+        if bit_config is not None:
+            metadata["bitlinear"] = bitlinear_meta(model, bit_config)
         writer = model_writer(model, tokenizer)
         if packed is not None:
             writer = packed_writer(model, tokenizer, packed)
             metadata.update(size_mb=metrics["size_mb"], packed_file=packed.name,
-                            pack_format=ctx.config.phase4.pack_format)
+                            pack_format=input_pack_config(ref).ternary_format)
         out = ctx.save_model("baked", writer, metadata, metrics=metrics,
                              parameters=parameter_count(model), parents=[ref.model_id])
         if packed is not None:

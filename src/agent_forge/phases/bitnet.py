@@ -38,44 +38,35 @@ from torch import nn
 
 from agent_forge.config.schema import Phase4Section
 from agent_forge.data.dataset import encode_examples, pack_tokens
+from agent_forge.data.sources import training_examples
 from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.eval.heldout import HeldoutSet, heldout_loss
+from agent_forge.model_io import bitlinear_meta, load_model, pack_exactly, packed_file_name, packed_writer
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import (
+    TOKENS_PER_EXAMPLE,
     add_think_record,
-    bitlinear_meta,
     decode_latency_ms,
     eval_record,
     lm_step,
-    load_model,
-    model_writer,
     packed_dataset,
+    packed_inference_model,
     parameter_count,
     record_metrics,
     session_data,
     think_metrics,
-    training_examples,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, register_phase
-from agent_forge.quant.bitlinear import BitLinear, BitLinearConfig, bitlinear_modules, replace_linears, set_ramp
+from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult
+from agent_forge.quant.bitlinear import BitLinear, BitLinearConfig, replace_linears, set_ramp
 from agent_forge.quant.calibration import CalibrationReport, calibrate
-from agent_forge.quant.fast_linear import to_packed_inference
 from agent_forge.quant.packed_io import PackedSaveConfig, packed_size_breakdown
-from agent_forge.quant.packed_model import absorb_storage_precision, packed_logits_gap
-from agent_forge.train.distributed import world
 from agent_forge.train.loop import StepOutput, TrainLoop
 from agent_forge.train.precision import resolve_device, use_bf16
 
 MIN_CORRECT = 10
 CALIBRATION_SEED = 401
 QAT_SEED = 402
-TOKENS_PER_EXAMPLE = 24  # a low estimate of a task example's length, to size one epoch of QAT data
-
-
-class PackedMismatchError(RuntimeError):
-    """The packed file does not reproduce the model it was written from."""
-
 
 @dataclass
 class QatOutcome:
@@ -88,14 +79,10 @@ class QatOutcome:
 
 
 def packed_save_config(section: Phase4Section) -> PackedSaveConfig:
-    """Phase 4's file format (Phase 5 packs into the same)."""
+    """Phase 4's file format (phases 5 and 6 read it from the packed file and pack into the same)."""
     return PackedSaveConfig(ternary_format=section.pack_format, float_dtype="float16",
                             int8_embeddings=section.embedding_bits == 8,
                             int4_embeddings=section.embedding_bits == 4)
-
-
-def packed_file_name(section: Phase4Section) -> str:
-    return f"model.{section.pack_format}.safetensors"
 
 
 def quality_drop(before: EvalRecord, after: EvalRecord, n_examples: int) -> float:
@@ -143,7 +130,6 @@ def _module_bytes(model: nn.Module) -> int:
     return sum(seen.values())
 
 
-@register_phase
 class BitNetPhase(Phase):
     """Ternary quantization with calibration, QAT recovery and a packed, exactly reloadable file."""
 
@@ -171,12 +157,9 @@ class BitNetPhase(Phase):
         trigger = section.finetune_trigger_drop
         wanted = section.finetune_steps > 0 and (drop > trigger or trigger == 0.0)
         outcomes = self._finetune_all(ctx, model, data.heldout, section, device) if wanted else []
-        packed = work / packed_file_name(section)
-        packed_bytes = absorb_storage_precision(model, packed, packed_save_config(section))
-        probe = data.heldout.lm_batches(2)[0][0].to(device)
-        gap = packed_logits_gap(model, packed, probe)
-        if gap != 0.0:
-            raise PackedMismatchError(f"the packed file changes the logits by up to {gap}")
+        packed = work / packed_file_name(section.pack_format)
+        gap = pack_exactly(model, packed, packed_save_config(section), data.heldout.lm_batches(2)[0][0], "ternary")
+        packed_bytes = packed.stat().st_size
         after = eval_record(model, data.heldout, packed_bytes / 1e6, latency=False)
         think = think_metrics(model, data, ctx.config)  # does ternary thinking keep Phase 3's?
         add_think_record(after, think)
@@ -280,46 +263,10 @@ def _fp32_file_bytes(model: nn.Module, folder: Path) -> int:
     return size
 
 
-def packed_writer(model: nn.Module, tokenizer: ForgeTokenizer, packed: Path) -> Any:
-    """Writes the HF folder of the model plus its packed file (the deployable form)."""
-    base = model_writer(model, tokenizer)
-
-    def write(folder: Path) -> None:
-        base(folder)
-        (folder / packed.name).write_bytes(packed.read_bytes())
-
-    return write
-
-
-def pack_as_phase4(ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, what: str) -> tuple[Path, float]:
-    """Pack a trained ternary model into Phase 4's format with its storage precision absorbed; a copy rebuilt
-    from the file alone must reproduce the logits exactly. Returns (file, logit gap)."""
-    phase4 = ctx.config.phase4
-    packed = ctx.phase_dir / f"work_rank{world()[0]}" / packed_file_name(phase4)
-    absorb_storage_precision(model, packed, packed_save_config(phase4))
-    probe = heldout.lm_batches(2)[0][0].to(next(model.parameters()).device)
-    gap = packed_logits_gap(model, packed, probe)
-    if gap != 0.0 or not bitlinear_modules(model):
-        raise PackedMismatchError(f"the {what} model does not pack exactly (logit gap {gap})")
-    return packed, gap
-
-
 def _log_calibration(ctx: PhaseContext, calib: CalibrationReport) -> None:
     figures = {f"calibration/relative_error/{name}": s.relative_error for name, s in calib.layers.items()}
     figures.update({f"calibration/input_absmax/{name}": s.input_absmax for name, s in calib.layers.items()})
     ctx.log(0, figures, model="calibration")
-
-
-def packed_inference_model(model: nn.Module) -> nn.Module:
-    """A CPU copy of ``model`` with every BitLinear swapped for the packed integer kernel."""
-    packed = copy.deepcopy(model).cpu().eval()
-    to_packed_inference(packed)
-    return packed
-
-
-def packed_inference_latency_ms(model: nn.Module) -> float:
-    """Decode latency at batch 1 of the packed integer path (how the ternary model is meant to run)."""
-    return decode_latency_ms(packed_inference_model(model))
 
 
 def _inference_figures(model: nn.Module, before: EvalRecord, fp32_memory: int,

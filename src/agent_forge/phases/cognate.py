@@ -13,23 +13,23 @@ from typing import Any
 import torch
 
 from agent_forge.config.schema import Phase1Section, SpecialistSection
+from agent_forge.data.sources import training_examples
 from agent_forge.eval.heldout import evaluate, evaluation_mode
 from agent_forge.model import ForgeForCausalLM
+from agent_forge.model_io import model_writer
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import (
     eval_record,
     forge_config,
     fp32_size_mb,
     lm_step,
-    model_writer,
     packed_dataset,
     parameter_count,
     record_metrics,
     session_data,
-    training_examples,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
+from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
 from agent_forge.train.distributed import init_from_env, wrap_ddp
 from agent_forge.train.loop import LoopResult, TrainLoop
 from agent_forge.train.precision import resolve_device, use_bf16
@@ -50,7 +50,6 @@ def specialist_values(spec: SpecialistSection) -> dict[str, Any]:
             "surprise_weight": spec.surprise_weight, "novelty_weight": spec.novelty_weight}
 
 
-@register_phase
 class CognatePhase(Phase):
     """Trunk + three specialists of the TRM x Titans-MAG model."""
 

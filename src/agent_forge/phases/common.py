@@ -1,13 +1,14 @@
-"""What every phase recipe shares: the session's tokenizer and held-out set, model I/O, the D6 record.
+"""What every phase recipe shares: the session's tokenizer and held-out set, the training step, the D6
+record, and packing a ternary output the way its input was packed.
 
 The tokenizer is trained once per session (Phase 1) and stored in the session folder; the held-out set is
-rebuilt from the config's seed, so every phase measures the same examples (D6). Models are stored the
-Hugging Face way (``config.json`` + ``model.safetensors`` + ``tokenizer.json``); a quantized model also
-records its BitLinear set-up in its metadata so that ``load_model`` rebuilds the same modules.
+rebuilt from the config's seed, so every phase measures the same examples (D6). Model files are read and
+written by ``agent_forge.model_io`` (shared with the CLI, the dashboard and export).
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,33 +16,32 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
-from transformers.utils import logging as hf_logging
 
 from agent_forge.config.schema import PipelineConfig
 from agent_forge.data.dataset import PackedDataset, pack_tokens
-from agent_forge.data.sources import Mixture, SourceConfig, load_mixture
+from agent_forge.data.sources import SourceConfig, heldout_examples, load_mixture, source_configs, training_examples
 from agent_forge.data.tasks import TaskExample, training_text
 from agent_forge.data.tokenizer import ForgeTokenizer, train_tokenizer
-from agent_forge.errors import ArtifactCorruptError, ConfigError
+from agent_forge.errors import ConfigError
 from agent_forge.eval.capability import flat_accuracy
 from agent_forge.eval.heldout import HeldoutSet, evaluate
 from agent_forge.eval.metrics import EvalResult
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
-from agent_forge.pipeline.context import rerun_fix
-from agent_forge.pipeline.phase import EvalRecord, ModelRef
-from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears
+from agent_forge.model_io import pack_exactly, packed_config_of, packed_file_name
+from agent_forge.pipeline.phase import EvalRecord
+from agent_forge.quant.fast_linear import to_packed_inference
+from agent_forge.quant.packed_io import PackedSaveConfig
 from agent_forge.reasoning.data import training_rows
 from agent_forge.reasoning.think_mode import think_report
+from agent_forge.storage.artifacts import ModelRef
 from agent_forge.storage.atomic import atomic_dir
 from agent_forge.train.distributed import world
 from agent_forge.train.loop import StepOutput
 
-hf_logging.disable_progress_bar()
-
 TOKENIZER_CORPUS = 4000
 LATENCY_TOKENS = 16
+TOKENS_PER_EXAMPLE = 24  # a low estimate of a task example's length, to size one epoch of training data
 
 
 @dataclass
@@ -69,32 +69,6 @@ class SessionData:
         examples = load_mixture(self.sources, data.seed, n_examples=data.selection_examples, split="selection",
                                 kinds=data.kinds, max_level=data.max_level)
         return HeldoutSet.build(self.tokenizer, examples, data.seq_len, max_lm_sequences=data.heldout_lm_sequences)
-
-
-def source_configs(config: PipelineConfig) -> list[SourceConfig]:
-    return [SourceConfig(**s.model_dump()) for s in config.data.sources]
-
-
-def training_examples(
-    config: PipelineConfig,
-    n: int,
-    seed: int,
-    *,
-    kind_weights: dict[str, float] | None = None,
-    max_level: int | None = None,
-) -> list[TaskExample]:
-    """``n`` training examples of the configured mixture (never any held-out example); ``kind_weights``
-    replaces the configured training mix (``data.kind_weights``)."""
-    data = config.data
-    weights = kind_weights if kind_weights is not None else (data.kind_weights or None)
-    return load_mixture(source_configs(config), seed, n_examples=n, split="train", kinds=data.kinds,
-                        max_level=max_level or data.max_level, kind_weights=weights)
-
-
-def heldout_examples(config: PipelineConfig) -> Mixture:
-    data = config.data
-    return load_mixture(source_configs(config), data.seed, n_examples=data.heldout_examples, split="heldout",
-                        kinds=data.kinds, max_level=data.max_level)
 
 
 def session_data(ctx: Any) -> SessionData:
@@ -127,7 +101,7 @@ def build_tokenizer(config: PipelineConfig) -> ForgeTokenizer:
 
 def forge_config(config: PipelineConfig, **non_shape: Any) -> ForgeConfig:
     """The model config of the preset, with optional non-shape values (a specialist's)."""
-    return ForgeConfig(**{**config.model.model_dump(), **non_shape})
+    return ForgeConfig.from_section(config.model, **non_shape)
 
 
 def packed_dataset(ctx: Any, tokenizer: ForgeTokenizer, examples: list[TaskExample], batch_size: int,
@@ -155,48 +129,6 @@ def lm_step(model: nn.Module, batch: torch.Tensor | dict[str, torch.Tensor]) -> 
     out = model(input_ids=ids, labels=labels)
     parts = {"lm_loss": out.lm_loss, "act_loss": out.act_loss, "mean_halt_step": out.mean_halt_step}
     return StepOutput(out.loss, {name: float(value.detach()) for name, value in parts.items()})
-
-
-# ---- model files ----------------------------------------------------------------------------------------
-
-def model_writer(model: ForgeForCausalLM, tokenizer: ForgeTokenizer) -> Any:
-    """A ``write_files`` callback for ``ctx.save_model``: HF config + safetensors weights + tokenizer."""
-
-    def write(folder: Path) -> None:
-        model.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save(folder)
-
-    return write
-
-
-def bitlinear_meta(model: nn.Module, config: BitLinearConfig) -> dict[str, Any]:
-    """What ``load_model`` needs to rebuild the BitLinear layers of a quantized model."""
-    return {"modules": sorted(bitlinear_modules(model)), "granularity": config.granularity,
-            "activation_bits": config.activation_bits}
-
-
-def load_model(ref: ModelRef) -> ForgeForCausalLM:
-    """Rebuild a stored model (with its BitLinear layers when it was quantized) in eval mode."""
-    config = ForgeConfig.from_pretrained(ref.path)
-    model = ForgeForCausalLM(config)
-    quant = ref.metadata.get("bitlinear")
-    if quant:
-        wanted = set(quant["modules"])
-        bit_config = BitLinearConfig(granularity=quant["granularity"], activation_bits=quant["activation_bits"])
-        replace_linears(model, keep=lambda name: name not in wanted, config=bit_config)
-    state = load_file(str(ref.path / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - {"lm_head.weight"}:
-        raise ArtifactCorruptError(f"model {ref.model_id} does not match its config "
-                                   f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})",
-                                   rerun_fix(ref.metadata.get("session_id", "SESSION"),
-                                             ref.metadata.get("phase", "NAME")))
-    model.tie_weights()
-    return model.eval()
-
-
-def load_tokenizer(ref: ModelRef) -> ForgeTokenizer:
-    return ForgeTokenizer.load(ref.path)
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -249,6 +181,34 @@ def record_metrics(prefix: str, record: EvalRecord) -> dict[str, float]:
     values = {k: v for k, v in record.to_dict().items() if k != "extra" and v is not None}
     values.update(record.extra)
     return {f"{prefix}/{k}": float(v) for k, v in values.items()}
+
+
+# ---- ternary outputs (phases 4-6) -------------------------------------------------------------------------
+
+def packed_inference_model(model: nn.Module) -> nn.Module:
+    """A CPU copy of ``model`` with every BitLinear swapped for the packed integer kernel."""
+    packed = copy.deepcopy(model).cpu().eval()
+    to_packed_inference(packed)
+    return packed
+
+
+def packed_inference_latency_ms(model: nn.Module) -> float:
+    """Decode latency at batch 1 of the packed integer path (how the ternary model is meant to run)."""
+    return decode_latency_ms(packed_inference_model(model))
+
+
+def input_pack_config(ref: ModelRef) -> PackedSaveConfig:
+    """How a ternary input was packed (its file's header), so a phase's output stays in Phase 4's format;
+    the default format for a ternary model stored without a packed file (one built outside the pipeline)."""
+    return packed_config_of(ref) or PackedSaveConfig()
+
+
+def pack_output(ctx: Any, model: nn.Module, config: PackedSaveConfig, heldout: HeldoutSet,
+                what: str) -> tuple[Path, float]:
+    """Pack a trained ternary model into this rank's work folder, exactly (see ``model_io.pack_exactly``).
+    Returns (file, logit gap)."""
+    packed = ctx.phase_dir / f"work_rank{world()[0]}" / packed_file_name(config.ternary_format)
+    return packed, pack_exactly(model, packed, config, heldout.lm_batches(2)[0][0], what)
 
 
 def thinking_kinds(config: PipelineConfig) -> tuple[str, ...]:

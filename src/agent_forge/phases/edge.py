@@ -29,48 +29,29 @@ from agent_forge.eval.heldout import HeldoutSet, evaluate
 from agent_forge.export.build import (
     TORCH,
     EdgeInputs,
-    EdgeOptions,
     EdgeReport,
     blas_threads,
     build_edge_bundle,
+    edge_options,
+    heldout_inputs,
 )
 from agent_forge.export.bundle import bundle_bytes, verify_bundle
 from agent_forge.export.evaluation import RuntimeLM
 from agent_forge.export.runtime.manifest import MANIFEST, sha256_file
 from agent_forge.model import ForgeForCausalLM
+from agent_forge.model_io import load_model, model_writer
 from agent_forge.phases.common import (
     eval_record,
-    load_model,
-    model_writer,
     parameter_count,
     record_metrics,
     record_of,
     session_data,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, register_phase
+from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult
 from agent_forge.storage.atomic import atomic_dir, atomic_write_json, recover_dir
 
 REPORT_FILE = "edge_report.json"
-
-
-def edge_options(section: Phase7Section, threads: int) -> EdgeOptions:
-    return EdgeOptions(formats=tuple(section.formats), onnx_int8=section.onnx_int8,
-                       ternary_format=section.ternary_format, float_dtype=section.float_dtype,
-                       int8_embeddings=section.embedding_bits == 8, prefill_lengths=tuple(section.prefill_lengths),
-                       decode_tokens=section.decode_tokens, agreement_tokens=section.agreement_tokens,
-                       profile_repeats=section.profile_repeats, threads=threads)
-
-
-def heldout_inputs(heldout: HeldoutSet, section: Phase7Section) -> tuple[list[list[int]], list[list[int]],
-                                                                          list[int]]:
-    """Rows for the logits check, prompts (up to the answer) for greedy agreement, a profile token stream."""
-    rows = [list(r) for r in heldout.lm_rows[: section.agreement_rows]]
-    prompts = [list(t[:s]) for t, s in zip(heldout.qa_tokens, heldout.qa_answer_start, strict=True)]
-    prompts = prompts[: section.agreement_prompts] or [r[: max(len(r) // 2, 1)] for r in rows[:1]]
-    stream = [t for r in heldout.lm_rows for t in r] or [1]
-    need = max(section.prefill_lengths) + section.decode_tokens + 2
-    return rows, prompts, (stream * (need // len(stream) + 1))[:need]
 
 
 def runtime_record(report: EdgeReport, heldout: HeldoutSet, size_mb: float, latency_ms: float) -> EvalRecord:
@@ -95,7 +76,6 @@ def format_metrics(report: EdgeReport) -> dict[str, float]:
     return out
 
 
-@register_phase
 class EdgePhase(Phase):
     """ONNX and packed-ternary exports, checked against PyTorch, profiled, sealed in a bundle."""
 

@@ -55,17 +55,16 @@ from agent_forge.merge.evolution import (
 )
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
 from agent_forge.model.modeling import NON_SHAPE_FIELDS
+from agent_forge.model_io import load_model, model_writer
 from agent_forge.phases.common import (
     eval_record,
     fp32_size_mb,
-    load_model,
-    model_writer,
     parameter_count,
     record_metrics,
     session_data,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
+from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
 from agent_forge.storage.atomic import atomic_dir, crc32_file, recover_dir
 from agent_forge.train.distributed import barrier, init_from_env, world
 from agent_forge.train.precision import resolve_device
@@ -323,7 +322,6 @@ def fingerprint(section: Phase2Section, inputs: list[ModelRef], trunk_id: str, c
 
 # ---- the phase ---------------------------------------------------------------------------------------
 
-@register_phase
 class EvoMergePhase(Phase):
     """Three specialists + their trunk -> one champion merge."""
 

@@ -23,18 +23,17 @@ from agent_forge.config.schema import Phase8Section
 from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.eval.heldout import HeldoutSet, heldout_loss
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
+from agent_forge.model_io import bitlinear_meta, load_model
 from agent_forge.phases.common import (
     add_think_record,
-    bitlinear_meta,
     eval_record,
-    load_model,
     parameter_count,
     record_metrics,
     session_data,
     think_metrics,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
+from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
 from agent_forge.quant.bitlinear import BitLinearConfig
 from agent_forge.quant.container import decode_container, read_metadata, write_model
 from agent_forge.quant.model_codec import ModelCodecConfig, ModelLayout, load_tensors_into, model_tensors
@@ -116,7 +115,6 @@ def _writer(data: bytes, model: ForgeForCausalLM, tokenizer: ForgeTokenizer, rep
     return write
 
 
-@register_phase
 class FinalPhase(Phase):
     """Phase 8: plan, write, decode, verify, measure."""
 

@@ -28,31 +28,26 @@ from torch import nn
 
 from agent_forge.config.schema import Phase5Section
 from agent_forge.data.dataset import PackedDataset
-from agent_forge.data.sources import load_mixture
+from agent_forge.data.sources import load_mixture, source_configs
 from agent_forge.data.tasks import TaskExample
 from agent_forge.errors import ForgeError, HandoffError
 from agent_forge.eval.heldout import HeldoutSet, answers_correct, heldout_loss
+from agent_forge.model_io import bitlinear_config_of, bitlinear_meta, load_model, packed_writer
 from agent_forge.optim import MuGrokConfig, build_optimizer
-from agent_forge.phases.bitnet import (
-    TOKENS_PER_EXAMPLE,
-    pack_as_phase4,
-    packed_inference_latency_ms,
-    packed_writer,
-)
 from agent_forge.phases.common import (
-    bitlinear_meta,
+    TOKENS_PER_EXAMPLE,
     eval_record,
+    input_pack_config,
     lm_step,
-    load_model,
+    pack_output,
     packed_dataset,
+    packed_inference_latency_ms,
     parameter_count,
     record_metrics,
     session_data,
-    source_configs,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
-from agent_forge.quant.bitlinear import BitLinearConfig
+from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
 from agent_forge.train.curriculum import CurriculumConfig, CurriculumLoop, CurriculumScheduler
 from agent_forge.train.distributed import init_from_env, wrap_ddp
 from agent_forge.train.loop import StepOutput
@@ -122,7 +117,6 @@ def level_accuracy(model: nn.Module, held: HeldoutSet) -> float:
     return sum(correct) / len(correct)
 
 
-@register_phase
 class ForgePhase(Phase):
     """Curriculum QAT of the ternary model with dream replay; stays packable into Phase 4's format."""
 
@@ -161,7 +155,8 @@ class ForgePhase(Phase):
         _log_dreams(ctx, scheduler)
         accuracy_after = measure(levels.levels)
         loss_unpacked = heldout_loss(model, data.heldout)
-        packed, gap = pack_as_phase4(ctx, model, data.heldout, "forged")
+        pack_config = input_pack_config(inputs[0])
+        packed, gap = pack_output(ctx, model, pack_config, data.heldout, "forged")
         after = eval_record(model, data.heldout, packed.stat().st_size / 1e6, latency=False)
         after.latency_ms = packed_inference_latency_ms(model)
         metrics = {
@@ -174,14 +169,11 @@ class ForgePhase(Phase):
             "packed/storage_rounding_loss_change": after.loss - loss_unpacked,
             "phase/duration_seconds": time.perf_counter() - start,
         }
-        quant = inputs[0].metadata["bitlinear"]
-        bit_config = BitLinearConfig(granularity=quant["granularity"],
-                                     activation_bits=quant["activation_bits"])
         metadata = {
-            "bitlinear": bitlinear_meta(model, bit_config), "highest_level": scheduler.highest,
+            "bitlinear": bitlinear_meta(model, bitlinear_config_of(inputs[0])), "highest_level": scheduler.highest,
             "final_level": scheduler.level, "size_mb": packed.stat().st_size / 1e6,
             "packed_file": packed.name,
-            "pack_format": ctx.config.phase4.pack_format, "grokfast": section.grokfast,
+            "pack_format": pack_config.ternary_format, "grokfast": section.grokfast,
             "accuracy_by_level_before": _str_keys(accuracy_before),
             "accuracy_by_level_after": _str_keys(accuracy_after),
             "perplexity": after.perplexity, "accuracy": after.accuracy,

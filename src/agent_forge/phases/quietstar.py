@@ -23,25 +23,25 @@ import torch
 
 from agent_forge.config.schema import Phase3Section
 from agent_forge.data.dataset import PackedDataset, encode_examples, pack_tokens
+from agent_forge.data.sources import training_examples
 from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.model import ForgeForCausalLM
+from agent_forge.model_io import load_model
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import (
     add_think_record,
     eval_record,
     fp32_size_mb,
     lm_step,
-    load_model,
     packed_dataset,
     parameter_count,
     record_metrics,
     session_data,
     think_metrics,
     thinking_kinds,
-    training_examples,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult, register_phase
+from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
 from agent_forge.reasoning.data import build_reasoning_examples, encode_reasoning, select_examples
 from agent_forge.reasoning.evaluation import ThinkingReport, evaluate_thinking
 from agent_forge.reasoning.evidence import has_evidence
@@ -94,7 +94,6 @@ class Stopwatch:
         return result
 
 
-@register_phase
 class QuietStarPhase(Phase):
     """Reasoning prompt baking, convergence check, Quiet-STaR RL, anti-theater evaluation."""
 

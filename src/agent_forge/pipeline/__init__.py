@@ -1,19 +1,17 @@
 """Pipeline: the Phase interface, hand-off validation and the orchestrator with resume."""
 
-from agent_forge.pipeline.context import PhaseContext, load_ref
+from agent_forge.model_io import load_ref
+from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.handoff import HandoffOutcome, validate_handoff
 from agent_forge.pipeline.orchestrator import Orchestrator, PhaseFailedError, SessionSummary
 from agent_forge.pipeline.phase import (
-    PHASE_REGISTRY,
     EvalRecord,
     ModelRef,
     Phase,
     PhaseResult,
-    register_phase,
 )
 
 __all__ = [
-    "PHASE_REGISTRY",
     "EvalRecord",
     "HandoffOutcome",
     "ModelRef",
@@ -24,6 +22,5 @@ __all__ = [
     "PhaseResult",
     "SessionSummary",
     "load_ref",
-    "register_phase",
     "validate_handoff",
 ]

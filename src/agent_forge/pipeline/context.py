@@ -9,32 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from agent_forge.config.schema import PipelineConfig
-from agent_forge.errors import ArtifactCorruptError, NotFoundError
-from agent_forge.pipeline.phase import ModelRef
-from agent_forge.storage.artifacts import save_artifact, verify_artifact
+from agent_forge.model_io import load_ref
+from agent_forge.storage.artifacts import ModelRef, save_artifact
 from agent_forge.storage.checkpoints import CheckpointManager
 from agent_forge.storage.registry import ModelRegistry
 from agent_forge.storage.workspace import Workspace
 from agent_forge.tracking.progress import ProgressReporter
 from agent_forge.tracking.sinks import MetricsTracker, is_main_process
-
-
-def rerun_fix(session_id: str, phase_name: str) -> str:
-    """The fix for a damaged or missing model: the exact commands that re-create it and finish the run."""
-    return (f"re-run the phase that produced it with `agent-forge phase {phase_name} --session {session_id} "
-            f"--force`, then finish with `agent-forge resume {session_id}`")
-
-
-def load_ref(registry: ModelRegistry, model_id: str) -> ModelRef:
-    """Look a model up in the registry and verify every file's checksum before use; the folder verified is
-    the folder the returned ref points at (and so the one ``load_model`` reads)."""
-    row = registry.get_model(model_id)
-    path = Path(row["model_path"])
-    try:
-        metadata = verify_artifact(path, row.get("metadata_sha256"))
-    except (ArtifactCorruptError, NotFoundError) as exc:
-        raise type(exc)(exc.problem, rerun_fix(row["session_id"], row["phase_name"])) from None
-    return ModelRef(model_id, path, metadata, row.get("parameters") or 0, row.get("size_mb") or 0.0)
 
 
 @dataclass
@@ -70,6 +51,11 @@ class PhaseContext:
 
     def log(self, step: int, metrics: dict[str, Any], model: str = "phase") -> None:
         self.tracker.log(self.phase_name, model, step, metrics)
+
+    def drop_metrics_after(self, model: str, step: int) -> None:
+        """Forget ``model``'s metrics of this phase logged past ``step``: a resumed run logs them again."""
+        if self.is_main:
+            self.registry.delete_metrics_after(self.session_id, self.phase_name, model, step)
 
     def checkpoints(self, run_name: str, keep_last: int = 2) -> CheckpointManager:
         return CheckpointManager(self.workspace.checkpoint_dir(self.session_id, self.phase_name, run_name),

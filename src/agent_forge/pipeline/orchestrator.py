@@ -23,7 +23,7 @@ from agent_forge.config.schema import PHASE_NAMES, PipelineConfig
 from agent_forge.errors import ForgeError, HandoffError, NotFoundError, RegistryError
 from agent_forge.pipeline.context import PhaseContext, load_ref
 from agent_forge.pipeline.handoff import HandoffOutcome, validate_handoff
-from agent_forge.pipeline.phase import PHASE_REGISTRY, EvalRecord, ModelRef, Phase, PhaseResult
+from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult
 from agent_forge.storage.atomic import atomic_write_text, remove_stale_temporaries
 from agent_forge.storage.cleanup import SessionCleanupManager
 from agent_forge.storage.registry import ModelRegistry, utc_now
@@ -73,15 +73,12 @@ def session_lock(folder: Path):
 class Orchestrator:
     """Creates sessions and runs any window of the phase sequence inside one."""
 
-    def __init__(self, workspace: Workspace, registry: ModelRegistry, quiet: bool = False,
-                 phases: dict[str, type[Phase]] | None = None) -> None:
+    def __init__(self, workspace: Workspace, registry: ModelRegistry, quiet: bool = False, *,
+                 phases: dict[str, type[Phase]]) -> None:
+        """``phases``: name -> Phase class, handed over by the composition root (``agent_forge.cli``)."""
         self.workspace = workspace
         self.registry = registry
         self.quiet = quiet
-        if phases is None:
-            import agent_forge.phases  # noqa: F401 - registers the eight phases
-
-            phases = PHASE_REGISTRY
         self.phases = phases
         self.sequence = [name for name in PHASE_NAMES if name in phases]
 
@@ -99,10 +96,7 @@ class Orchestrator:
         return session_id
 
     def session_config(self, session_id: str) -> PipelineConfig:
-        import json
-
-        row = self.registry.get_session(session_id)
-        return PipelineConfig.model_validate(json.loads(row["pipeline_config_json"]))
+        return self.registry.session_config(session_id)
 
     def completed_phases(self, session_id: str) -> dict[str, dict[str, Any]]:
         return {r["phase_name"]: r for r in self.registry.phase_runs(session_id) if r["status"] == "completed"}

@@ -9,22 +9,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from agent_forge.storage.artifacts import ModelRef
 
 if TYPE_CHECKING:
     from agent_forge.pipeline.context import PhaseContext
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A registered model: its id, its folder and its metadata."""
-
-    model_id: str
-    path: Path
-    metadata: dict[str, Any] = field(default_factory=dict)
-    parameters: int = 0
-    size_mb: float = 0.0
 
 
 @dataclass
@@ -77,12 +67,3 @@ class Phase(ABC):
     @abstractmethod
     def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
         """Execute the phase; resumable from ``ctx``'s checkpoints after a crash."""
-
-
-PHASE_REGISTRY: dict[str, type[Phase]] = {}
-
-
-def register_phase(cls: type[Phase]) -> type[Phase]:
-    """Class decorator: make a phase available to the orchestrator by its name."""
-    PHASE_REGISTRY[cls.name] = cls
-    return cls

@@ -231,6 +231,18 @@ def packed_size_bytes(path: str | Path) -> int:
     return Path(path).stat().st_size
 
 
+def read_packed_config(path: str | Path) -> PackedSaveConfig:
+    """The ``PackedSaveConfig`` a packed file was written with (from its header; no tensor is read)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        raise ArtifactCorruptError(f"cannot read packed model {path}: {err}", "re-create the file") from err
+    if metadata.get("format") != PACKED_FORMAT:
+        raise ArtifactCorruptError(f"{path} is not a packed ternary model ({PACKED_FORMAT})")
+    return PackedSaveConfig(**json.loads(metadata["config"]))
+
+
 def _read_file(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt") as handle:

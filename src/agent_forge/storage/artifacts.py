@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,17 @@ from agent_forge.storage.atomic import atomic_dir, sha256_file
 
 METADATA = "metadata.json"
 METRICS = "metrics.json"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered model: its id, its artifact folder and its (verified) metadata."""
+
+    model_id: str
+    path: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+    parameters: int = 0
+    size_mb: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from agent_forge.config.loader import validate_config
+from agent_forge.config.schema import PipelineConfig
 from agent_forge.errors import DISK_FULL_FIX, DiskFullError, ForgeError, NotFoundError, RegistryError, disk_full
 from agent_forge.storage.schema_sql import SCHEMA_SQL
 
@@ -156,6 +158,21 @@ class ModelRegistry:
     def list_sessions(self) -> list[dict[str, Any]]:
         return self._query("SELECT * FROM sessions ORDER BY start_time DESC, session_id DESC")
 
+    def session_config(self, session_id: str) -> PipelineConfig:
+        """The validated configuration a session was created with (what ``resume`` and ``export`` reuse)."""
+        return validate_config(json.loads(self.get_session(session_id)["pipeline_config_json"] or "{}"))
+
+    def session_activity(self) -> dict[str, dict[str, Any]]:
+        """Per session: the time of its last metric (``last_metric``) and how many it logged (``n_metrics``)."""
+        rows = self._query("SELECT session_id, max(time) AS last_metric, count(*) AS n_metrics FROM metrics"
+                           " GROUP BY session_id")
+        return {r.pop("session_id"): r for r in rows}
+
+    def model_counts(self) -> dict[str, int]:
+        """Per session: how many models it registered."""
+        rows = self._query("SELECT session_id, count(*) AS n FROM models GROUP BY session_id")
+        return {r["session_id"]: r["n"] for r in rows}
+
     def delete_session(self, session_id: str) -> None:
         with self._write() as conn:
             for table in ("phase_handoffs", "metrics", "phase_runs", "model_parents"):
@@ -211,9 +228,16 @@ class ModelRegistry:
         row["model_path"] = str(self.model_folder(row["model_path"], row["session_id"]))
         row["metadata"] = json.loads(row.pop("metadata_json") or "{}")
         row["tags"] = [t for t in (row.get("tags") or "").split(",") if t]
-        row["parents"] = [r["parent_id"] for r in self._query(
-            "SELECT parent_id FROM model_parents WHERE model_id = ? ORDER BY parent_id", (row["model_id"],))]
+        row["parents"] = self.parent_ids(row["model_id"])
         return row
+
+    def parent_ids(self, model_id: str) -> list[str]:
+        rows = self._query("SELECT parent_id FROM model_parents WHERE model_id = ? ORDER BY parent_id", (model_id,))
+        return [r["parent_id"] for r in rows]
+
+    def child_ids(self, model_id: str) -> list[str]:
+        rows = self._query("SELECT model_id FROM model_parents WHERE parent_id = ? ORDER BY model_id", (model_id,))
+        return [r["model_id"] for r in rows]
 
     def search_models(self, phase: str | None = None, session: str | None = None,
                       tag: str | None = None) -> list[dict[str, Any]]:
@@ -296,6 +320,11 @@ class ModelRegistry:
                 params.append(value)
         sql = f"SELECT * FROM metrics WHERE {' AND '.join(clauses)} ORDER BY phase, model, name, step"
         return self._query(sql, params)
+
+    def metric_phases(self, session_id: str) -> set[str]:
+        """The phases that logged at least one metric in a session."""
+        rows = self._query("SELECT DISTINCT phase FROM metrics WHERE session_id = ?", (session_id,))
+        return {r["phase"] for r in rows}
 
     def delete_metrics_after(self, session_id: str, phase: str, model: str, step: int) -> None:
         """Drop metrics logged past a checkpoint, so a resumed run rewrites them (no duplicates)."""

@@ -12,19 +12,38 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from agent_forge.config.loader import config_diff
-from agent_forge.config.schema import TrainSection
+from agent_forge.config.schema import PipelineConfig, TrainSection
 from agent_forge.errors import ForgeError
 from agent_forge.storage.checkpoints import CheckpointManager, TrainerState
+from agent_forge.tracking.progress import ProgressReporter
 from agent_forge.tracking.system import system_metrics
 from agent_forge.train.batching import move_batch, split_batch
 from agent_forge.train.distributed import world
 from agent_forge.train.precision import autocast
+
+
+class TrainContext(Protocol):
+    """What the loop needs from the phase that runs it (``pipeline.context.PhaseContext`` provides it)."""
+
+    phase_name: str
+    config: PipelineConfig
+    progress: ProgressReporter
+    logger: Any  # a structlog logger: .info / .warning with key-value pairs
+
+    @property
+    def is_main(self) -> bool: ...
+
+    def checkpoints(self, run_name: str, keep_last: int = 2) -> CheckpointManager: ...
+
+    def log(self, step: int, metrics: dict[str, Any], model: str = "phase") -> None: ...
+
+    def drop_metrics_after(self, model: str, step: int) -> None: ...
 
 
 @dataclass
@@ -77,7 +96,7 @@ def warmup_cosine(step: int, total: int, warmup: int, floor: float = 0.1) -> flo
 class TrainLoop:
     """Runs ``total_steps`` optimizer steps of ``step_fn`` on ``batch_fn(position)`` batches."""
 
-    def __init__(self, *, ctx: Any, run_name: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+    def __init__(self, *, ctx: TrainContext, run_name: str, model: nn.Module, optimizer: torch.optim.Optimizer,
                  batch_fn: Callable[[int], Any], step_fn: StepFn, total_steps: int, train: TrainSection,
                  config: dict[str, Any], eval_fn: EvalFn | None = None, device: torch.device | None = None,
                  bf16: bool = False, log_every: int = 1) -> None:
@@ -114,9 +133,7 @@ class TrainLoop:
             self.state.extra["config_diff"] = differing
         self.losses = list(self.state.extra.get("losses", []))
         self.recent.extend(self.losses[-100:])
-        if self.ctx.is_main:
-            self.ctx.registry.delete_metrics_after(self.ctx.session_id, self.ctx.phase_name, self.run_name,
-                                                   self.state.step)
+        self.ctx.drop_metrics_after(self.run_name, self.state.step)
         self.ctx.logger.info("resumed from checkpoint", run=self.run_name, step=self.state.step)
         return True
 

@@ -20,8 +20,7 @@ from typing import Any
 from agent_forge.config.schema import PHASE_NAMES
 from agent_forge.data.tasks import TASK_KINDS
 from agent_forge.errors import ArtifactCorruptError, NotFoundError
-from agent_forge.pipeline.phase import ModelRef
-from agent_forge.storage.artifacts import METADATA
+from agent_forge.storage.artifacts import METADATA, ModelRef
 from agent_forge.storage.atomic import sha256_file
 from agent_forge.storage.registry import ModelRegistry
 from agent_forge.storage.workspace import Workspace
@@ -244,18 +243,10 @@ class ForgeData:
     def close(self) -> None:
         self.registry.close()
 
-    def _sql(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        """Aggregates the registry has no method for, through its locked, error-translating reader."""
-        return self.registry._query(sql, params)
-
     # sessions -------------------------------------------------------------------------------------------
     def sessions(self) -> list[dict[str, Any]]:
         """Every session, newest first, with progress, model count, last activity and whether it is live."""
-        activity = {r["session_id"]: r for r in self._sql(
-            "SELECT session_id, max(time) AS last_metric, count(*) AS n_metrics FROM metrics"
-            " GROUP BY session_id")}
-        counts = {r["session_id"]: r["n"] for r in self._sql(
-            "SELECT session_id, count(*) AS n FROM models GROUP BY session_id")}
+        activity, counts = self.registry.session_activity(), self.registry.model_counts()
         rows = []
         for row in self.registry.list_sessions():
             row.pop("pipeline_config_json", None)
@@ -277,7 +268,8 @@ class ForgeData:
         return row
 
     def session_config(self, session_id: str) -> dict[str, Any]:
-        return json.loads(self.registry.get_session(session_id)["pipeline_config_json"] or "{}")
+        """The session's validated configuration as plain JSON values."""
+        return self.registry.session_config(session_id).model_dump(mode="json")
 
     def process_alive(self, session_id: str) -> bool | None:
         """True while a pipeline process holds the session's lock (None when it cannot be told)."""
@@ -342,8 +334,7 @@ class ForgeData:
     # metrics --------------------------------------------------------------------------------------------
     def metric_phases(self, session_id: str) -> list[str]:
         """Phases that logged metrics, in pipeline order."""
-        found = {r["phase"] for r in self._sql(
-            "SELECT DISTINCT phase FROM metrics WHERE session_id = ?", (session_id,))}
+        found = self.registry.metric_phases(session_id)
         return [p for p in PHASE_NAMES if p in found] + sorted(found - set(PHASE_NAMES))
 
     def metric_series(self, session_id: str, phase: str | None = None, name: str | None = None,
@@ -419,9 +410,9 @@ class ForgeData:
         return Lineage(model_id, {i: self._node(i) for i in ids}, sorted(edges))
 
     def _links(self, node: str, direction: str) -> list[tuple[str, str]]:
-        column, other = ("model_id", "parent_id") if direction == "up" else ("parent_id", "model_id")
-        rows = self._sql(f"SELECT {other} AS peer FROM model_parents WHERE {column} = ?", (node,))
-        return [(r["peer"], node) if direction == "up" else (node, r["peer"]) for r in rows]
+        if direction == "up":
+            return [(peer, node) for peer in self.registry.parent_ids(node)]
+        return [(node, peer) for peer in self.registry.child_ids(node)]
 
     def _node(self, model_id: str) -> dict[str, Any]:
         try:

@@ -22,7 +22,7 @@ class LoadedModel:
 
 def load_for_generation(data: ForgeData, model_id: str) -> LoadedModel:
     """Verify the artifact's checksums, then rebuild the model the way the next phase would."""
-    from agent_forge.phases.common import load_model, load_tokenizer
+    from agent_forge.model_io import load_model, load_tokenizer
 
     ref = data.model_ref(model_id)
     missing = [name for name in ("config.json", "model.safetensors", "tokenizer.json")

@@ -19,8 +19,9 @@ from agent_forge.baking import (
 )
 from agent_forge.baking.data import gather_positions
 from agent_forge.data.tokenizer import BOS_ID
-from agent_forge.model import ForgeConfig, ForgeForCausalLM
+from agent_forge.model import ForgeForCausalLM
 from agent_forge.optim import MuGrokConfig, build_optimizer
+from support.shapes import unit_config
 
 PROMPT = [40, 41, 42, 43, 44, 45, 46, 47]
 
@@ -28,7 +29,7 @@ PROMPT = [40, 41, 42, 43, 44, 45, 46, 47]
 def peaked_model(seed: int) -> ForgeForCausalLM:
     """A smoke model with a larger initialisation, so its next-token distributions are far from uniform."""
     torch.manual_seed(seed)
-    return ForgeForCausalLM(ForgeConfig.from_shape("smoke", initializer_range=0.2)).eval()
+    return ForgeForCausalLM(unit_config(initializer_range=0.2)).eval()
 
 
 def queries(n: int, seed: int) -> list[list[int]]:

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from agent_forge.baking import LoRAConfig, LoRALinear, apply_lora, lora_targets, merge_lora, refreeze, release_ternary
-from agent_forge.model import ForgeConfig, ForgeForCausalLM
+from agent_forge.model import ForgeForCausalLM
 from agent_forge.quant.bitlinear import BitLinear, freeze_ternary, replace_linears, ternary_state
+from support.shapes import unit_config
 
 
 def randomize_adapters(model: nn.Module, seed: int) -> None:
@@ -82,7 +83,7 @@ def test_frozen_ternary_layers_are_released_for_the_bake_and_frozen_again() -> N
 
 def test_adapters_on_a_whole_ternary_model_merge_to_the_same_logits() -> None:
     torch.manual_seed(10)
-    model = ForgeForCausalLM(ForgeConfig.from_shape("smoke")).eval()
+    model = ForgeForCausalLM(unit_config()).eval()
     replace_linears(model, keep={"lm_head"})
     targets = lora_targets(model, 4)
     assert targets and not any("lm_head" in t or "act_head" in t for t in targets)

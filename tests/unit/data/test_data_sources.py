@@ -190,7 +190,7 @@ def test_a_small_source_is_never_repeated_outside_train_and_the_shortfall_is_sai
 def test_training_examples_follow_the_configured_mix_unless_given_one():
     """`data.kind_weights` is every phase's training mix; a specialist's own weights replace it."""
     from agent_forge.config import load_config
-    from agent_forge.phases.common import training_examples
+    from agent_forge.data.sources import training_examples
 
     config = load_config("smoke", overrides=["data.kind_weights={mc: 0.0, code: 0.0}"])
     assert {e.kind for e in training_examples(config, 90, seed=3)} == {"arith"}

@@ -19,7 +19,8 @@ from agent_forge.eval.fitness import (
     measure,
     state_bytes,
 )
-from agent_forge.model import ForgeConfig, ForgeForCausalLM
+from agent_forge.model import ForgeForCausalLM
+from support.shapes import unit_config
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def heldout(task_data) -> HeldoutSet:
 def forge_model(task_data) -> ForgeForCausalLM:
     """A smoke-shaped TRM model trained briefly, so that damaging its weights has something to damage."""
     torch.manual_seed(0)
-    model = ForgeForCausalLM(ForgeConfig.from_shape("smoke", vocab_size=task_data.tokenizer.vocab_size))
+    model = ForgeForCausalLM(unit_config(vocab_size=task_data.tokenizer.vocab_size))
     train_steps(model, task_data.dataset, steps=15)
     return model
 

@@ -10,14 +10,15 @@ import torch
 
 from agent_forge.export.runtime import ForgeRuntimeModel, RuntimeConfig, load_weights
 from agent_forge.export.ternary import activation_settings, export_ternary
-from agent_forge.model import ForgeConfig, ForgeForCausalLM
+from agent_forge.model import ForgeForCausalLM
 from agent_forge.quant.bitlinear import BitLinearConfig, replace_linears
+from support.shapes import unit_config
 
 
 def smoke_model(bitlinear: bool, seed: int = 0, **overrides: object) -> ForgeForCausalLM:
     """A smoke-shape model with three recursion steps (so ACT halting varies by position)."""
     torch.manual_seed(seed)
-    model = ForgeForCausalLM(ForgeConfig.from_shape("smoke", trm_t_max=3, **overrides)).eval()
+    model = ForgeForCausalLM(unit_config(trm_t_max=3, **overrides)).eval()
     if bitlinear:
         replace_linears(model, keep={"lm_head"}, config=BitLinearConfig())
     return model

@@ -15,7 +15,8 @@ from agent_forge.cli.app import app
 from agent_forge.errors import ArtifactCorruptError, ConfigError, NotFoundError
 from agent_forge.export.runtime import describe_files
 from agent_forge.model import ForgeForCausalLM
-from agent_forge.phases.common import bitlinear_meta, forge_config
+from agent_forge.model_io import bitlinear_meta
+from agent_forge.phases.common import forge_config
 from agent_forge.quant.bitlinear import BitLinearConfig, replace_linears
 from support.phase_harness import SESSION, harness_config, make_context, register_model
 

@@ -7,7 +7,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_forge.model import ForgeConfig
 from agent_forge.model.attention import (
     SlidingWindowAttention,
     band_mask,
@@ -17,6 +16,7 @@ from agent_forge.model.attention import (
     window_max_logit,
 )
 from agent_forge.model.rope import apply_rotary, rotary_tables
+from support.shapes import unit_config
 
 
 def allowed_pairs(length: int, window: int, key_valid: torch.Tensor | None) -> torch.Tensor:
@@ -123,7 +123,7 @@ def test_partial_rope_leaves_the_non_rotary_dims_alone_and_is_relative() -> None
 
 
 def test_module_exposes_the_qk_clip_interface() -> None:
-    attn = SlidingWindowAttention(ForgeConfig.from_shape("smoke"))
+    attn = SlidingWindowAttention(unit_config())
     assert (attn.n_heads, attn.head_dim, attn.rotary_dim) == (4, 16, 8)
     assert isinstance(attn.q_proj, torch.nn.Linear) and attn.q_proj.weight.shape == (64, 64)
     assert attn.max_logit.shape == (4,)
@@ -139,7 +139,7 @@ def test_module_exposes_the_qk_clip_interface() -> None:
 
 def test_max_logit_head_rows_follow_q_proj_rows() -> None:
     """Scaling one head's q rows scales only that head's max logit (rows are grouped per head)."""
-    attn = SlidingWindowAttention(ForgeConfig.from_shape("smoke"))
+    attn = SlidingWindowAttention(unit_config())
     attn.track_max_logit = True
     h = torch.randn(1, 12, 64)
     attn(h, torch.arange(12))
@@ -152,7 +152,7 @@ def test_max_logit_head_rows_follow_q_proj_rows() -> None:
 
 
 def test_cached_attention_equals_whole_sequence_attention() -> None:
-    attn = SlidingWindowAttention(ForgeConfig.from_shape("smoke"))
+    attn = SlidingWindowAttention(unit_config())
     h = torch.randn(2, 40, 64)
     full, _ = attn(h, torch.arange(40))
     out, past = attn(h[:, :9], torch.arange(9))

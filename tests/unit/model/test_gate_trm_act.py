@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 from model_builders import build_model, random_ids
 
-from agent_forge.model import ForgeConfig
 from agent_forge.model.act import ACTHead, act_loss, act_targets, halting_probability, halting_steps
 from agent_forge.model.gate import MAGGate, bernoulli_entropy
 from agent_forge.model.trm import run_all_steps, run_early_exit, run_masked
+from support.shapes import unit_config
 
 
 def test_gate_is_a_convex_blend_starting_at_one_half() -> None:
-    gate = MAGGate(ForgeConfig.from_shape("smoke"))
+    gate = MAGGate(unit_config())
     h, a, m = torch.randn(3, 5, 64), torch.randn(3, 5, 64), torch.randn(3, 5, 64)
     g, logits = gate(h)
     torch.testing.assert_close(g, torch.sigmoid(logits))
@@ -87,7 +87,7 @@ def test_act_loss_is_the_mean_bce_over_valid_positions_and_all_but_the_last_step
 
 
 def test_teacher_is_an_ema_of_the_head_held_in_buffers() -> None:
-    head = ACTHead(ForgeConfig.from_shape("smoke"))
+    head = ACTHead(unit_config())
     head.copy_to_teacher()
     assert not any("teacher" in name for name, _ in head.named_parameters())
     old = head.teacher_weight.clone()
@@ -151,7 +151,7 @@ def test_act_training_halts_early_where_steps_gain_nothing_and_late_where_they_d
     step 1 and the third at step 0: halting follows what recursion gains, neither always 0 nor always
     T_max."""
     torch.manual_seed(0)
-    head = ACTHead(ForgeConfig.from_shape("smoke"))
+    head = ACTHead(unit_config())
     head.copy_to_teacher()
     kinds = torch.arange(3).repeat(20)
     kind_vec, step_vec = torch.randn(3, 64), torch.randn(3, 64)

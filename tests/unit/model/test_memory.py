@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agent_forge.model import ForgeConfig
 from agent_forge.model.memory import (
     FactorizedMemory,
     MemoryConstants,
@@ -15,6 +14,7 @@ from agent_forge.model.memory import (
     memory_recurrence,
     surprise_gradient,
 )
+from support.shapes import unit_config
 
 CONST = MemoryConstants(alpha=0.05, eta=0.6, theta=0.08)
 
@@ -95,7 +95,7 @@ def test_reads_never_see_the_current_or_later_chunks() -> None:
 
 def test_padding_tokens_write_nothing() -> None:
     torch.manual_seed(0)
-    memory = FactorizedMemory(ForgeConfig.from_shape("smoke"))
+    memory = FactorizedMemory(unit_config())
     h = torch.randn(1, 24, 64)
     valid = torch.ones(1, 24, dtype=torch.bool)
     valid[0, 3:7] = False
@@ -108,7 +108,7 @@ def test_padding_tokens_write_nothing() -> None:
 
 
 def test_memory_module_uses_the_configured_constants_and_runs_in_float32_under_autocast() -> None:
-    config = ForgeConfig.from_shape("smoke", surprise_weight=0.7, novelty_weight=0.3, mem_capacity=2048)
+    config = unit_config(surprise_weight=0.7, novelty_weight=0.3, mem_capacity=2048)
     memory = FactorizedMemory(config)
     assert memory.const == MemoryConstants(config.mem_alpha, 0.3, 0.7 / 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -9,6 +9,7 @@ import torch
 
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
 from agent_forge.model.params import FAMILIES
+from support.shapes import unit_config
 
 SPEC25M_PARAMS = 25_767_553
 SPEC25M_BREAKDOWN = {
@@ -48,6 +49,22 @@ def test_the_spec25m_preset_builds_exactly_the_counted_shape() -> None:
         assert count(ForgeForCausalLM(built)) == SPEC25M_PARAMS
 
 
+@pytest.mark.parametrize("shape", ["tiny", "smoke", "spec25m"])
+def test_a_named_shape_is_what_a_run_of_that_preset_builds(shape: str) -> None:
+    """One source of truth: the preset's model section (once, a second table of shapes had drifted)."""
+    from agent_forge.config import load_config
+    from agent_forge.phases.common import forge_config
+
+    assert ForgeConfig.from_shape(shape).to_dict() == forge_config(load_config(shape)).to_dict()
+
+
+def test_the_model_section_and_the_model_config_share_their_defaults() -> None:
+    from agent_forge.config.schema import ModelSection
+
+    section, config = ModelSection(), ForgeConfig()
+    assert {name: getattr(config, name) for name in ModelSection.model_fields} == section.model_dump()
+
+
 def test_spec25m_keeps_the_spec_fixed_points() -> None:
     config = ForgeConfig.from_shape("spec25m")
     assert (config.vocab_size, config.max_seq_len, config.window, config.num_heads) == (32768, 2048, 1024, 8)
@@ -68,7 +85,7 @@ def test_tiny_is_between_one_and_four_million() -> None:
 
 
 def test_untied_head_gets_its_own_family() -> None:
-    model = ForgeForCausalLM(ForgeConfig.from_shape("smoke", tie_word_embeddings=False))
+    model = ForgeForCausalLM(unit_config(tie_word_embeddings=False))
     breakdown = model.param_breakdown()
     assert breakdown["head"] == 512 * 64
     assert sum(breakdown.values()) == count(model)
@@ -86,12 +103,12 @@ def test_memory_constants_follow_the_documented_mapping() -> None:
 def test_rotary_dim_is_half_the_head_by_default_and_even() -> None:
     config = ForgeConfig.from_shape("spec25m")
     assert config.head_dim == 48 and config.rotary_dim == 24
-    assert ForgeConfig.from_shape("smoke", rotary_fraction=0.3).rotary_dim % 2 == 0
+    assert unit_config(rotary_fraction=0.3).rotary_dim % 2 == 0
 
 
 def test_step_weights_are_normalised() -> None:
-    assert ForgeConfig.from_shape("smoke", step_weights=[1, 1, 2]).resolved_step_weights == [0.25, 0.25, 0.5]
-    assert ForgeConfig.from_shape("smoke").resolved_step_weights == pytest.approx([1 / 3] * 3)
+    assert unit_config(step_weights=[1, 1, 2]).resolved_step_weights == [0.25, 0.25, 0.5]
+    assert unit_config().resolved_step_weights == pytest.approx([1 / 3] * 3)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +127,7 @@ def test_step_weights_are_normalised() -> None:
 )
 def test_impossible_values_raise_naming_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
-        ForgeConfig.from_shape("smoke", **{field: value})
+        unit_config(**{field: value})
 
 
 def test_unknown_shape_raises() -> None:
@@ -119,7 +136,7 @@ def test_unknown_shape_raises() -> None:
 
 
 def test_config_round_trips_through_json(tmp_path) -> None:
-    config = ForgeConfig.from_shape("smoke", act_threshold=0.9, step_weights=[1, 2, 3])
+    config = unit_config(act_threshold=0.9, step_weights=[1, 2, 3])
     config.save_pretrained(tmp_path)
     loaded = ForgeConfig.from_pretrained(tmp_path)
     assert loaded.to_dict() == config.to_dict()

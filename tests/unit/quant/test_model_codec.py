@@ -7,17 +7,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from agent_forge.model import ForgeConfig, ForgeForCausalLM
+from agent_forge.model import ForgeForCausalLM
 from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears
 from agent_forge.quant.container import decode_model, read_metadata, write_model
 from agent_forge.quant.model_codec import ModelCodecConfig, ModelLayout, load_tensors_into, model_tensors
 from agent_forge.quant.planner import PlannerConfig, plan_compression
 from agent_forge.quant.vptq import VPTQConfig
+from support.shapes import unit_config
 
 
 def bitnet_model(granularity: str = "tensor") -> ForgeForCausalLM:
     torch.manual_seed(0)
-    model = ForgeForCausalLM(ForgeConfig.from_shape("smoke"))
+    model = ForgeForCausalLM(unit_config())
     replace_linears(model, config=BitLinearConfig(granularity=granularity))
     return model.eval()
 
@@ -35,7 +36,7 @@ def test_fp32_round_trip_into_a_plain_skeleton_is_exact(fmt: str, granularity: s
     assert set(layout.ternary) == set(bitlinear_modules(model))
     assert all(f"{name}.weight" not in tensors for name in layout.ternary)  # no shadow weights
     assert tensors[f"{next(iter(layout.ternary))}.weight.{fmt}"].dtype == torch.uint8
-    skeleton = ForgeForCausalLM(ForgeConfig.from_shape("smoke"))
+    skeleton = ForgeForCausalLM(unit_config())
     rebuilt = load_tensors_into(skeleton, tensors, ModelLayout.from_json(layout.to_json())).eval()
     assert all(layer.frozen for layer in bitlinear_modules(rebuilt).values())
     assert bitlinear_modules(rebuilt)[next(iter(layout.ternary))].config.granularity == granularity
@@ -48,7 +49,7 @@ def test_tied_embedding_is_stored_once_and_floats_are_cast() -> None:
     assert "lm_head.weight" not in tensors
     assert tensors["model.embed_tokens.weight"].dtype == torch.float16
     assert layout.dtypes["model.embed_tokens.weight"] == "float32"
-    rebuilt = load_tensors_into(ForgeForCausalLM(ForgeConfig.from_shape("smoke")), tensors, layout).eval()
+    rebuilt = load_tensors_into(ForgeForCausalLM(unit_config()), tensors, layout).eval()
     assert rebuilt.lm_head.weight.data_ptr() == rebuilt.model.embed_tokens.weight.data_ptr()
     assert torch.allclose(logits(rebuilt), logits(bitnet_model()), atol=1e-2)
 
@@ -66,12 +67,12 @@ def test_compressed_file_rebuilds_the_in_memory_model_bit_exactly(tmp_path: Path
     assert any(d.chosen.startswith("vptq") for d in result.decisions)
     path = write_model(tmp_path / "model.afqz", result.compressed.data)
     from_file = load_tensors_into(
-        ForgeForCausalLM(ForgeConfig.from_shape("smoke")),
+        ForgeForCausalLM(unit_config()),
         decode_model(path),
         ModelLayout.from_json(read_metadata(path.read_bytes())["layout"]),
     ).eval()
     in_memory = load_tensors_into(
-        ForgeForCausalLM(ForgeConfig.from_shape("smoke")), result.compressed.reconstruction, layout
+        ForgeForCausalLM(unit_config()), result.compressed.reconstruction, layout
     ).eval()
     state_a, state_b = from_file.state_dict(), in_memory.state_dict()
     assert state_a.keys() == state_b.keys()
@@ -85,4 +86,4 @@ def test_tensors_that_do_not_fit_are_refused() -> None:
     tensors.pop("model.norm.weight")
     layout.dtypes.pop("model.norm.weight")
     with pytest.raises(ValueError, match="missing"):
-        load_tensors_into(ForgeForCausalLM(ForgeConfig.from_shape("smoke")), tensors, layout)
+        load_tensors_into(ForgeForCausalLM(unit_config()), tensors, layout)

@@ -17,6 +17,7 @@ from agent_forge.quant.packed_io import (
     load_packed,
     load_packed_into,
     packed_size_breakdown,
+    read_packed_config,
     save_packed,
 )
 
@@ -186,3 +187,13 @@ def test_loading_needs_bitlinear_layers(tmp_path: Path) -> None:
     torch.manual_seed(0)
     with pytest.raises(ValueError, match="replace_linears"):
         load_packed_into(LlamaForCausalLM(LLAMA), path)
+
+
+def test_the_header_names_the_format_a_file_was_written_in(tmp_path: Path) -> None:
+    """Phases 5-6 pack their output the way their input was packed, read from this header."""
+    config = PackedSaveConfig(ternary_format="tq1_0", int8_embeddings=True)
+    save_packed(_llama(0), tmp_path / "m.safetensors", config)
+    assert read_packed_config(tmp_path / "m.safetensors") == config
+    (tmp_path / "plain.safetensors").write_bytes(b"not a packed file")
+    with pytest.raises(ArtifactCorruptError):
+        read_packed_config(tmp_path / "plain.safetensors")

@@ -11,15 +11,16 @@ import torch
 
 from agent_forge.data.tasks import training_text
 from agent_forge.data.tokenizer import ForgeTokenizer, train_tokenizer
-from agent_forge.model import ForgeConfig, ForgeForCausalLM
+from agent_forge.model import ForgeForCausalLM
 from agent_forge.reasoning.data import reasoning_dataset
+from support.shapes import unit_config
 
 
 def smoke_model(seed: int = 0, **overrides: object) -> ForgeForCausalLM:
     """A seeded smoke-shape model; mem_chunk 64 by default so no stream crosses a memory boundary."""
     torch.manual_seed(seed)
     settings = {"mem_chunk": 64, **overrides}
-    return ForgeForCausalLM(ForgeConfig.from_shape("smoke", **settings))
+    return ForgeForCausalLM(unit_config(**settings))
 
 
 @lru_cache(maxsize=1)

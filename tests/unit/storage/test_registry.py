@@ -130,3 +130,30 @@ def test_reader_process_never_blocks_writer(tmp_path: Path) -> None:
     reads, errors = queue.get(timeout=5)
     assert errors == 0 and reads > 10
     assert slowest < 2.0  # a writer blocked by the reader would wait for the busy timeout (10 s)
+
+
+def test_session_config_is_the_validated_config(tmp_path: Path) -> None:
+    from agent_forge.config import load_config
+    from agent_forge.config.schema import PipelineConfig
+    from agent_forge.errors import ConfigError
+
+    reg = ModelRegistry(tmp_path / "r.db")
+    config = load_config("smoke")
+    reg.create_session("s1", "smoke", config.model_dump(mode="json"))
+    stored = reg.session_config("s1")
+    assert isinstance(stored, PipelineConfig) and stored == config
+    reg.create_session("s2", "smoke", {"model": {"hidden_size": "wide"}})
+    with pytest.raises(ConfigError, match="hidden_size"):
+        reg.session_config("s2")
+
+
+def test_public_reads_for_the_dashboard(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path / "r.db")
+    reg.create_session("s1", "tiny", {})
+    _model(reg, "m1")
+    _model(reg, "m2")
+    reg.log_metrics([("s1", "cognate", "phase", 3, "loss", 1.0)])
+    assert reg.model_counts() == {"s1": 2}
+    assert reg.session_activity()["s1"]["n_metrics"] == 1
+    assert reg.metric_phases("s1") == {"cognate"}
+    assert reg.parent_ids("m1") == ["p1"] and reg.child_ids("p1") == ["m1", "m2"]

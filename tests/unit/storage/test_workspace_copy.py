@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from agent_forge.errors import ArtifactCorruptError
-from agent_forge.phases.common import load_model
-from agent_forge.pipeline.context import load_ref
+from agent_forge.model_io import load_model, load_ref
 from agent_forge.storage.registry import ModelRegistry
 from agent_forge.storage.workspace import Workspace
 from support.phase_harness import seed_model

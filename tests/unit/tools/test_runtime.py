@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from agent_forge.data.tokenizer import BOS_ID, PAD_ID, ForgeTokenizer, train_tokenizer
-from agent_forge.model import ForgeConfig, ForgeForCausalLM
+from agent_forge.model import ForgeForCausalLM
 from agent_forge.tools import ToolRuntime, decode, generate_many_with_tools, generate_with_tools
+from support.shapes import unit_config
 
 CORPUS = ["What is 12 * 7? Answer: 84", "How many m are in 2 km? Answer: 2000", "Tom has 3 apples."] * 20
 
@@ -19,7 +20,7 @@ def tokenizer() -> ForgeTokenizer:
 
 def smoke_model(seed: int) -> ForgeForCausalLM:
     torch.manual_seed(seed)
-    return ForgeForCausalLM(ForgeConfig.from_shape("smoke")).eval()
+    return ForgeForCausalLM(unit_config()).eval()
 
 
 def naive_greedy(model: ForgeForCausalLM, prompt: list[int], pad: int, steps: int, hook) -> list[int]:
@@ -84,7 +85,7 @@ def test_a_model_that_emits_a_call_gets_the_real_result(tokenizer: ForgeTokenize
     text = "What is 12 * 7? Answer:<tool>calculator</tool><args>12 * 7</args><result>99</result> 84<eos>"
     ids = torch.tensor([[BOS_ID, *tokenizer.encode(text)]])
     torch.manual_seed(3)
-    model = ForgeForCausalLM(ForgeConfig.from_shape("smoke", vocab_size=tokenizer.vocab_size))
+    model = ForgeForCausalLM(unit_config(vocab_size=tokenizer.vocab_size))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
     for _ in range(60):

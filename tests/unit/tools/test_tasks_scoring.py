@@ -7,7 +7,7 @@ import torch
 
 from agent_forge.data.tasks import split_of
 from agent_forge.data.tokenizer import BOS_ID, train_tokenizer
-from agent_forge.model import ForgeConfig, ForgeForCausalLM
+from agent_forge.model import ForgeForCausalLM
 from agent_forge.tools import (
     calculate,
     convert,
@@ -19,6 +19,7 @@ from agent_forge.tools import (
 from agent_forge.tools.calls import parse_calls
 from agent_forge.tools.runtime import ToolGeneration
 from agent_forge.tools.scoring import call_likelihood, same_answer, score_generation
+from support.shapes import unit_config
 
 
 def test_tool_tasks_are_reproducible_split_by_hash_and_verifiable() -> None:
@@ -57,7 +58,7 @@ def test_scoring_counts_format_result_and_answer_separately() -> None:
 def test_teacher_forced_call_likelihood_matches_a_direct_computation() -> None:
     tokenizer = train_tokenizer(["What is 12 * 7? Answer: 84", "Convert 3 km to m. Answer: 3000"] * 20, 300)
     torch.manual_seed(0)
-    model = ForgeForCausalLM(ForgeConfig.from_shape("smoke", vocab_size=tokenizer.vocab_size)).eval()
+    model = ForgeForCausalLM(unit_config(vocab_size=tokenizer.vocab_size)).eval()
     examples = tool_tasks(3, seed=1, split="heldout")
     prefix = tokenizer.encode("Tools: calculator.<eos>")
     logprob, p_tool = call_likelihood(model, tokenizer, examples, prefix)
