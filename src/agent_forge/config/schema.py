@@ -256,6 +256,7 @@ class Phase3Section(Strict):
     bake_lr_scale: float = Field(1.0, gt=0.0)
     rl_lr_scale: float = Field(1.0, gt=0.0)
     max_thought_tokens: int = Field(64, ge=4)  # greedy budget for <think> ... answer <eos> in evaluation
+    think_eval_examples: int | None = Field(None, ge=1)  # D6 tasks of the think column per phase (None: all)
     convergence_threshold: float = Field(0.85, ge=0.0, le=1.0)
     semantic: bool = True  # all-MiniLM-L6-v2 similarity in the coherence score
     seed: int = 3

@@ -27,6 +27,7 @@ from agent_forge.errors import ConfigError
 from agent_forge.eval.capability import flat_accuracy
 from agent_forge.eval.heldout import HeldoutSet, evaluate
 from agent_forge.eval.metrics import EvalResult
+from agent_forge.eval.suite import select_examples
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
 from agent_forge.model_io import pack_exactly, packed_config_of, packed_file_name
 from agent_forge.pipeline.phase import EvalRecord
@@ -232,7 +233,8 @@ def add_think_record(record: EvalRecord, think: dict[str, float]) -> None:
 def think_metrics(model: nn.Module, data: SessionData, config: PipelineConfig) -> dict[str, float]:
     """Think mode on the D6 tasks of the thinking kinds (``think/...``): accuracy per kind and level with
     its interval, the direct accuracy and the corrupted-thought accuracy of the same tasks, and validity."""
-    examples = [e for e in data.heldout.examples if e.kind in thinking_kinds(config)]
+    kinds, cap = thinking_kinds(config), config.phase3.think_eval_examples
+    examples = select_examples(data.heldout.examples, kinds, None, cap)  # stratified by kind and level
     if not examples:
         return {}
     report = think_report(model, data.tokenizer, examples, config.data.seq_len, config.phase3.max_thought_tokens)
