@@ -91,11 +91,16 @@ def test_think_mode_reports_thinking_direct_and_corrupted_on_the_same_tasks(smok
         assert report["overall"]["correct"] == report["direct"]["overall"]["correct"]
 
 
-def test_think_mode_on_a_bundle_says_it_is_not_available(smoke_run):
+def test_think_mode_of_the_bundle_agrees_with_the_pytorch_model(smoke_run):
     workspace, _ = smoke_run
     bundle = next((workspace / "sessions" / SESSION).rglob("manifest.json")).parent
-    proc = agent_forge(workspace, "eval", "--bundle", str(bundle), "--mode", "think")
-    assert proc.returncode == 2 and "not available yet" in proc.stderr
+    args = ("--mode", "think", "--kinds", "arith", "--n", "10")
+    report = _eval_json(workspace, "--bundle", str(bundle), "--preset", "smoke", *args)
+    torch_report = _eval_json(workspace, _model_of(workspace, "edge"), *args)
+    assert report["n"] == 10 and report["thinking"]["overall"]["think_rate"] == pytest.approx(
+        torch_report["thinking"]["overall"]["think_rate"], abs=0.2)
+    low, high = torch_report["overall"]["ci_low"], torch_report["overall"]["ci_high"]
+    assert low <= report["overall"]["accuracy"] <= high
 
 
 @pytest.mark.parametrize("args, words", [

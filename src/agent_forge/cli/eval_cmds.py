@@ -37,9 +37,8 @@ def eval_command(
 
     if mode not in MODES:
         raise ConfigError(f"unknown mode '{mode}'", f"use one of {', '.join(MODES)}")
-    if mode == "tools" or (mode == "think" and bundle is not None):
-        where = "an edge bundle" if mode == "think" else "any model"
-        raise ConfigError(f"mode '{mode}' is not available yet for {where}", "use --mode direct")
+    if mode == "tools":
+        raise ConfigError("mode 'tools' is not available yet", "use --mode direct or think")
     if (model_id is None) == (bundle is None):
         raise ConfigError("give a model id or --bundle PATH (one of them)", "see `agent-forge eval --help`")
     model, tokenizer, config, label = (_bundle_model(bundle, load_config(preset, overrides=set_)) if bundle

@@ -90,13 +90,16 @@ def export_bundle(
     _print_report(report, Path(folder), as_json)
 
 
-def _runtime_answer(bundle_path: Path, max_new: int) -> Any:
+def _runtime_answer(bundle_path: Path, max_new: int, think: bool = False) -> Any:
     from agent_forge.export.runtime import greedy_generate, load_bundle
+    from agent_forge.export.runtime.__main__ import think_answer
 
     bundle = load_bundle(bundle_path)  # verified again: the weights it names must be a listed file
     codec = bundle.codec()
 
     def answer(text: str) -> str:
+        if think:
+            return think_answer(bundle, text, max_new)
         ids = greedy_generate(bundle.model, codec.encode(text), max_new, bundle.config.eos_token_id)
         return codec.decode(ids)
 
@@ -122,7 +125,7 @@ def _onnx_answer(bundle_path: Path, max_new: int, manifest: dict[str, Any]) -> A
     return answer
 
 
-def _answer_fn(bundle_path: Path, max_new: int) -> tuple[Any, str]:
+def _answer_fn(bundle_path: Path, max_new: int, think: bool = False) -> tuple[Any, str]:
     from agent_forge.export.bundle import verify_bundle
     from agent_forge.export.runtime.manifest import ManifestError
 
@@ -130,7 +133,9 @@ def _answer_fn(bundle_path: Path, max_new: int) -> tuple[Any, str]:
         manifest = verify_bundle(bundle_path)
         settings = json.loads((bundle_path / "runtime.json").read_text(encoding="utf-8"))
         if settings.get("weights"):
-            return _runtime_answer(bundle_path, max_new), "ternary runtime"
+            return _runtime_answer(bundle_path, max_new, think), "ternary runtime"
+        if think:
+            raise ConfigError("think mode needs the bundle's ternary runtime", "export with --format ternary")
         if settings.get("onnx"):
             return _onnx_answer(bundle_path, max_new, manifest), "onnxruntime"
     except ManifestError as err:
@@ -144,11 +149,13 @@ def serve_bundle(
     prompt: Annotated[str | None, typer.Option("--prompt", help="One prompt; without it, an interactive loop.")]
     = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 32,
+    think: Annotated[bool, typer.Option("--think", help="Think mode: the model may think before it answers.")]
+    = False,
 ) -> None:
     """Generate from a bundle with its standalone runtime (greedy); verifies the manifest first."""
     if not (path / "manifest.json").is_file():
         raise NotFoundError(f"{path} is not a bundle (no manifest.json)", "pass the folder `agent-forge export` wrote")
-    answer, engine = _answer_fn(path, max_new_tokens)
+    answer, engine = _answer_fn(path, max_new_tokens, think)
     if prompt is not None:
         start = time.perf_counter()
         text = answer(prompt)

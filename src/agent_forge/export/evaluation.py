@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from agent_forge.export.runtime import ForgeRuntimeModel
+from agent_forge.export.runtime.bundle import greedy_generate
 
 
 class RuntimeLM(nn.Module):
@@ -33,3 +34,7 @@ class RuntimeLM(nn.Module):
                 raise ValueError("RuntimeLM takes right-padded batches only")
         logits, _ = self.runtime.forward(ids)
         return torch.from_numpy(np.ascontiguousarray(logits))
+
+    def greedy(self, prompt: list[int], max_new_tokens: int, stop_id: int) -> list[int]:
+        """Greedy tokens after ``prompt`` up to and with ``stop_id``, through the runtime's own cache."""
+        return greedy_generate(self.runtime, list(prompt), max_new_tokens, stop_id)

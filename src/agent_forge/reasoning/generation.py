@@ -59,6 +59,9 @@ def greedy_continue(model: torch.nn.Module, prompts: Sequence[Sequence[int]], ma
     chunks: other left padding would shift the memory's chunk boundaries against training's and change
     some greedy choices (measured); whole padded chunks write nothing."""
     started = time.perf_counter()
+    if hasattr(model, "greedy"):  # a runtime with its own cached decoding (an edge bundle's)
+        tokens = [model.greedy(list(p), max_tokens, stop_id) for p in prompts]
+        return Thinking(tokens, token_logprobs(model, prompts, tokens), time.perf_counter() - started)
     chunk = int(getattr(getattr(model, "config", None), "mem_chunk", 0) or 0)
     by_length: dict[int, list[int]] = {}
     for index, prompt in enumerate(prompts):

@@ -211,6 +211,8 @@ def accuracy_cells(row: dict[str, Any]) -> dict[str, str]:
         if entry and entry.get("chance"):
             label = f"{kind} (chance {entry['chance']:.3f})"
         cells[label] = with_interval(entry["value"], entry) if entry else "-"
+    think = row.get("think") or {}
+    cells["arith, think mode"] = with_interval(think.get("value"), think)  # measured where a phase thinks
     return cells
 
 
@@ -328,6 +330,7 @@ class ForgeData:
             row["accuracy_interval"] = _interval(after.get("extra") or {}, "accuracy")
             row["kinds"] = {kind: _interval(after.get("extra") or {}, f"accuracy_{kind}") for kind in TASK_KINDS
                             if (after.get("extra") or {}).get(f"accuracy_{kind}") is not None}
+            row["think"] = _interval(after.get("extra") or {}, "think_accuracy_arith")
             rows.append(row)
         return rows
 

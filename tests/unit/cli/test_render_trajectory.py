@@ -43,5 +43,7 @@ def test_accuracy_cells_show_intervals_and_name_the_chance():
     cells = accuracy_cells(row)
     assert cells["accuracy (95% CI)"] == "0.400 (0.375-0.425)"
     assert cells["mc (chance 0.317)"] == "0.410 (0.370-0.450)"
-    assert cells["code"] == "0.800" and cells["arith"] == "-"
+    assert cells["code"] == "0.800" and cells["arith"] == "-" and cells["arith, think mode"] == "-"
+    thinking = {**row, "think": {"value": 0.2, "low": 0.16, "high": 0.24}}
+    assert accuracy_cells(thinking)["arith, think mode"] == "0.200 (0.160-0.240)"
     assert with_interval(None, {}) == "-"

@@ -121,3 +121,11 @@ def test_training_mix_is_checked_like_a_specialists():
         bad = {"data": {"kind_weights": {key: weight}}}
         with pytest.raises(ConfigError, match=r"data\.kind_weights"):
             validate_config(deep_merge(preset_dict("smoke"), bad))
+
+
+def test_thought_share_takes_kinds_with_a_share_in_0_1():
+    assert load_config("tiny").data.thought_share == {"arith": 0.5}
+    assert load_config("smoke").data.thought_share == {}
+    for shares in ({"poetry": 0.5}, {"arith": 1.5}, {"arith@1": 0.5}, {"mc": -0.1}):
+        with pytest.raises(ConfigError, match="thought_share"):
+            validate_config(deep_merge(preset_dict("smoke"), {"data": {"thought_share": shares}}))

@@ -49,6 +49,10 @@ def test_export_ternary_then_serve(workspace: Path, tmp_path: Path) -> None:
     served = _invoke(workspace, "serve-bundle", str(out), "--prompt", "Question: 2 plus 3?", "--max-new-tokens", "5")
     assert served.exit_code == 0, served.output
     assert served.output.strip()
+    thinking = _invoke(workspace, "serve-bundle", str(out), "--prompt", "Sam has 2 pens. Answer:", "--think",
+                       "--max-new-tokens", "6")
+    assert thinking.exit_code == 0, thinking.output  # a thought (if the model opens one) then the answer
+    assert "</think>" in thinking.output or "<think>" not in thinking.output
     session = RUNNER.invoke(app, ["serve-bundle", str(out), "--max-new-tokens", "3"], input="hello\n\n")
     assert session.exit_code == 0 and session.output.count("\n") >= 2
 

@@ -13,6 +13,7 @@ from safetensors.numpy import save_file
 
 from agent_forge.export.agreement import torch_greedy
 from agent_forge.export.runtime import greedy_generate, unpack
+from agent_forge.export.runtime.bundle import ThinkTokens, think_generate
 from agent_forge.export.runtime.safetensors_np import SafetensorsError, read_safetensors
 from agent_forge.quant.ternary_pack import pack_ternary, unpack_ternary
 
@@ -95,6 +96,23 @@ def test_greedy_generation_matches_pytorch(bit_model, make_runtime, ids, tmp_pat
     runtime = make_runtime(bit_model, tmp_path)
     prompt = ids(12, seed=5)
     assert greedy_generate(runtime, prompt, 20) == torch_greedy(bit_model)(prompt, 20)
+
+
+def test_think_mode_feeds_the_cue_after_the_thought(bit_model, make_runtime, ids, tmp_path: Path) -> None:
+    """think_generate equals greedy decoding of body <think> thought </think> cue answer, step by step."""
+    runtime = make_runtime(bit_model, tmp_path)
+    body = ids(12, seed=6)
+    think = int(np.argmax(runtime.forward(body)[0][-1]))  # whatever the model picks first acts as <think>
+    end_think, cue = ids(1, seed=7)[0], ids(2, seed=8)
+    tokens = ThinkTokens(think, end_think, cue, None)
+    thought, answer = think_generate(runtime, body, tokens, max_thought=5, max_answer=4)
+    expected = greedy_generate(runtime, [*body, think], 5)
+    stop = expected.index(end_think) if end_think in expected else len(expected)
+    assert thought == expected[:stop]
+    assert answer == greedy_generate(runtime, [*body, think, *thought, end_think, *cue], 4)
+    other = ThinkTokens(think + 1 if think + 1 < bit_model.config.vocab_size else think - 1, end_think, cue, None)
+    no_thought, direct = think_generate(runtime, body, other, max_thought=5, max_answer=4)
+    assert no_thought == [] and direct == greedy_generate(runtime, [*body, *cue], 4)
 
 
 def test_fp16_storage_stays_close(bit_model, make_runtime, ids, tmp_path: Path) -> None:

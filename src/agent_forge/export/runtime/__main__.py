@@ -1,6 +1,7 @@
-"""``python -m forge_runtime BUNDLE [--prompt TEXT | --ids 1,2,3] [--max-new-tokens N]``.
+"""``python -m forge_runtime BUNDLE [--prompt TEXT | --ids 1,2,3] [--max-new-tokens N] [--think]``.
 
-Without a prompt it reads prompts line by line from standard input until EOF.
+Without a prompt it reads prompts line by line from standard input until EOF. With ``--think`` a prompt
+ending in ``Answer:`` is answered in think mode: the thought in brackets, then the answer.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ import argparse
 import sys
 import time
 
-from .bundle import Bundle, greedy_generate, load_bundle
+from .bundle import Bundle, ThinkTokens, greedy_generate, load_bundle, think_generate
+
+CUE = "Answer:"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -19,6 +22,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ids", help="comma-separated token ids instead of text (no tokenizers needed)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--no-verify", action="store_true", help="skip the manifest checksums")
+    parser.add_argument("--think", action="store_true", help="think mode: the model may think before it answers")
     return parser.parse_args(argv)
 
 
@@ -30,6 +34,18 @@ def _answer(bundle: Bundle, ids: list[int], max_new: int, as_text: bool) -> str:
     return f"{body}\n[{len(out)} tokens, {ms:.2f} ms/token]"
 
 
+def think_answer(bundle: Bundle, prompt: str, max_new: int) -> str:
+    """``<think>thought</think> answer`` for one prompt (the cue ``Answer:`` is taken off and fed after)."""
+    codec = bundle.codec()
+    body = prompt.rstrip().removesuffix(CUE).rstrip() if prompt.rstrip().endswith(CUE) else prompt
+    special = [codec.encode(t)[-1] for t in ("<think>", "</think>")]
+    cue = codec.encode(" " + CUE)[1 if codec.bos_id is not None else 0 :]
+    tokens = ThinkTokens(special[0], special[1], cue, bundle.config.eos_token_id)
+    thought, answer = think_generate(bundle.model, codec.encode(body), tokens, max_new, 16)
+    shown = f"<think>{codec.decode(thought)}</think>" if thought else ""
+    return shown + codec.decode([t for t in answer if t != tokens.eos])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     bundle = load_bundle(args.bundle, verify=not args.no_verify)
@@ -39,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     codec = bundle.codec()
     prompts = [args.prompt] if args.prompt is not None else (line.rstrip("\n") for line in sys.stdin)
     for prompt in prompts:
-        print(_answer(bundle, codec.encode(prompt), args.max_new_tokens, as_text=True), flush=True)
+        text = (think_answer(bundle, prompt, args.max_new_tokens) if args.think
+                else _answer(bundle, codec.encode(prompt), args.max_new_tokens, as_text=True))
+        print(text, flush=True)
     return 0
 
 

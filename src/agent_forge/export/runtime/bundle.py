@@ -90,3 +90,38 @@ def greedy_generate(model: ForgeRuntimeModel, prompt_ids: list[int], max_new_tok
             break
         logits, _ = model.forward(np.asarray([token]), cache, last_only=True)
     return generated
+
+
+@dataclass
+class ThinkTokens:
+    """The token ids think mode needs: the thought's brackets, the answer cue and the end of sequence."""
+
+    think: int
+    end_think: int
+    cue: list[int]
+    eos: int | None
+
+
+def think_generate(model: ForgeRuntimeModel, body_ids: list[int], tokens: ThinkTokens, max_thought: int,
+                   max_answer: int) -> tuple[list[int], list[int]]:
+    """Think mode (as ``agent-forge eval --mode think``): the model continues the task's body; if it opens
+    a thought it thinks greedily until ``</think>`` or ``max_thought`` tokens, then the cue is fed and the
+    answer decoded. Returns (thought ids without the brackets, answer ids); a model that does not open a
+    thought gets the cue at once and answers directly (empty thought)."""
+    cache = model.new_cache()
+    logits, _ = model.forward(np.asarray(body_ids), cache, last_only=True)
+    thought: list[int] = []
+    if int(np.argmax(logits[-1])) == tokens.think:
+        logits, _ = model.forward(np.asarray([tokens.think]), cache, last_only=True)
+        while len(thought) < max_thought and int(np.argmax(logits[-1])) != tokens.end_think:
+            thought.append(int(np.argmax(logits[-1])))
+            logits, _ = model.forward(np.asarray([thought[-1]]), cache, last_only=True)
+        logits, _ = model.forward(np.asarray([tokens.end_think]), cache, last_only=True)
+    logits, _ = model.forward(np.asarray(tokens.cue), cache, last_only=True)
+    answer: list[int] = []
+    for _ in range(max_answer):
+        answer.append(int(np.argmax(logits[-1])))
+        if answer[-1] == tokens.eos:
+            break
+        logits, _ = model.forward(np.asarray([answer[-1]]), cache, last_only=True)
+    return thought, answer
