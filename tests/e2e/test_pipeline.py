@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from agent_forge.config import PHASE_NAMES
 from agent_forge.storage.registry import ModelRegistry
 from support.e2e import SESSION, agent_forge
@@ -50,3 +52,27 @@ def test_status_json_after_the_run(smoke_run):
     proc = agent_forge(workspace, "status", SESSION, "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["session"]["status"] == "completed"
+
+
+@pytest.mark.parametrize("preset", ["tiny", "smoke", "spec25m"])
+def test_every_presets_handoff_rules_are_evaluable_on_a_real_run(smoke_run, preset):
+    """Each rule of each preset reads keys that the phases really write (metadata or metrics): none
+    would fail as 'not measured' or be skipped, whatever its threshold."""
+    from agent_forge.config import load_config
+    from agent_forge.pipeline.handoff import validate_handoff
+    from agent_forge.pipeline.phase import PhaseResult
+    from agent_forge.storage.artifacts import ModelRef
+
+    workspace, _ = smoke_run
+    registry = ModelRegistry(workspace / "registry" / "model_registry.db", readonly=True)
+    runs = {r["phase_name"]: r for r in registry.phase_runs(SESSION)}
+    for edge, rule in load_config(preset).handoff.items():
+        source = edge.split("->")[0]
+        outputs = [m for m in registry.search_models(session=SESSION, phase=source) if "trunk" not in m["tags"]]
+        refs = [ModelRef(m["model_id"], workspace, m["metadata"], m["parameters"] or 0) for m in outputs]
+        result = PhaseResult(True, source, refs, runs[source]["metrics"])
+        outcome = validate_handoff(source, edge.split("->")[1], rule, result)
+        unmeasured = [c["message"] for c in outcome.checks
+                      if "not measured" in c["message"] or (c["check"].startswith("metadata:") and not c["passed"])]
+        assert not unmeasured, (preset, edge, unmeasured)
+        assert outcome.checks, (preset, edge)

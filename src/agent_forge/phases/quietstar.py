@@ -69,6 +69,7 @@ THINKING_TOKENS = (
 )
 REPORT_FILE = "quietstar_report.json"
 QS_EVAL_ROWS = 8
+ANSWER_TOKENS = 16  # room after a thought for the cue, the answer and <eos>
 
 
 def scaled(preset: str, scale: float) -> MuGrokConfig:
@@ -116,7 +117,7 @@ class QuietStarPhase(Phase):
             evaluate_thinking,
             tokenizer=data.tokenizer,
             tasks=tasks,
-            max_tokens=section.max_thought_tokens,
+            max_tokens=section.max_thought_tokens + ANSWER_TOKENS,  # the thought, then cue, answer and <eos>
             embedder=embedder,
             coherence_threshold=section.coherence_threshold,
         )

@@ -113,7 +113,7 @@ def token_logprobs(model: torch.nn.Module, heads: Sequence[Sequence[int]],
 def sequence_cache_bytes(model: torch.nn.Module, length: int) -> int:
     """Bytes of the cache one sequence of ``length`` tokens leaves behind (what one thought costs)."""
     ids = torch.full((1, length), EOS_ID, dtype=torch.long, device=model_device(model))
-    return _cache_bytes(model(input_ids=ids, use_cache=True).past_key_values)
+    return _cache_bytes(model(input_ids=ids, use_cache=True).cache)
 
 
 def _cache_bytes(cache: object) -> int:
