@@ -1,11 +1,10 @@
 """Greedy thinking and teacher-forced answer scoring for the thinking evaluations, exact to the model.
 
-Decoding goes through the model's own cache (``ForgeCache``: the attention window and the memory, written
-every chunk as in training), with the prompts of one token length decoded together so no padding is ever
-read. Scoring is one right-padded forward pass: padding only follows the positions read, so it changes
-nothing. (The stream API of ``model.streams`` does not write memory inside a stream, so it matches the
-model only for continuations inside one memory chunk: right for Quiet-STaR's 8-token thoughts, wrong for
-a 60-token thought on a model with 16-token chunks, which is why evaluation does not use it.)
+Decoding goes through the engine (``agent_forge.engine``: the model's own cache, the attention window and
+the memory written every chunk as in training). Scoring is one right-padded forward pass: padding only
+follows the positions read, so it changes nothing. The stream API of ``model.streams`` is not used here:
+it does not write memory inside a stream, so it matches the model only for continuations inside one
+memory chunk (right for Quiet-STaR's 8-token thoughts, wrong for a 60-token thought with 16-token chunks).
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from agent_forge.data.tokenizer import EOS_ID, PAD_ID
+from agent_forge.engine import decode
 from agent_forge.eval.heldout import model_device, model_logits
-from agent_forge.tools.runtime import decode
 
 
 @dataclass
@@ -53,24 +52,14 @@ def next_tokens(model: torch.nn.Module, rows: Sequence[Sequence[int]]) -> list[i
 
 def greedy_continue(model: torch.nn.Module, prompts: Sequence[Sequence[int]], max_tokens: int,
                     stop_id: int = EOS_ID) -> Thinking:
-    """Per prompt, the greedy tokens after it up to and with ``stop_id``, at most ``max_tokens``, decoded
-    through the model's cache (``tools.runtime.decode``); the log-probabilities of the chosen tokens come
-    from one teacher-forced pass. Prompts decode together when their lengths differ by whole memory
-    chunks: other left padding would shift the memory's chunk boundaries against training's and change
-    some greedy choices (measured); whole padded chunks write nothing."""
+    """Per prompt, the greedy tokens after it up to and with ``stop_id``, at most ``max_tokens``, through
+    the decoding engine (``agent_forge.engine``, exact to the model's forward) or a bundle runtime's own
+    cached decoding; the log-probabilities of the chosen tokens come from one teacher-forced pass."""
     started = time.perf_counter()
     if hasattr(model, "greedy"):  # a runtime with its own cached decoding (an edge bundle's)
         tokens = [model.greedy(list(p), max_tokens, stop_id) for p in prompts]
-        return Thinking(tokens, token_logprobs(model, prompts, tokens), time.perf_counter() - started)
-    chunk = int(getattr(getattr(model, "config", None), "mem_chunk", 0) or 0)
-    by_length: dict[int, list[int]] = {}
-    for index, prompt in enumerate(prompts):
-        by_length.setdefault(len(prompt) % chunk if chunk else len(prompt), []).append(index)
-    tokens: list[list[int]] = [[] for _ in prompts]
-    for indices in by_length.values():
-        for index, item in zip(indices, decode(model, [prompts[i] for i in indices], max_tokens, eos_id=stop_id),
-                               strict=True):
-            tokens[index] = item.tokens
+    else:
+        tokens = [item.tokens for item in decode(model, prompts, max_tokens, eos_id=stop_id)]
     return Thinking(tokens, token_logprobs(model, prompts, tokens), time.perf_counter() - started)
 
 

@@ -21,12 +21,12 @@ import torch
 
 from agent_forge.data.tasks import TaskExample
 from agent_forge.data.tokenizer import BOS_ID, EOS_ID, ForgeTokenizer
+from agent_forge.engine import decode
 from agent_forge.eval.capability import accuracy_table
 from agent_forge.eval.suite import direct_results
 from agent_forge.reasoning.data import split_prompt
 from agent_forge.reasoning.generation import greedy_continue, next_tokens, score_continuations
 from agent_forge.reasoning.thoughts import END_THINK_ID, THINK_ID
-from agent_forge.tools.runtime import decode
 
 
 @dataclass

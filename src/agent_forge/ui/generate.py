@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from agent_forge.engine import decode
 from agent_forge.errors import ArtifactCorruptError
 from agent_forge.ui.data import ForgeData
 
@@ -33,20 +34,12 @@ def load_for_generation(data: ForgeData, model_id: str) -> LoadedModel:
     return LoadedModel(model_id, load_model(ref), load_tokenizer(ref))
 
 
-@torch.no_grad()
 def generate_text(loaded: LoadedModel, prompt: str, max_new_tokens: int = 48, temperature: float = 0.0,
                   seed: int = 0) -> str:
-    """Continue ``prompt``: greedy at temperature 0, else sampled with a fixed seed (reproducible)."""
+    """Continue ``prompt`` through the decoding engine: greedy at temperature 0, else sampled with a
+    generator seeded by ``seed`` (reproducible, and the global random state is left alone)."""
     tokenizer, model = loaded.tokenizer, loaded.model
-    ids = torch.tensor([tokenizer.encode(prompt, bos=True)], dtype=torch.long,
-                       device=next(model.parameters()).device)
-    options: dict[str, Any] = {"max_new_tokens": int(max_new_tokens), "eos_token_id": tokenizer.eos_id,
-                               "pad_token_id": tokenizer.pad_id, "attention_mask": torch.ones_like(ids)}
-    if temperature > 0:
-        options.update(do_sample=True, temperature=float(temperature), top_k=0)
-    else:
-        options.update(do_sample=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # generate() samples from the global generator; fork_rng restores it after
-        out = model.generate(input_ids=ids, **options)
-    return tokenizer.decode(out[0, ids.shape[1]:].tolist())
+    generator = torch.Generator().manual_seed(seed)
+    decoded = decode(model, [tokenizer.encode(prompt, bos=True)], int(max_new_tokens),
+                     temperature=float(temperature), generator=generator, eos_id=tokenizer.eos_id)[0]
+    return tokenizer.decode(decoded.tokens)

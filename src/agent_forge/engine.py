@@ -1,0 +1,147 @@
+"""The decoding engine: every generation in the project (eval think mode, the tool runtime, `generate`,
+the dashboard, greedy accuracy by generation) goes through ``decode``.
+
+Prompts decode in left-padded batches through the model's own cache (the attention mask keeps padding out
+of attention and out of the memory, as ``model.generate`` does). Prompts share a batch only when their
+lengths differ by whole memory chunks: other left padding would shift the memory's chunk boundaries
+against training's and change some greedy choices (measured), while whole padded chunks write nothing.
+After each token a hook may insert tokens into a row (the tool runtime's executed ``<result>``, think
+mode's answer cue after ``</think>``); such rows leave their group with their slice of the cache and go on
+as a group of their own, so nothing is recomputed. Greedy at temperature 0, else sampled with a seeded
+generator; a row stops at its stop token or after ``max_new_tokens`` model tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from agent_forge.data.tokenizer import EOS_ID, PAD_ID
+
+InsertHook = Callable[[int, list[int], int], list[int] | None]  # (row, generated ids, calls so far) -> ids
+
+
+@dataclass
+class Decoded:
+    """Generated ids of one row (model tokens and inserted ones), and which were sampled by the model."""
+
+    tokens: list[int] = field(default_factory=list)
+    sampled: list[bool] = field(default_factory=list)
+    inserts: int = 0
+    ended: bool = False  # emitted <eos>
+
+    @property
+    def model_tokens(self) -> int:
+        return sum(self.sampled)
+
+
+@dataclass
+class _Group:
+    rows: list[int]
+    feed: torch.Tensor  # (b, n) ids to feed next
+    cache: object | None
+    mask: torch.Tensor | None = None  # (b, n) attention mask of the left-padded prompts, first feed only
+
+
+def pick_tokens(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Greedy at temperature 0, else a sample from softmax(logits / T) drawn with ``generator`` (on CPU)."""
+    if temperature <= 0.0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float().cpu() / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1).to(logits.device)
+
+
+def _select(cache: object, index: list[int], device: torch.device) -> object:
+    """A cache holding only rows ``index`` (the original is left untouched)."""
+    chosen = copy.copy(cache)
+    chosen.batch_select_indices(torch.tensor(index, dtype=torch.long, device=device))  # type: ignore[attr-defined]
+    return chosen
+
+
+@torch.inference_mode()
+def decode(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
+           temperature: float = 0.0, generator: torch.Generator | None = None,
+           hook: InsertHook | None = None, eos_id: int = EOS_ID) -> list[Decoded]:
+    """Continue every prompt until ``eos_id`` or ``max_new_tokens`` model tokens; ``hook`` may insert ids."""
+    results = [Decoded() for _ in prompts]
+    for indices in chunk_aligned_groups(model, prompts):
+        group = [prompts[i] for i in indices]
+        for index, item in zip(indices, _decode_batch(model, group, max_new_tokens, temperature, generator,
+                                                       _shifted(hook, indices), eos_id), strict=True):
+            results[index] = item
+    return results
+
+
+def chunk_aligned_groups(model: nn.Module, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Indices of prompts whose lengths are equal modulo the model's memory chunk (all together for a model
+    without one), so left padding only ever adds whole chunks."""
+    chunk = int(getattr(getattr(model, "config", None), "mem_chunk", 0) or 0)
+    groups: dict[int, list[int]] = {}
+    for index, prompt in enumerate(prompts):
+        groups.setdefault(len(prompt) % chunk if chunk else 0, []).append(index)
+    return list(groups.values())
+
+
+def _shifted(hook: InsertHook | None, indices: list[int]) -> InsertHook | None:
+    """The hook as seen from a sub-batch: row numbers of the sub-batch mapped back to the caller's."""
+    if hook is None:
+        return None
+    return lambda row, tokens, calls: hook(indices[row], tokens, calls)
+
+
+def _decode_batch(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int, temperature: float,
+                  generator: torch.Generator | None, hook: InsertHook | None, eos_id: int) -> list[Decoded]:
+    device = next(model.parameters()).device
+    results = [Decoded() for _ in prompts]
+    if not prompts:
+        return results
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[PAD_ID] * (width - len(p)) + list(p) for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    queue = [_Group(list(range(len(prompts))), ids, None, mask if not bool(mask.all()) else None)]
+    while queue:
+        _run_group(model, queue.pop(0), queue, results, max_new_tokens, temperature, generator, hook, eos_id)
+    return results
+
+
+def _run_group(model: nn.Module, group: _Group, queue: list[_Group], results: list[Decoded],
+               max_new_tokens: int, temperature: float, generator: torch.Generator | None,
+               hook: InsertHook | None, eos_id: int) -> None:
+    rows, feed, cache, mask = group.rows, group.feed, group.cache, group.mask
+    device = feed.device
+    while rows:
+        out = model(input_ids=feed, attention_mask=mask, cache=cache, use_cache=True)
+        cache, mask = out.cache, None
+        chosen = pick_tokens(out.logits[:, -1], temperature, generator)
+        keep: list[int] = []
+        inserts: dict[int, list[tuple[int, list[int]]]] = {}
+        picked = chosen.tolist()  # one device-to-host copy per step
+        for position, row in enumerate(rows):
+            token, result = picked[position], results[row]
+            result.tokens.append(token)
+            result.sampled.append(True)
+            if token == eos_id:
+                result.ended = True
+                continue
+            if result.model_tokens >= max_new_tokens:
+                continue
+            extra = hook(row, result.tokens, result.inserts) if hook is not None else None
+            if extra:
+                inserts.setdefault(len(extra), []).append((position, extra))
+            else:
+                keep.append(position)
+        for items in inserts.values():
+            positions = [p for p, _ in items]
+            for position, extra in items:
+                results[rows[position]].tokens.extend(extra)
+                results[rows[position]].sampled.extend([False] * len(extra))
+                results[rows[position]].inserts += 1
+            ids = torch.tensor([[picked[p], *extra] for p, extra in items], device=device)
+            queue.append(_Group([rows[p] for p in positions], ids, _select(cache, positions, device)))
+        if keep and len(keep) < len(rows):
+            cache = _select(cache, keep, device)
+        rows, feed = [rows[p] for p in keep], chosen[keep].unsqueeze(1)
