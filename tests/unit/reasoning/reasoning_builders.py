@@ -12,7 +12,7 @@ import torch
 from agent_forge.data.tasks import training_text
 from agent_forge.data.tokenizer import ForgeTokenizer, train_tokenizer
 from agent_forge.model import ForgeForCausalLM
-from agent_forge.reasoning.data import reasoning_dataset
+from agent_forge.reasoning.data import encode_reasoning, reasoning_dataset
 from support.shapes import unit_config
 
 
@@ -29,3 +29,21 @@ def reasoning_tokenizer() -> ForgeTokenizer:
     examples = reasoning_dataset(420, seed=11)
     texts = [e.text for e in examples] + [training_text(e.task) for e in examples]
     return train_tokenizer(texts, 512)
+
+
+def model_taught(examples: list, steps: int) -> ForgeForCausalLM:
+    """A seeded smoke model trained (AdamW, full batch) on the reasoning ``examples`` until it writes them."""
+    encoded = encode_reasoning(reasoning_tokenizer(), examples)
+    width = max(len(e.tokens) for e in encoded)
+    ids = torch.zeros(len(encoded), width, dtype=torch.long)
+    labels = torch.full((len(encoded), width), -100)
+    for row, e in enumerate(encoded):
+        ids[row, : len(e.tokens)] = labels[row, : len(e.tokens)] = torch.tensor(e.tokens)
+    model = smoke_model(0).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = model(input_ids=ids, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()

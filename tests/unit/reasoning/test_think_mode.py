@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-import torch
-from reasoning_builders import reasoning_tokenizer, smoke_model
+from reasoning_builders import model_taught, reasoning_tokenizer, smoke_model
 
 from agent_forge.data.dataset import IGNORE_LABEL, encode_examples
 from agent_forge.data.tasks import generate_tasks
@@ -71,21 +70,8 @@ def test_think_mode_of_an_untrained_model_keeps_its_direct_results():
 @pytest.fixture(scope="module")
 def thinker():
     """A smoke model trained to write the thoughts of four arithmetic tasks, and those examples."""
-    tokenizer = reasoning_tokenizer()
     examples = reasoning_dataset(200, seed=31, kinds=("arith",), levels=(1,))[:4]
-    encoded = encode_reasoning(tokenizer, examples)
-    width = max(len(e.tokens) for e in encoded)
-    ids, labels = torch.zeros(4, width, dtype=torch.long), torch.full((4, width), -100)
-    for row, e in enumerate(encoded):
-        ids[row, : len(e.tokens)] = labels[row, : len(e.tokens)] = torch.tensor(e.tokens)
-    model = smoke_model(0).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(40):
-        loss = model(input_ids=ids, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval(), tokenizer, examples
+    return model_taught(examples, steps=40), reasoning_tokenizer(), examples
 
 
 def test_a_model_that_learned_to_think_thinks_by_itself_and_uses_its_thoughts(thinker):

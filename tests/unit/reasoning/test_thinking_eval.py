@@ -6,10 +6,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from reasoning_builders import reasoning_tokenizer, smoke_model
+from reasoning_builders import model_taught, reasoning_tokenizer, smoke_model
 
 from agent_forge.data.tokenizer import EOS_ID
-from agent_forge.reasoning.data import encode_reasoning, reasoning_dataset
+from agent_forge.reasoning.data import reasoning_dataset
 from agent_forge.reasoning.evaluation import evaluate_thinking, pearson
 from agent_forge.reasoning.generation import greedy_continue, next_tokens, score_continuations, sequence_cache_bytes
 from agent_forge.reasoning.thoughts import THINK_ID
@@ -66,18 +66,7 @@ def test_an_untrained_model_gets_measured_not_flattered():
 def test_a_model_that_learned_to_think_is_valid_coherent_and_helped_by_its_thoughts():
     tokenizer = reasoning_tokenizer()
     examples = reasoning_dataset(200, seed=31, kinds=("mc",), levels=(1,))[:4]
-    encoded = encode_reasoning(tokenizer, examples)
-    width = max(len(e.tokens) for e in encoded)
-    ids, labels = torch.zeros(4, width, dtype=torch.long), torch.full((4, width), -100)
-    for row, e in enumerate(encoded):
-        ids[row, : len(e.tokens)] = labels[row, : len(e.tokens)] = torch.tensor(e.tokens)
-    model = smoke_model(0).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(35):
-        loss = model(input_ids=ids, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    model = model_taught(examples, steps=35)
     report = evaluate_thinking(model, tokenizer, [e.task for e in examples], max_tokens=40)
     figures = report.metrics
     assert figures["validity_rate"] == 1.0 and figures["accuracy_with_thoughts"] == 1.0
