@@ -1,5 +1,6 @@
-"""The decoding engine: every generation in the project (eval think mode, the tool runtime, `generate`,
-the dashboard, greedy accuracy by generation) goes through ``decode``.
+"""The decoding engine: every generation from our model (think mode, the tool runtime, `generate`, the
+dashboard, Phase 6's teacher samples) goes through ``decode``. (``eval.generation.greedy_decode`` keeps a
+cache-free loop for any Hugging Face causal LM, the Llama baseline of the benchmarks included.)
 
 Prompts decode in left-padded batches through the model's own cache (the attention mask keeps padding out
 of attention and out of the memory, as ``model.generate`` does). Prompts share a batch only when their

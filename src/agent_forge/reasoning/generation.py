@@ -63,29 +63,25 @@ def greedy_continue(model: torch.nn.Module, prompts: Sequence[Sequence[int]], ma
     return Thinking(tokens, token_logprobs(model, prompts, tokens), time.perf_counter() - started)
 
 
-@torch.no_grad()
 def score_continuations(model: torch.nn.Module, heads: Sequence[Sequence[int]],
                         continuations: Sequence[Sequence[int]]) -> tuple[list[float], list[bool]]:
     """Teacher-forced log-likelihood of each continuation after its head, and whether greedy decoding
     would write it exactly (argmax at every position)."""
-    if not heads:
-        return [], []
-    rows = [[*h, *c] for h, c in zip(heads, continuations, strict=True)]
-    ids, mask = right_padded(rows, model_device(model))
-    logp = F.log_softmax(model_logits(model, ids, mask).float(), -1)
-    lls, exact = [], []
-    for k, (head, row) in enumerate(zip(heads, rows, strict=True)):
-        positions = torch.arange(len(head) - 1, len(row) - 1, device=ids.device)
-        targets = ids[k, len(head) : len(row)]
-        lls.append(float(logp[k, positions, targets].sum()))
-        exact.append(bool((logp[k, positions].argmax(-1) == targets).all()) and len(row) > len(head))
-    return lls, exact
+    scored = _teacher_forced(model, heads, continuations)
+    return [float(logp.sum()) for logp, _ in scored], [bool(ok.all()) and len(ok) > 0 for _, ok in scored]
 
 
-@torch.no_grad()
 def token_logprobs(model: torch.nn.Module, heads: Sequence[Sequence[int]],
                    continuations: Sequence[Sequence[int]]) -> list[list[float]]:
     """Per continuation, the log-probability of each of its tokens after its head (teacher-forced)."""
+    return [logp.tolist() for logp, _ in _teacher_forced(model, heads, continuations)]
+
+
+@torch.no_grad()
+def _teacher_forced(model: torch.nn.Module, heads: Sequence[Sequence[int]],
+                    continuations: Sequence[Sequence[int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per pair, one right-padded forward: the log-probability of each continuation token and whether it
+    is the argmax there."""
     if not heads:
         return []
     rows = [[*h, *c] for h, c in zip(heads, continuations, strict=True)]
@@ -94,7 +90,8 @@ def token_logprobs(model: torch.nn.Module, heads: Sequence[Sequence[int]],
     out = []
     for k, (head, row) in enumerate(zip(heads, rows, strict=True)):
         positions = torch.arange(len(head) - 1, len(row) - 1, device=ids.device)
-        out.append(logp[k, positions, ids[k, len(head) : len(row)]].tolist())
+        targets = ids[k, len(head) : len(row)]
+        out.append((logp[k, positions, targets], logp[k, positions].argmax(-1) == targets))
     return out
 
 
