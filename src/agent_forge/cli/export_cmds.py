@@ -92,7 +92,7 @@ def export_bundle(
 
 def _runtime_answer(bundle_path: Path, max_new: int, think: bool = False) -> Any:
     from agent_forge.export.runtime import greedy_generate, load_bundle
-    from agent_forge.export.runtime.__main__ import think_answer
+    from agent_forge.export.runtime.bundle import think_answer
 
     bundle = load_bundle(bundle_path)  # verified again: the weights it names must be a listed file
     codec = bundle.codec()

@@ -42,10 +42,18 @@ def answer_labels(tokenizer: ForgeTokenizer, examples: Sequence[TaskExample], pr
     labels itself, so position i is scored on label i + 1, an answer token. The share of whole examples
     keeps the model a language model of the prompts too, at a fraction of their weight.
     """
+    return labelled_examples(tokenizer, examples, prompt_share)[1]
+
+
+def labelled_examples(tokenizer: ForgeTokenizer, examples: Sequence[TaskExample], prompt_share: float
+                      ) -> tuple[list[list[int]], list[list[int]]]:
+    """``encode_examples`` and ``answer_labels`` together, every text encoded once."""
     prompts = tokenizer.encode_batch([e.prompt for e in examples], bos=True)
     answers = tokenizer.encode_batch([e.answer for e in examples], eos=True)
-    return [(p if hash_fraction(e.uid) < prompt_share else [IGNORE_LABEL] * len(p)) + a
-            for e, p, a in zip(examples, prompts, answers, strict=True)]
+    ids = [p + a for p, a in zip(prompts, answers, strict=True)]
+    labels = [(p if hash_fraction(e.uid) < prompt_share else [IGNORE_LABEL] * len(p)) + a
+              for e, p, a in zip(examples, prompts, answers, strict=True)]
+    return ids, labels
 
 
 def hash_fraction(uid: str, salt: str = "") -> float:
@@ -111,10 +119,11 @@ class PackedDataset(Dataset):
     ) -> PackedDataset:
         """Packed rows of ``examples``; with ``prompt_loss_share`` below 1 each batch carries labels that
         score the prompt tokens of that share of the examples only (answers are always scored)."""
-        rows = pack_tokens(encode_examples(tokenizer, examples), seq_len)
-        labels = None
-        if prompt_loss_share < 1.0:
-            labels = pack_tokens(answer_labels(tokenizer, examples, prompt_loss_share), seq_len)
+        if prompt_loss_share >= 1.0:
+            return cls(pack_tokens(encode_examples(tokenizer, examples), seq_len), batch_size, seed, rank,
+                       world_size)
+        ids, label_lists = labelled_examples(tokenizer, examples, prompt_loss_share)
+        rows, labels = pack_tokens(ids, seq_len), pack_tokens(label_lists, seq_len)
         return cls(rows, batch_size, seed, rank, world_size, labels)
 
     def __len__(self) -> int:

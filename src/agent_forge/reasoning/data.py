@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from agent_forge.data.dataset import IGNORE_LABEL, answer_labels, encode_examples, hash_fraction
+from agent_forge.data.dataset import IGNORE_LABEL, hash_fraction, labelled_examples
 from agent_forge.data.tasks import EOS_TEXT, TaskExample, mix_tasks
 from agent_forge.data.tokenizer import EOS_ID, ForgeTokenizer
 from agent_forge.reasoning.evidence import has_evidence, task_evidence
@@ -129,9 +129,8 @@ def training_rows(
     reasoning = build_reasoning_examples([examples[i] for i in thinking], seed)
     encoded = dict(zip(thinking, encode_reasoning(tokenizer, reasoning), strict=True))
     plain = [i for i in range(len(examples)) if i not in encoded]
-    plain_ids = dict(zip(plain, encode_examples(tokenizer, [examples[i] for i in plain]), strict=True))
-    plain_labels = dict(zip(plain, answer_labels(tokenizer, [examples[i] for i in plain], prompt_share),
-                            strict=True))
+    plain_rows = labelled_examples(tokenizer, [examples[i] for i in plain], prompt_share)
+    plain_ids, plain_labels = (dict(zip(plain, rows, strict=True)) for rows in plain_rows)
     ids, labels = [], []
     for index, example in enumerate(examples):
         if index in encoded:

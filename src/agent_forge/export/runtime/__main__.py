@@ -10,9 +10,7 @@ import argparse
 import sys
 import time
 
-from .bundle import Bundle, ThinkTokens, greedy_generate, load_bundle, think_generate
-
-CUE = "Answer:"
+from .bundle import Bundle, greedy_generate, load_bundle, think_answer
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -32,18 +30,6 @@ def _answer(bundle: Bundle, ids: list[int], max_new: int, as_text: bool) -> str:
     ms = (time.perf_counter() - start) * 1000.0 / max(len(out), 1)
     body = bundle.codec().decode(out) if as_text else ",".join(str(t) for t in out)
     return f"{body}\n[{len(out)} tokens, {ms:.2f} ms/token]"
-
-
-def think_answer(bundle: Bundle, prompt: str, max_new: int) -> str:
-    """``<think>thought</think> answer`` for one prompt (the cue ``Answer:`` is taken off and fed after)."""
-    codec = bundle.codec()
-    body = prompt.rstrip().removesuffix(CUE).rstrip() if prompt.rstrip().endswith(CUE) else prompt
-    special = [codec.encode(t)[-1] for t in ("<think>", "</think>")]
-    cue = codec.encode(" " + CUE)[1 if codec.bos_id is not None else 0 :]
-    tokens = ThinkTokens(special[0], special[1], cue, bundle.config.eos_token_id)
-    thought, answer = think_generate(bundle.model, codec.encode(body), tokens, max_new, 16)
-    shown = f"<think>{codec.decode(thought)}</think>" if thought else ""
-    return shown + codec.decode([t for t in answer if t != tokens.eos])
 
 
 def main(argv: list[str] | None = None) -> int:

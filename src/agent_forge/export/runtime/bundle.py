@@ -125,3 +125,18 @@ def think_generate(model: ForgeRuntimeModel, body_ids: list[int], tokens: ThinkT
             break
         logits, _ = model.forward(np.asarray([answer[-1]]), cache, last_only=True)
     return thought, answer
+
+
+CUE = "Answer:"
+
+
+def think_answer(bundle: Bundle, prompt: str, max_new: int) -> str:
+    """``<think>thought</think> answer`` for one prompt (the cue ``Answer:`` is taken off and fed after)."""
+    codec = bundle.codec()
+    body = prompt.rstrip().removesuffix(CUE).rstrip() if prompt.rstrip().endswith(CUE) else prompt
+    special = [codec.encode(t)[-1] for t in ("<think>", "</think>")]
+    cue = codec.encode(" " + CUE)[1 if codec.bos_id is not None else 0 :]
+    tokens = ThinkTokens(special[0], special[1], cue, bundle.config.eos_token_id)
+    thought, answer = think_generate(bundle.model, codec.encode(body), tokens, max_new, 16)
+    shown = f"<think>{codec.decode(thought)}</think>" if thought else ""
+    return shown + codec.decode([t for t in answer if t != tokens.eos])
