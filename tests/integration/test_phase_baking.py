@@ -43,10 +43,12 @@ def test_both_bakes_lower_the_kl_and_every_figure_is_recorded(full_bake) -> None
         before, after = metrics[f"{bake}/kl_heldout_before"], metrics[f"{bake}/kl_heldout_after"]
         assert before > 0 and after < before, (bake, before, after)
         assert metrics[f"{bake}/kl_train_last_batch"] < metrics[f"{bake}/kl_train_first_batch"]
-    for stage in ("tools_prompted", "tools_before", "tools_after", "tools_final"):
-        for figure in ("format_valid", "call_rate", "result_correct", "accuracy", "p_tool"):
+    for stage in ("tools_prompted", "tools_before", "tools_after"):
+        for figure in ("format_valid", "call_rate", "result_correct", "accuracy", "call_rate_other_kinds"):
             assert 0.0 <= metrics[f"{stage}/{figure}"] <= 1.0
-        assert metrics[f"{stage}/call_logprob"] < 0
+    for figure in ("accuracy", "call_rate", "well_formed_rate", "result_correct_rate", "direct"):
+        assert 0.0 <= metrics[f"tools/{figure}_arith"] <= 1.0  # the D6 tools column of the baked model
+    assert result.after.extra["tools_accuracy_arith"] == metrics["tools/accuracy_arith"]
     for key in ("marker_share_prompted", "marker_share_before", "marker_share_after", "similarity_after"):
         assert 0.0 <= metrics[f"persona/{key}"] <= 1.0
     numbers = {k: v for k, v in metrics.items() if isinstance(v, float)}
@@ -86,7 +88,7 @@ def test_a_low_rank_bake_of_a_ternary_model_survives_the_merge_and_stays_ternary
     result = BakingPhase().run(make_context(tmp_path, "baking", config), [ref])
     metrics = result.metrics
     for bake in BAKES:
-        assert metrics[f"{bake}/lora_modules"] > 0 and metrics[f"{bake}/kl_heldout_before"] > 0.1
+        assert metrics[f"{bake}/lora_modules"] > 0 and metrics[f"{bake}/kl_heldout_before"] > 0.05
         # the adapter was trained through the ternary quantizer: merging keeps exactly what it computed
         assert metrics[f"{bake}/kl_heldout_after"] == pytest.approx(metrics[f"{bake}/kl_heldout_adapter"], rel=1e-4)
     assert metrics["bitlinear/ternary_flip_share"] > 0

@@ -8,7 +8,7 @@ every update) and frozen again afterwards from the baked shadow weights.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from agent_forge.baking.data import BakeSet, make_batch, sample_bake_set, teacher_logprobs
+from agent_forge.engine import InsertHook
 from agent_forge.quant.bitlinear import bitlinear_modules, ternary_state
 
 
@@ -52,14 +53,18 @@ def schedule_indices(n: int, position: int, batch_size: int, seed: int) -> list[
 
 def prepare_bake(teacher: nn.Module, prompt: Sequence[int], train_queries: Sequence[Sequence[int]],
                  heldout_queries: Sequence[Sequence[int]], samples_per_query: int, length: int, seed: int,
-                 batch_size: int, temperature: float = 1.0) -> BakeData:
-    """Sample continuations from ``teacher`` reading ``prompt`` (one decoding batch) and score them once."""
+                 batch_size: int, temperature: float = 1.0,
+                 make_hook: Callable[[list[list[int]]], InsertHook] | None = None) -> BakeData:
+    """Sample continuations from ``teacher`` reading ``prompt`` (one decoding batch) and score them once;
+    ``make_hook`` builds the decoding hook for the list of queries as decoded (e.g. the tool runtime)."""
     generator = torch.Generator().manual_seed(seed)
-    queries = [*(q for q in train_queries for _ in range(samples_per_query)), *heldout_queries]
-    both = sample_bake_set(teacher, prompt, queries, 1, length, generator, temperature)
+    queries = [*(list(q) for q in train_queries for _ in range(samples_per_query)), *map(list, heldout_queries)]
+    hook = make_hook(queries) if make_hook is not None else None
+    both = sample_bake_set(teacher, prompt, queries, 1, length, generator, temperature, hook)
     cut = len(train_queries) * samples_per_query
-    train = BakeSet(both.prompt, both.queries[:cut], both.continuations[:cut])
-    heldout = BakeSet(both.prompt, both.queries[cut:], both.continuations[cut:])
+    sampled = both.sampled or [[True] * len(c) for c in both.continuations]
+    train = BakeSet(both.prompt, both.queries[:cut], both.continuations[:cut], sampled[:cut])
+    heldout = BakeSet(both.prompt, both.queries[cut:], both.continuations[cut:], sampled[cut:])
     return BakeData(train, teacher_logprobs(teacher, train, batch_size), heldout,
                     teacher_logprobs(teacher, heldout, batch_size), seed)
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from agent_forge.baking.loss import token_kl
 from agent_forge.data.tokenizer import BOS_ID, PAD_ID
-from agent_forge.tools.runtime import decode
+from agent_forge.engine import InsertHook, decode
 
 
 @dataclass
@@ -27,6 +27,7 @@ class BakeSet:
     prompt: list[int]
     queries: list[list[int]]
     continuations: list[list[int]]
+    sampled: list[list[bool]] | None = None  # per token: chosen by the teacher (False: inserted, not scored)
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -45,12 +46,13 @@ class BakeSet:
 
 def sample_bake_set(teacher: nn.Module, prompt: Sequence[int], queries: Sequence[Sequence[int]],
                     samples_per_query: int, length: int, generator: torch.Generator,
-                    temperature: float = 1.0) -> BakeSet:
-    """``samples_per_query`` continuations of ``length`` tokens (fewer after ``<eos>``) per query."""
+                    temperature: float = 1.0, hook: InsertHook | None = None) -> BakeSet:
+    """``samples_per_query`` continuations of ``length`` teacher tokens (fewer after ``<eos>``) per query;
+    ``hook`` may insert tokens (a tool's result, an answer cue), which are read but never scored."""
     rows = [list(q) for q in queries for _ in range(samples_per_query)]
     decoded = decode(teacher, [[BOS_ID, *prompt, *q] for q in rows], length, temperature=temperature,
-                     generator=generator)
-    return BakeSet(list(prompt), rows, [d.tokens for d in decoded])
+                     generator=generator, hook=hook)
+    return BakeSet(list(prompt), rows, [d.tokens for d in decoded], [d.sampled for d in decoded])
 
 
 def _padded(rows: list[list[int]], device: torch.device) -> torch.Tensor:
@@ -64,6 +66,9 @@ def scored_index(bake: BakeSet, indices: Sequence[int], starts: Sequence[int]) -
     offsets = torch.arange(width)
     lengths = torch.tensor([len(bake.continuations[i]) for i in indices])
     mask = offsets[None, :] < lengths[:, None]
+    if bake.sampled is not None:  # inserted tokens (tool results, cues) are the runtime's, not the teacher's
+        chosen = [bake.sampled[i] + [False] * (width - len(bake.sampled[i])) for i in indices]
+        mask &= torch.tensor(chosen, dtype=torch.bool).reshape(mask.shape)
     index = torch.tensor(list(starts))[:, None] + offsets[None, :]
     return index, mask
 

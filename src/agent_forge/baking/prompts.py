@@ -13,6 +13,7 @@ from pathlib import Path
 from agent_forge.errors import ConfigError
 
 BUILTIN_PREFIX = "builtin:"
+BUILTIN_DIR = Path(__file__).parent / "builtin"  # the builtin prompts: builtin:tools, builtin:persona
 SEPARATOR = "---"
 
 
@@ -25,6 +26,12 @@ class BakePrompt:
     @property
     def name(self) -> str | None:
         return self.fields.get("name")
+
+    @property
+    def greeting(self) -> str:
+        """What the persona writes right after a question, before answering (header ``greeting``)."""
+        text = self.fields.get("greeting", "")
+        return f" {text}" if text else ""
 
     @property
     def markers(self) -> list[str]:
@@ -53,7 +60,7 @@ def parse_prompt(raw: str, source: str = "") -> BakePrompt:
     return BakePrompt(text, fields, source)
 
 
-def resolve_prompt_path(spec: str, builtin_dir: Path, setting: str) -> Path:
+def resolve_prompt_path(spec: str, builtin_dir: Path = BUILTIN_DIR, setting: str = "the prompt") -> Path:
     """``builtin:NAME`` -> ``builtin_dir/NAME.txt``; anything else is a file path."""
     if spec.startswith(BUILTIN_PREFIX):
         path = builtin_dir / f"{spec[len(BUILTIN_PREFIX):]}.txt"
@@ -67,7 +74,7 @@ def resolve_prompt_path(spec: str, builtin_dir: Path, setting: str) -> Path:
     return path
 
 
-def load_prompt(spec: str, builtin_dir: Path, setting: str = "the prompt") -> BakePrompt:
+def load_prompt(spec: str, builtin_dir: Path = BUILTIN_DIR, setting: str = "the prompt") -> BakePrompt:
     """Read a prompt given as ``builtin:NAME`` or a path; a missing file is a one-line ConfigError."""
     path = resolve_prompt_path(spec, builtin_dir, setting)
     return parse_prompt(path.read_text(encoding="utf-8"), str(path))

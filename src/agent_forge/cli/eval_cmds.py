@@ -21,7 +21,10 @@ DataOpt = Annotated[str | None, typer.Option(
 def eval_command(
     model_id: Annotated[str | None, typer.Argument(help="Model id (see `agent-forge models`).")] = None,
     bundle: Annotated[Path | None, typer.Option("--bundle", help="Score an edge bundle folder instead.")] = None,
-    mode: Annotated[str, typer.Option("--mode", help="direct (answer at once), think or tools.")] = "direct",
+    mode: Annotated[str, typer.Option("--mode", help="direct (answer at once), think, or tools (think with "
+                                                    "the tool runtime executing calls).")] = "direct",
+    prompt: Annotated[str | None, typer.Option("--prompt", help="Think/tools: a prompt read before every task, "
+                                               "builtin:tools, builtin:persona or a prompt file.")] = None,
     kinds: Annotated[str | None, typer.Option("--kinds", help="Comma-separated: arith,mc,code.")] = None,
     levels: Annotated[str | None, typer.Option("--levels", help="Comma-separated levels, e.g. 1,2.")] = None,
     n: Annotated[int | None, typer.Option("--n", min=1, help="Tasks, spread evenly over kinds and levels.")] = None,
@@ -37,15 +40,16 @@ def eval_command(
 
     if mode not in MODES:
         raise ConfigError(f"unknown mode '{mode}'", f"use one of {', '.join(MODES)}")
-    if mode == "tools":
-        raise ConfigError("mode 'tools' is not available yet", "use --mode direct or think")
     if (model_id is None) == (bundle is None):
         raise ConfigError("give a model id or --bundle PATH (one of them)", "see `agent-forge eval --help`")
     model, tokenizer, config, label = (_bundle_model(bundle, load_config(preset, overrides=set_)) if bundle
                                        else _registered_model(model_id))
     examples = _examples(config, data)
-    report = _score(model, tokenizer, config, examples, _kinds(kinds), _levels(levels), n, mode)
-    report = {"model": label, "mode": mode, "data": data or "builtin", **report}
+    if prompt is not None and mode == "direct":
+        raise ConfigError("--prompt needs --mode think or tools", "add --mode tools (or think), or drop --prompt")
+    prefix = _prompt_ids(tokenizer, prompt)
+    report = _score(model, tokenizer, config, examples, _kinds(kinds), _levels(levels), n, mode, prefix)
+    report = {"model": label, "mode": mode, "prompt": prompt, "data": data or "builtin", **report}
     if as_json:
         print_json(report)
     else:
@@ -57,6 +61,25 @@ def eval_command(
                        f"where it thought: {figures['own_thought_accuracy']:.3f} right with its own thought, "
                        f"{figures['corrupted_thought_accuracy']:.3f} with the digits corrupted; "
                        f"direct on all: {report['direct']['overall']['accuracy']:.3f}")
+        if mode == "tools":
+            typer.echo(tool_summary(report))
+
+
+def tool_summary(report: dict) -> str:
+    """One line of tools-mode figures: each share with its 95% interval, then direct accuracy."""
+    figures = report["tools"]["overall"]
+    parts = [f"{name.removesuffix('_rate').replace('_', ' ')} {entry['accuracy']:.3f} "
+             f"({entry['ci_low']:.3f}-{entry['ci_high']:.3f})" for name, entry in figures.items()]
+    return "; ".join(parts) + f"; direct {report['direct']['overall']['accuracy']:.3f}"
+
+
+def _prompt_ids(tokenizer: Any, spec: str | None) -> list[int]:
+    """The ids of ``--prompt`` (``builtin:NAME`` or a prompt file), or none."""
+    if spec is None:
+        return []
+    from agent_forge.baking.prompts import load_prompt
+
+    return tokenizer.encode(load_prompt(spec, setting="--prompt").text)
 
 
 ACCURACY_COLUMNS = ["kind", "level", "n", "acc", "95% CI", "chance", "majority"]
@@ -136,13 +159,18 @@ def _examples(config: PipelineConfig, data: str | None) -> list[Any]:
 
 
 def _score(model: Any, tokenizer: Any, config: PipelineConfig, examples: list[Any], kinds: list[str] | None,
-           levels: list[int] | None, n: int | None, mode: str = "direct") -> dict:
+           levels: list[int] | None, n: int | None, mode: str = "direct", prefix: list[int] | None = None) -> dict:
     from agent_forge.eval.suite import score_examples, select_examples
     from agent_forge.reasoning.think_mode import think_report
+    from agent_forge.reasoning.tools_mode import tools_report
 
     chosen = select_examples(examples, kinds, levels, n)
     if not chosen:
         raise NotFoundError("no task matches --kinds/--levels in this data", "widen --kinds or --levels")
     if mode == "think":
-        return think_report(model, tokenizer, chosen, config.data.seq_len, config.phase3.max_thought_tokens)
+        return think_report(model, tokenizer, chosen, config.data.seq_len, config.phase3.max_thought_tokens,
+                            prefix=prefix or ())
+    if mode == "tools":
+        return tools_report(model, tokenizer, chosen, config.data.seq_len, config.phase3.max_thought_tokens,
+                            prefix=prefix or ())
     return score_examples(model, tokenizer, chosen, config.data.seq_len)

@@ -53,9 +53,10 @@ def trajectory_rows(phase_runs: list[dict[str, Any]], handoffs: dict[str, str]) 
         extra = after.get("extra") or {}
         kinds = [_short(extra.get(f"accuracy_{kind}")) for kind in KIND_COLUMNS]
         think = _short(extra.get("think_accuracy_arith"))  # think mode, measured where a phase thinks
+        tools = _short(extra.get("tools_accuracy_arith"))  # tools mode, measured from the baked model on
         rows.append([run["phase_name"], _short(run.get("duration_seconds"), 0), _short(after.get("perplexity"), 2),
-                     _short(after.get("accuracy")), *kinds, think, _short(after.get("size_mb")),
-                     _short(after.get("latency_ms"), 1), handoffs.get(run["phase_name"], run["status"])])
+                     _short(after.get("accuracy")), *kinds, think, tools, _short(after.get("size_mb"), 2),
+                     handoffs.get(run["phase_name"], STATUS_WORDS.get(run["status"], run["status"]))])
     return rows
 
 
@@ -73,4 +74,6 @@ def mc_chance(phase_runs: list[dict[str, Any]]) -> float | None:
 
 
 KIND_COLUMNS = ("arith", "mc", "code")
-TRAJECTORY_COLUMNS = ["phase", "s", "ppl", "acc", *KIND_COLUMNS, "think", "MB", "ms/tok", "hand-off"]
+# 80 columns hold no more: latency is in `show` and the report
+TRAJECTORY_COLUMNS = ["phase", "s", "ppl", "acc", *KIND_COLUMNS, "think", "tools", "MB", "hand-off"]
+STATUS_WORDS = {"completed": "done"}  # a phase without a hand-off check: its run status, short

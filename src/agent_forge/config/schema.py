@@ -121,6 +121,11 @@ class DataSection(Strict):
     kind_weights: dict[str, float] = Field(default_factory=dict)
     # share of each kind's training examples (every phase) written with a thought: body <think>..</think> cue answer
     thought_share: dict[str, float] = Field(default_factory=dict)
+    # tool demonstrations added to every phase's mix, as a share of its examples: the tool prompt, a task
+    # (arithmetic word problems of every level, a quarter bare calculations and unit conversions), its calls
+    tool_demo_share: float = Field(0.0, ge=0.0, le=1.0)
+    # share of every phase's rows written under the persona prompt, with the persona's greeting after the body
+    persona_share: float = Field(0.0, ge=0.0, le=1.0)
 
     @field_validator("kind_weights")
     @classmethod
@@ -320,7 +325,8 @@ class Phase6Section(Strict):
     lr_scale: float = Field(1.0, gt=0.0)
     eval_examples: int = Field(32, ge=4)
     eval_new_tokens: int = Field(24, ge=4)
-    max_calls: int = Field(2, ge=1)
+    max_calls: int = Field(6, ge=1)
+    tools_eval_examples: int = Field(150, ge=0)  # the D6 tools column (phases 6 and 8), stratified by kind and level
     train: TrainSection = Field(default_factory=TrainSection)
 
 

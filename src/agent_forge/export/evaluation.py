@@ -8,6 +8,7 @@ logits at real positions are those of the row alone; the padded positions are ne
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,8 @@ class RuntimeLM(nn.Module):
         logits, _ = self.runtime.forward(ids)
         return torch.from_numpy(np.ascontiguousarray(logits))
 
-    def greedy(self, prompt: list[int], max_new_tokens: int, stop_id: int) -> list[int]:
-        """Greedy tokens after ``prompt`` up to and with ``stop_id``, through the runtime's own cache."""
-        return greedy_generate(self.runtime, list(prompt), max_new_tokens, stop_id)
+    def greedy(self, prompt: list[int], max_new_tokens: int, stop_id: int,
+               hook: Callable[[list[int], int], list[int] | None] | None = None) -> list[int]:
+        """Greedy tokens after ``prompt`` up to and with ``stop_id``, through the runtime's own cache;
+        ``hook`` may insert ids after a token (the engine's insert hook for one row)."""
+        return greedy_generate(self.runtime, list(prompt), max_new_tokens, stop_id, hook)

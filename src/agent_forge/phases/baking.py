@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,6 @@ from agent_forge.baking import (
     LoRAConfig,
     apply_lora,
     batch_kl,
-    load_prompt,
     marker_share,
     mean_kl,
     mean_pair_cosine,
@@ -35,10 +35,14 @@ from agent_forge.baking import (
     ternary_values,
 )
 from agent_forge.data.sources import training_examples
+from agent_forge.data.tasks import TaskExample
 from agent_forge.data.tokenizer import BOS_ID, EOS_ID, ForgeTokenizer
+from agent_forge.eval.suite import select_examples
 from agent_forge.model_io import bitlinear_config_of, bitlinear_meta, load_model, model_writer, packed_writer
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import (
+    add_tools_record,
+    baking_prompts,
     eval_record,
     input_pack_config,
     pack_output,
@@ -46,16 +50,20 @@ from agent_forge.phases.common import (
     parameter_count,
     record_metrics,
     session_data,
+    tools_metrics,
 )
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
 from agent_forge.quant.bitlinear import bitlinear_modules
-from agent_forge.tools import decode, evaluate_tool_use_variants, tool_tasks
+from agent_forge.reasoning.data import split_prompt
+from agent_forge.reasoning.tools_mode import tools_report
+from agent_forge.tools import decode
+from agent_forge.tools.demos import demo_tasks
+from agent_forge.tools.runtime import AnswerCue, ToolRuntime
 from agent_forge.train.distributed import world, wrap_ddp
 from agent_forge.train.loop import LoopResult, StepOutput, TrainLoop
 from agent_forge.train.precision import resolve_device, use_bf16
 
-PROMPT_DIR = Path(__file__).parent / "prompts"
 BAKE_SEEDS = {"tools": 61, "persona": 62}
 
 
@@ -71,22 +79,55 @@ def optimizer_config(section: Any, device: torch.device) -> MuGrokConfig:
     return base.scaled(section.lr_scale, ns_dtype="float32" if device.type == "cpu" else base.ns_dtype)
 
 
-def generations(model: nn.Module, prompts: list[list[int]], tokens: int) -> list[list[int]]:
-    """Greedy continuations of token prompts in one batch (the model's own tokens, <eos> excluded)."""
-    return [[t for t in d.tokens if t != EOS_ID] for d in decode(model, prompts, tokens)]
+def bake_tasks(config: Any, n: int, seed: int) -> list[TaskExample]:
+    """The tasks whose bodies a bake reads: half the training mix, half tool demonstration tasks (arithmetic
+    of every level, bare calculations and conversions), so a bake sees where calls belong and where not."""
+    demos = demo_tasks(n // 2, seed, levels=tuple(range(1, config.data.max_level + 1)))
+    return [*training_examples(config, n - len(demos), seed), *demos]
+
+
+def bodies_and_cues(tokenizer: ForgeTokenizer, tasks: Sequence[TaskExample]) -> tuple[list[list[int]], list[list[int]]]:
+    """Each task's body (what a bake or a generation reads) and its answer cue, as ids."""
+    parts = [split_prompt(t) for t in tasks]
+    return (tokenizer.encode_batch([body for body, _ in parts]),
+            tokenizer.encode_batch([cue or " Answer:" for _, cue in parts]))
+
+
+def answer_hook(tokenizer: ForgeTokenizer, cue_of: dict[tuple[int, ...], list[int]]
+                ) -> Callable[[list[list[int]]], AnswerCue]:
+    """For a list of bodies, the hook that runs tools in a thought and inserts each body's cue after it."""
+    return lambda queries: AnswerCue(tokenizer, [cue_of[tuple(q)] for q in queries], ToolRuntime(tokenizer))
+
+
+def generations(model: nn.Module, tokenizer: ForgeTokenizer, prompts: list[list[int]], cues: list[list[int]],
+                tokens: int) -> list[list[int]]:
+    """Greedy continuations of token prompts in one batch, tools live and the cue after a thought (the
+    tokens after each prompt, <eos> excluded)."""
+    hook = AnswerCue(tokenizer, cues, ToolRuntime(tokenizer))
+    return [[t for t in d.tokens if t != EOS_ID] for d in decode(model, prompts, tokens, hook=hook)]
 
 
 def tool_figures(ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer,
                  prefixes: dict[str, list[int]]) -> dict[str, float]:
-    """Format validity and accuracy on the held-out tool tasks (the runtime executing the calls), per prefix."""
-    section = ctx.phase_config
-    tasks = tool_tasks(section.eval_examples, ctx.config.data.seed, "heldout")
-    reports = evaluate_tool_use_variants(model, tokenizer, tasks, prefixes, section.eval_new_tokens,
-                                         section.max_calls)
+    """Tools mode on held-out tasks of every kind and level, per prefix (a prompt or none): on arithmetic
+    the call rate, well-formed rate, right-result rate and accuracy; elsewhere the call rate."""
+    section, data = ctx.phase_config, session_data(ctx)
+    tasks = select_examples(data.heldout.examples, None, None, section.eval_examples)
     figures: dict[str, float] = {}
-    for name, report in reports.items():
-        ctx.logger.info("tool use", stage=name, format_valid=report.format_valid, sample=report.texts[0][:160])
-        figures.update(report.metrics(name))
+    for name, prefix in prefixes.items():
+        report = tools_report(model, tokenizer, tasks, ctx.config.data.seq_len,
+                              ctx.config.phase3.max_thought_tokens, prefix=prefix)
+        arith, other = report["tools"].get("arith"), [report["tools"][k] for k in report["tools"] if k
+                                                      not in ("overall", "arith")]
+        for figure, key in (("call_rate", "call_rate"), ("format_valid", "well_formed_rate"),
+                            ("result_correct", "result_correct_rate"), ("accuracy", "accuracy")):
+            if arith is not None:
+                figures[f"{name}/{figure}"] = arith[key]["accuracy"]
+                figures[f"{name}/{figure}_n"] = arith[key]["n"]
+        calls = sum(k["call_rate"]["correct"] for k in other)
+        figures[f"{name}/call_rate_other_kinds"] = calls / max(sum(k["call_rate"]["n"] for k in other), 1)
+        ctx.logger.info("tool use", stage=name, call_rate=figures.get(f"{name}/call_rate"),
+                        sample=(report["samples"] or [""])[0][:160])
     return figures
 
 
@@ -108,6 +149,9 @@ class BakingPhase(Phase):
         metrics["bitlinear/ternary_flip_share"] = ternary_flip_share(ternary_before, model)
         packed = self._pack(ctx, model, ref, data.heldout, metrics)
         after = self._record(model, data.heldout, metrics.get("size_mb", ref.size_mb))
+        tools = tools_metrics(model, data, ctx.config)  # the D6 tools column: what the baked model does alone
+        add_tools_record(after, tools)
+        metrics.update(tools)
         metrics.update(record_metrics("after", after))
         metrics["wall_seconds"] = time.perf_counter() - start
         metrics["cpu_seconds"] = time.process_time() - cpu
@@ -121,31 +165,25 @@ class BakingPhase(Phase):
 
     def _tool_stage(self, ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer, section: Any,
                     device: torch.device) -> dict[str, Any]:
-        prompt = tokenizer.encode(load_prompt(section.tool_prompt, PROMPT_DIR, "phase6.tool_prompt").text)
-        seed = ctx.config.data.seed
-        queries = -(-section.continuations // section.samples_per_query)
-        train_q = tokenizer.encode_batch([e.prompt for e in tool_tasks(queries, seed, "train")])
-        held = tool_tasks(section.eval_examples, seed, "heldout")
-        held_q = tokenizer.encode_batch([e.prompt for e in held])
+        tools_prompt, _ = baking_prompts(ctx.config)
+        prompt = tokenizer.encode(tools_prompt.text)
         figures: dict[str, Any] = {"tools/prompt_tokens": len(prompt)}
         figures.update(tool_figures(ctx, model, tokenizer, {"tools_prompted": prompt, "tools_before": []}))
-        figures.update(self._bake(ctx, "tools", model, prompt, train_q, held_q, device))
+        figures.update(self._bake(ctx, "tools", model, prompt, device))
         figures.update(tool_figures(ctx, model, tokenizer, {"tools_after": []}))
         return figures
 
     def _persona_stage(self, ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer, section: Any,
                        device: torch.device, heldout: list[Any]) -> dict[str, Any]:
-        persona = load_prompt(section.persona_prompt, PROMPT_DIR, "phase6.persona_prompt")
+        _, persona = baking_prompts(ctx.config)
         prompt = tokenizer.encode(persona.text)
-        queries = -(-section.continuations // section.samples_per_query)
-        train = training_examples(ctx.config, queries, ctx.config.data.seed + BAKE_SEEDS["persona"])
-        train_q = tokenizer.encode_batch([e.prompt for e in train])
-        held_q = tokenizer.encode_batch([e.prompt for e in heldout[: section.eval_examples]])
+        held_q, held_cues = bodies_and_cues(tokenizer, heldout[: section.eval_examples])
         n, tokens = len(held_q), section.eval_new_tokens
-        first = generations(model, [[BOS_ID, *prompt, *q] for q in held_q] + [[BOS_ID, *q] for q in held_q], tokens)
+        first = generations(model, tokenizer, [[BOS_ID, *prompt, *q] for q in held_q] + [[BOS_ID, *q] for q in held_q],
+                            held_cues * 2, tokens)
         reference, unprompted = first[:n], first[n:]
-        figures = self._bake(ctx, "persona", model, prompt, train_q, held_q, device)
-        baked = generations(model, [[BOS_ID, *q] for q in held_q], tokens)
+        figures = self._bake(ctx, "persona", model, prompt, device)
+        baked = generations(model, tokenizer, [[BOS_ID, *q] for q in held_q], held_cues, tokens)
         text = [tokenizer.decode(g) for g in (*reference, *unprompted, *baked)]
         markers = persona.markers
         figures.update({
@@ -156,19 +194,24 @@ class BakingPhase(Phase):
             "persona/similarity_before": mean_pair_cosine(unprompted, reference),
             "persona/similarity_after": mean_pair_cosine(baked, reference),
         })
-        figures.update(tool_figures(ctx, model, tokenizer, {"tools_final": []}))
         return figures
 
     # ---- one bake ----------------------------------------------------------------------------------
 
-    def _bake(self, ctx: PhaseContext, name: str, model: nn.Module, prompt: list[int], train_q: list[list[int]],
-              held_q: list[list[int]], device: torch.device) -> dict[str, float]:
-        """Bake ``prompt`` into ``model`` in place; returns the bake's KL figures."""
-        started, section = time.perf_counter(), ctx.phase_config
-        batch = section.train.batch_size
+    def _bake(self, ctx: PhaseContext, name: str, model: nn.Module, prompt: list[int],
+              device: torch.device) -> dict[str, float]:
+        """Bake ``prompt`` into ``model`` in place; returns the bake's KL figures. The teacher continues the
+        bodies of training tasks (held out: D6 tasks), its calls run and each cue follows its thought."""
+        started, section, tokenizer = time.perf_counter(), ctx.phase_config, session_data(ctx).tokenizer
+        batch, seed = section.train.batch_size, ctx.config.data.seed + BAKE_SEEDS[name]
+        train_q, train_cues = bodies_and_cues(tokenizer, bake_tasks(ctx.config, -(-section.continuations //
+                                                                               section.samples_per_query), seed))
+        held_q, held_cues = bodies_and_cues(tokenizer, session_data(ctx).heldout.examples[: section.eval_examples])
+        cue_of = {tuple(q): c for q, c in zip([*train_q, *held_q], [*train_cues, *held_cues], strict=True)}
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
         bake = prepare_bake(teacher, prompt, train_q, held_q, section.samples_per_query, section.continuation_len,
-                            ctx.config.data.seed * 100 + BAKE_SEEDS[name], batch, section.temperature)
+                            ctx.config.data.seed * 100 + BAKE_SEEDS[name], batch, section.temperature,
+                            answer_hook(tokenizer, cue_of))
         del teacher
         figures = {f"{name}/kl_heldout_before": mean_kl(model, bake.heldout, bake.heldout_lp, batch),
                    f"{name}/continuations": len(bake.train), f"{name}/heldout_continuations": len(bake.heldout)}
@@ -240,8 +283,9 @@ class BakingPhase(Phase):
             "kl_tools_after": metrics["tools/kl_heldout_after"],
             "kl_persona_before": metrics["persona/kl_heldout_before"],
             "kl_persona_after": metrics["persona/kl_heldout_after"],
-            "tool_format_valid": metrics["tools_final/format_valid"],
-            "tool_accuracy": metrics["tools_final/accuracy"],
+            "tool_call_rate": metrics.get("tools/call_rate_arith"),
+            "tool_format_valid": metrics.get("tools/well_formed_rate_arith"),
+            "tool_accuracy": metrics.get("tools/accuracy_arith"),
             "persona_adherence": metrics["persona/marker_share_after"],
         }
         bit_config = bitlinear_config_of(ref)

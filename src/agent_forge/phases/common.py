@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from agent_forge.baking.prompts import BakePrompt, load_prompt
 from agent_forge.config.schema import PipelineConfig
 from agent_forge.data.dataset import PackedDataset, pack_tokens
 from agent_forge.data.sources import SourceConfig, heldout_examples, load_mixture, source_configs, training_examples
@@ -34,14 +35,17 @@ from agent_forge.pipeline.phase import EvalRecord
 from agent_forge.quant.bitlinear import bitlinear_modules
 from agent_forge.quant.fast_linear import to_packed_inference
 from agent_forge.quant.packed_io import PackedSaveConfig
-from agent_forge.reasoning.data import training_rows
+from agent_forge.reasoning.data import TrainingStyle, row_segments, training_rows
 from agent_forge.reasoning.think_mode import think_report
+from agent_forge.reasoning.tools_mode import tools_report
 from agent_forge.storage.artifacts import ModelRef
 from agent_forge.storage.atomic import atomic_dir
+from agent_forge.tools.demos import calls_with_results, demo_tasks, task_calls
 from agent_forge.train.distributed import world
 from agent_forge.train.loop import StepOutput
 
 TOKENIZER_CORPUS = 4000
+DEMO_SEED = 7919  # tool demonstrations are drawn apart from the examples they are mixed with
 LATENCY_TOKENS = 16
 TOKENS_PER_EXAMPLE = 24  # a low estimate of a task example's length, to size one epoch of training data
 
@@ -98,7 +102,13 @@ def build_tokenizer(config: PipelineConfig) -> ForgeTokenizer:
     weighed alike whatever the training mix: a tokenizer learnt on the arithmetic-heavy tiny mix cost
     multiple choice 0.47 -> 0.32 after Phase 1 (measured, two default runs differing only in this)."""
     corpus = training_examples(config, TOKENIZER_CORPUS, config.data.seed + 101, kind_weights={})
-    return train_tokenizer((training_text(e) for e in corpus), config.model.vocab_size)
+    texts = [training_text(e) for e in corpus]
+    style = training_style(config)
+    demos = tool_demos(config, round(TOKENIZER_CORPUS * config.data.tool_demo_share), config.data.seed + 102)
+    texts += ["".join(text for text, _ in row_segments(task, style, None, calls)) for task, calls in demos]
+    if style.persona_share:  # the persona prompt and greeting are words of the session too
+        texts += [style.persona_prompt + training_text(e) for e in corpus[: round(len(corpus) * style.persona_share)]]
+    return train_tokenizer(texts, config.model.vocab_size)
 
 
 def forge_config(config: PipelineConfig, **non_shape: Any) -> ForgeConfig:
@@ -109,19 +119,47 @@ def forge_config(config: PipelineConfig, **non_shape: Any) -> ForgeConfig:
 def packed_dataset(ctx: Any, tokenizer: ForgeTokenizer, examples: list[TaskExample], batch_size: int,
                    seed: int, prompt_loss_share: float = 1.0) -> PackedDataset:
     """Batches of the global size ``batch_size``: under torchrun each rank reads its share of every batch
-    (DistributedSampler order), so N processes see exactly the rows one process would. The configured
-    ``data.thought_share`` of each kind's examples is written with its thought (every phase's mix)."""
+    (DistributedSampler order), so N processes see exactly the rows one process would. Every phase's mix
+    is written alike: ``data.thought_share`` of each kind with its thought, ``data.tool_demo_share`` more
+    rows of tool demonstrations and ``data.persona_share`` of the rows under the persona prompt."""
     rank, size = world()
     if batch_size % size:
         raise ConfigError(f"batch size {batch_size} cannot be split over {size} processes",
                           "use a batch_size divisible by the number of processes (--set phaseN.train.batch_size=)")
     data = ctx.config.data
-    if not data.thought_share:
+    if not (data.thought_share or data.tool_demo_share or data.persona_share):
         return PackedDataset.from_examples(tokenizer, examples, data.seq_len, batch_size // size, seed,
                                            rank=rank, world_size=size, prompt_loss_share=prompt_loss_share)
-    ids, labels = training_rows(tokenizer, examples, data.thought_share, prompt_loss_share, seed)
+    demos = tool_demos(ctx.config, round(len(examples) * data.tool_demo_share), seed + DEMO_SEED)
+    ids, labels = training_rows(tokenizer, examples, training_style(ctx.config), prompt_loss_share, seed, demos)
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed)).tolist()  # demos among the rest
+    ids, labels = [ids[i] for i in order], [labels[i] for i in order]
     return PackedDataset(pack_tokens(ids, data.seq_len), batch_size // size, seed, rank, size,
                          pack_tokens(labels, data.seq_len) if prompt_loss_share < 1.0 else None)
+
+
+def baking_prompts(config: PipelineConfig) -> tuple[BakePrompt, BakePrompt]:
+    """The tool-use and persona prompts of the session (``phase6.tool_prompt``, ``phase6.persona_prompt``):
+    Phase 6 bakes them, and every phase's training mix shows what each prompt makes the model do."""
+    section = config.phase6
+    return (load_prompt(section.tool_prompt, setting="phase6.tool_prompt"),
+            load_prompt(section.persona_prompt, setting="phase6.persona_prompt"))
+
+
+def training_style(config: PipelineConfig) -> TrainingStyle:
+    data = config.data
+    if not (data.tool_demo_share or data.persona_share):
+        return TrainingStyle(thought_share=data.thought_share)
+    tools, persona = baking_prompts(config)
+    return TrainingStyle(data.thought_share, tools.text, persona.text, persona.greeting, data.persona_share)
+
+
+def tool_demos(config: PipelineConfig, n: int, seed: int) -> list[tuple[TaskExample, list[tuple[str, str]]]]:
+    """``n`` tool demonstrations (task, its calls with their results) from the training split."""
+    if n <= 0:
+        return []
+    tasks = demo_tasks(n, seed, levels=tuple(range(1, config.data.max_level + 1)))
+    return [(task, calls_with_results(task_calls(task))) for task in tasks]
 
 
 def lm_step(model: nn.Module, batch: torch.Tensor | dict[str, torch.Tensor]) -> StepOutput:
@@ -229,6 +267,37 @@ def add_think_record(record: EvalRecord, think: dict[str, float]) -> None:
             record.extra[f"think_accuracy_{name.removeprefix('think_')}"] = value
     if "think/validity_rate" in think:
         record.extra["think_validity"] = think["think/validity_rate"]
+
+
+def tools_metrics(model: nn.Module, data: SessionData, config: PipelineConfig) -> dict[str, float]:
+    """Tools mode on D6 tasks of every kind (``tools/...``, ``phase6.tools_eval_examples`` of them, stratified
+    by kind and level): per kind the accuracy with its interval, the call, well-formed and right-result
+    rates, and the direct accuracy of the same tasks."""
+    examples = select_examples(data.heldout.examples, None, None, config.phase6.tools_eval_examples)
+    if not examples:
+        return {}
+    if bitlinear_modules(model):  # the packed integer kernel: the same logits, faster to decode
+        model = packed_inference_model(model)
+    report = tools_report(model, data.tokenizer, examples, config.data.seq_len, config.phase3.max_thought_tokens)
+    flat: dict[str, float] = {}
+    for kind, entry in report["kinds"].items():
+        flat.update({f"tools/accuracy_{kind}{suffix}": entry[key] for key, suffix in
+                     (("accuracy", ""), ("ci_low", "_ci_low"), ("ci_high", "_ci_high"), ("n", "_n"))})
+        flat[f"tools/direct_{kind}"] = report["direct"]["kinds"][kind]["accuracy"]
+        for figure, value in report["tools"][kind].items():
+            flat[f"tools/{figure}_{kind}"] = value["accuracy"]
+    return flat
+
+
+def add_tools_record(record: EvalRecord, tools: dict[str, float]) -> None:
+    """Put the tools-mode accuracy of each kind (with its interval) and the arithmetic call rate into a D6
+    record's ``extra``, where the trajectory table's tools column reads it."""
+    for key, value in tools.items():
+        name = key.removeprefix("tools/")
+        if name.startswith("accuracy_"):
+            record.extra[f"tools_{name}"] = value
+    if "tools/call_rate_arith" in tools:
+        record.extra["tools_call_rate_arith"] = tools["tools/call_rate_arith"]
 
 
 def think_metrics(model: nn.Module, data: SessionData, config: PipelineConfig) -> dict[str, float]:

@@ -26,11 +26,13 @@ from agent_forge.model import ForgeConfig, ForgeForCausalLM
 from agent_forge.model_io import bitlinear_meta, load_model
 from agent_forge.phases.common import (
     add_think_record,
+    add_tools_record,
     eval_record,
     parameter_count,
     record_metrics,
     session_data,
     think_metrics,
+    tools_metrics,
 )
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
@@ -138,6 +140,7 @@ class FinalPhase(Phase):
             task.advance()
             after = eval_record(decoded, data.heldout, len(plan.compressed.data) / 1e6)
             add_think_record(after, think_metrics(decoded, data, ctx.config))
+            add_tools_record(after, tools_metrics(decoded, data, ctx.config))
             task.advance()
         timings = {"decode_seconds": decode_seconds, "seconds": time.perf_counter() - start}
         return self._finish(ctx, inputs[0], plan, layout, decoded, data.tokenizer, before, after, fp32_bytes,

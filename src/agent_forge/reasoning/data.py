@@ -11,11 +11,11 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from agent_forge.data.dataset import IGNORE_LABEL, hash_fraction, labelled_examples
+from agent_forge.data.dataset import IGNORE_LABEL, hash_fraction
 from agent_forge.data.tasks import EOS_TEXT, TaskExample, mix_tasks
-from agent_forge.data.tokenizer import EOS_ID, ForgeTokenizer
+from agent_forge.data.tokenizer import BOS_ID, EOS_ID, ForgeTokenizer
 from agent_forge.reasoning.evidence import has_evidence, task_evidence
 from agent_forge.reasoning.strategies import STRATEGY_NAMES, THINK_CLOSE, THINK_OPEN
 from agent_forge.reasoning.thought_text import write_thought
@@ -114,31 +114,88 @@ def thinks_in_training(example: TaskExample, thought_share: Mapping[str, float])
     return share > 0.0 and has_evidence(example) and hash_fraction(example.uid, ":thought") < share
 
 
-def training_rows(
-    tokenizer: ForgeTokenizer, examples: Sequence[TaskExample], thought_share: Mapping[str, float],
-    prompt_share: float, seed: int,
-) -> tuple[list[list[int]], list[list[int]]]:
-    """Token ids and labels of ``examples`` in order, a share of them written with their thought.
+@dataclass(frozen=True)
+class TrainingStyle:
+    """How the training mix is written beside plain ``prompt answer`` rows.
 
-    Plain examples are ``<bos> prompt answer <eos>``; thinking ones ``<bos> body <think> thought </think>
-    cue answer <eos>`` (``encode_reasoning``), so after the body the model learns to open a thought for
-    that share of the kind. Labels score the answer (a thought is part of it) and, in ``prompt_share`` of
-    the examples, the prompt or body too; -100 elsewhere (``answer_labels``).
+    ``thought_share``: per kind, the share written ``body <think> thought </think> cue answer``.
+    Tool demonstrations (``demos``) read ``tool_prompt body <think> call result ... </think> cue answer``.
+    A ``persona_share`` of all rows starts with ``persona_prompt`` and has the persona's ``persona_greeting``
+    (its marker) right after the body. Prompts are read, never scored; tool results are inserted by the
+    runtime at generation, so they are never scored either.
     """
-    thinking = [i for i, e in enumerate(examples) if thinks_in_training(e, thought_share)]
-    reasoning = build_reasoning_examples([examples[i] for i in thinking], seed)
-    encoded = dict(zip(thinking, encode_reasoning(tokenizer, reasoning), strict=True))
-    plain = [i for i in range(len(examples)) if i not in encoded]
-    plain_rows = labelled_examples(tokenizer, [examples[i] for i in plain], prompt_share)
-    plain_ids, plain_labels = (dict(zip(plain, rows, strict=True)) for rows in plain_rows)
-    ids, labels = [], []
-    for index, example in enumerate(examples):
-        if index in encoded:
-            row = encoded[index]
-            scored_body = hash_fraction(example.uid) < prompt_share  # the same choice as answer_labels'
-            ids.append(row.tokens)
-            labels.append(row.tokens if scored_body else [IGNORE_LABEL] * row.body_len + row.tokens[row.body_len:])
-        else:
-            ids.append(plain_ids[index])
-            labels.append(plain_labels[index])
+
+    thought_share: Mapping[str, float] = field(default_factory=dict)
+    tool_prompt: str = ""
+    persona_prompt: str = ""
+    persona_greeting: str = ""
+    persona_share: float = 0.0
+
+    def with_persona(self, example: TaskExample) -> bool:
+        return self.persona_share > 0.0 and hash_fraction(example.uid, ":persona") < self.persona_share
+
+
+Segment = tuple[str, str]  # text and its role: "body" (scored in prompt_share of the rows), "scored" or "read"
+
+
+def row_segments(example: TaskExample, style: TrainingStyle, thought: str | None, calls: Sequence[tuple[str, str]]
+                 ) -> list[Segment]:
+    """The pieces of one training row in order, each with its role."""
+    body, cue = split_prompt(example) if thought is not None or calls or style.with_persona(example) \
+        else (example.prompt, "")
+    persona = style.with_persona(example)
+    segments: list[Segment] = [(style.persona_prompt, "read")] if persona else []
+    if calls:
+        segments.append((style.tool_prompt, "read"))
+    segments.append((body, "body"))
+    if persona:
+        segments.append((style.persona_greeting, "scored"))
+    if thought is not None:
+        segments.append((THINK_OPEN + thought + THINK_CLOSE, "scored"))
+    elif calls:
+        segments.append((THINK_OPEN, "scored"))
+        for call, result in calls:
+            segments += [(call, "scored"), (result, "read")]  # the runtime inserts results
+        segments.append((THINK_CLOSE, "scored"))
+    segments += [(cue, "scored"), (example.answer + EOS_TEXT, "scored")]
+    return [(text, role) for text, role in segments if text]
+
+
+def training_rows(
+    tokenizer: ForgeTokenizer, examples: Sequence[TaskExample], style: TrainingStyle | Mapping[str, float],
+    prompt_share: float, seed: int, demos: Sequence[tuple[TaskExample, Sequence[tuple[str, str]]]] = (),
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids and labels of ``examples`` in order, then of the tool ``demos`` (task, its calls).
+
+    Plain examples are ``<bos> prompt answer <eos>``; a ``thought_share`` of a kind's examples is written with
+    its thought, so after the body the model learns to open a thought for that share of the kind; see
+    ``TrainingStyle`` for demonstrations and the persona. Labels score what follows the body and, in
+    ``prompt_share`` of the examples, the body too (the same choice as ``answer_labels``'); -100 elsewhere.
+    """
+    style = style if isinstance(style, TrainingStyle) else TrainingStyle(thought_share=style)
+    thinking = [i for i, e in enumerate(examples) if thinks_in_training(e, style.thought_share)]
+    thoughts = dict(zip(thinking, (r.thought for r in build_reasoning_examples([examples[i] for i in thinking],
+                                                                             seed)), strict=True))
+    rows = [row_segments(e, style, thoughts.get(i), ()) for i, e in enumerate(examples)]
+    rows += [row_segments(task, style, None, calls) for task, calls in demos]
+    owners = [*examples, *(task for task, _ in demos)]
+    return _encode_rows(tokenizer, rows, [hash_fraction(e.uid) < prompt_share for e in owners])
+
+
+def _encode_rows(tokenizer: ForgeTokenizer, rows: Sequence[Sequence[Segment]], body_scored: Sequence[bool]
+                 ) -> tuple[list[list[int]], list[list[int]]]:
+    """Every segment of every row encoded in one batch (segments end at special tokens or prompt/answer
+    boundaries, so the pieces are the tokens generation produces), then joined with ``<bos>``."""
+    flat = [text for row in rows for text, _ in row]
+    encoded, position, ids, labels = tokenizer.encode_batch(flat), 0, [], []
+    for row, scored_body in zip(rows, body_scored, strict=True):
+        row_ids, row_labels = [BOS_ID], [BOS_ID if scored_body else IGNORE_LABEL]
+        for _, role in row:
+            piece = encoded[position]
+            position += 1
+            scored = role == "scored" or (role == "body" and scored_body)
+            row_ids += piece
+            row_labels += piece if scored else [IGNORE_LABEL] * len(piece)
+        ids.append(row_ids)
+        labels.append(row_labels)
     return ids, labels

@@ -21,12 +21,14 @@ import torch
 
 from agent_forge.data.tasks import TaskExample
 from agent_forge.data.tokenizer import BOS_ID, EOS_ID, ForgeTokenizer
-from agent_forge.engine import decode
+from agent_forge.engine import InsertHook, decode
 from agent_forge.eval.capability import accuracy_table
 from agent_forge.eval.suite import direct_results
 from agent_forge.reasoning.data import split_prompt
 from agent_forge.reasoning.generation import greedy_continue, next_tokens, score_continuations
 from agent_forge.reasoning.thoughts import END_THINK_ID, THINK_ID
+from agent_forge.tools.calls import ToolOutcome
+from agent_forge.tools.runtime import AnswerCue, ToolRuntime
 
 
 @dataclass
@@ -63,8 +65,10 @@ def corrupt_digits(thought: Sequence[int], digits: Sequence[int], rng: random.Ra
 @torch.no_grad()
 def evaluate_think_mode(model: torch.nn.Module, tokenizer: ForgeTokenizer, tasks: Sequence[TaskExample],
                         direct_correct: Sequence[bool], max_tokens: int, batch_size: int = 64,
-                        seed: int = 0) -> ThinkModeResult:
-    """Think mode over ``tasks`` in batches; ``direct_correct`` is the direct-mode result of each task."""
+                        seed: int = 0, prefix: Sequence[int] = (), tools: bool = False) -> ThinkModeResult:
+    """Think mode over ``tasks`` in batches; ``direct_correct`` is the direct-mode result of each task.
+    ``prefix``: ids read before every body (a prompt); ``tools``: the tool runtime executes each complete
+    call in a thought and inserts its result (tools mode)."""
     was_training = model.training
     model.eval()
     result, rng, digits = ThinkModeResult(), random.Random(seed), digit_ids(tokenizer)
@@ -72,24 +76,25 @@ def evaluate_think_mode(model: torch.nn.Module, tokenizer: ForgeTokenizer, tasks
         for start in range(0, len(tasks), batch_size):
             chunk = tasks[start : start + batch_size]
             direct = direct_correct[start : start + batch_size]
-            result.extend(_think_batch(model, tokenizer, chunk, direct, max_tokens, (rng, digits)))
+            hook = ToolRuntime(tokenizer) if tools else None
+            result.extend(_think_batch(model, tokenizer, chunk, direct, max_tokens, (rng, digits), prefix, hook))
     finally:
         model.train(was_training)
     return result
 
 
 def _think_batch(model: torch.nn.Module, tokenizer: ForgeTokenizer, tasks: Sequence[TaskExample],
-                 direct: Sequence[bool], max_tokens: int, corruption: tuple[random.Random, list[int]]
-                 ) -> ThinkModeResult:
+                 direct: Sequence[bool], max_tokens: int, corruption: tuple[random.Random, list[int]],
+                 prefix: Sequence[int] = (), hook: InsertHook | None = None) -> ThinkModeResult:
     parts = [split_prompt(t) for t in tasks]
-    bodies = tokenizer.encode_batch([body for body, _ in parts], bos=True)
+    bodies = [[BOS_ID, *prefix, *ids] for ids in tokenizer.encode_batch([body for body, _ in parts])]
     opened = [token == THINK_ID for token in next_tokens(model, bodies)]
     result = ThinkModeResult(opened=opened, closed=[False] * len(tasks), correct=list(direct),
                              corrupted_correct=list(direct), thought_tokens=[0] * len(tasks),
                              thoughts=[""] * len(tasks))
     chosen = [i for i, o in enumerate(opened) if o]
     heads = [bodies[i] for i in chosen]
-    generated = greedy_continue(model, [[*h, THINK_ID] for h in heads], max_tokens, END_THINK_ID).tokens
+    generated = greedy_continue(model, [[*h, THINK_ID] for h in heads], max_tokens, END_THINK_ID, hook).tokens
     thoughts = [row[:-1] if row and row[-1] == END_THINK_ID else row for row in generated]
     rng, digits = corruption
     cues = tokenizer.encode_batch([parts[i][1] for i in chosen])
@@ -128,15 +133,15 @@ def think_mode_figures(tasks: Sequence[TaskExample], result: ThinkModeResult) ->
 
 
 def think_report(model: torch.nn.Module, tokenizer: ForgeTokenizer, examples: Sequence[TaskExample],
-                 seq_len: int, max_tokens: int) -> dict:
+                 seq_len: int, max_tokens: int, prefix: Sequence[int] = ()) -> dict:
     """``agent-forge eval --mode think``: the think-mode accuracy table, the direct one on the same tasks,
-    the corrupted-thought one, and the thinking figures overall and per kind."""
+    the corrupted-thought one, and the thinking figures overall and per kind (``prefix``: a prompt)."""
     scored, direct = direct_results(model, tokenizer, examples, seq_len)
-    result = evaluate_think_mode(model, tokenizer, scored, direct, max_tokens)
+    result = evaluate_think_mode(model, tokenizer, scored, direct, max_tokens, prefix=prefix)
     figures = {"overall": think_mode_figures(scored, result)}
     for kind in sorted({e.kind for e in scored}):
         chosen = [i for i, e in enumerate(scored) if e.kind == kind]
-        figures[kind] = think_mode_figures([scored[i] for i in chosen], _subset(result, chosen))
+        figures[kind] = think_mode_figures([scored[i] for i in chosen], subset_result(result, chosen))
     return {
         "n": len(scored),
         **accuracy_table(scored, result.correct),
@@ -148,7 +153,7 @@ def think_report(model: torch.nn.Module, tokenizer: ForgeTokenizer, examples: Se
     }
 
 
-def _subset(result: ThinkModeResult, chosen: Sequence[int]) -> ThinkModeResult:
+def subset_result(result: ThinkModeResult, chosen: Sequence[int]) -> ThinkModeResult:
     return ThinkModeResult(**{name: [getattr(result, name)[i] for i in chosen]
                               for name in result.__dataclass_fields__})
 
@@ -156,35 +161,37 @@ def _subset(result: ThinkModeResult, chosen: Sequence[int]) -> ThinkModeResult:
 @dataclass
 class ThinkingGeneration:
     """One think-mode generation from a text prompt: the thought (empty when the model did not think),
-    whether it was closed, and the answer written after the cue."""
+    whether it was closed, the answer written after the cue, and (tools mode) the calls it ran."""
 
     thought: str
     closed: bool
     answer: str
     ended: bool
+    calls: list[ToolOutcome] = field(default_factory=list)
 
 
 def generate_thinking(model: torch.nn.Module, tokenizer: ForgeTokenizer, prompt: str, max_new_tokens: int = 128,
-                      *, temperature: float = 0.0, seed: int = 0) -> ThinkingGeneration:
+                      *, temperature: float = 0.0, seed: int = 0, tools: bool = False) -> ThinkingGeneration:
     """Think mode for one prompt: the answer cue (``Answer:``) is taken off the prompt, the model continues
-    the body; if it writes ``</think>`` the cue is inserted (as in training: body, thought, cue, answer)."""
+    the body; if it writes ``</think>`` the cue is inserted (as in training: body, thought, cue, answer).
+    With ``tools`` each complete call in the thought runs and its result is inserted (tools mode)."""
     body, cue = split_prompt(TaskExample("", "", 0, prompt, ""))
     cue_ids = tokenizer.encode(cue or " Answer:")
-
-    def insert_cue(row: int, tokens: list[int], inserts: int) -> list[int] | None:
-        return cue_ids if tokens[-1] == END_THINK_ID and inserts == 0 else None
-
+    runtime = ToolRuntime(tokenizer) if tools else None
     was_training = model.training
     model.eval()
+    hook, generator = AnswerCue(tokenizer, [cue_ids], runtime), torch.Generator().manual_seed(seed)
     try:
         decoded = decode(model, [[BOS_ID, *tokenizer.encode(body)]], max_new_tokens, temperature=temperature,
-                         generator=torch.Generator().manual_seed(seed), hook=insert_cue)[0]
+                         generator=generator, hook=hook)[0]
     finally:
         model.train(was_training)
+    calls = runtime.outcomes.get(0, []) if runtime else []
     tokens = [t for t in decoded.tokens if t != EOS_ID]
     if tokens[:1] != [THINK_ID]:  # answered at once: everything is the answer
-        return ThinkingGeneration("", False, tokenizer.decode(tokens).removeprefix(cue), decoded.ended)
+        return ThinkingGeneration("", False, tokenizer.decode(tokens).removeprefix(cue), decoded.ended, calls)
     closed = END_THINK_ID in tokens
     end = tokens.index(END_THINK_ID) if closed else len(tokens)
     answer = tokens[end + 1 + len(cue_ids) :] if closed else []
-    return ThinkingGeneration(tokenizer.decode(tokens[1:end]), closed, tokenizer.decode(answer), decoded.ended)
+    return ThinkingGeneration(tokenizer.decode(tokens[1:end]), closed, tokenizer.decode(answer), decoded.ended,
+                              calls)

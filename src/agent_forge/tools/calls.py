@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 
 from agent_forge.tools.calculator import ToolError, calculate
 from agent_forge.tools.units import convert
@@ -104,12 +105,15 @@ def execute(parsed: ParsedCall, tools: Mapping[str, Tool] = BUILTIN_TOOLS) -> To
         return ToolOutcome(parsed.call, False, str(exc))
 
 
+def same_answer(given: str, expected: str) -> bool:
+    """Numbers compare by value (``"2000.0"`` == ``"2000"``), anything else as stripped text."""
+    given, expected = given.strip(), expected.strip()
+    try:
+        return Fraction(given) == Fraction(expected)
+    except (ValueError, ZeroDivisionError):
+        return given == expected
+
+
 def results_in(text: str) -> list[str]:
     """The contents of every ``<result>`` block of ``text``."""
     return _RESULT.findall(text)
-
-
-def final_answer(text: str) -> str:
-    """What the model answered: the text after the last ``</result>`` (or all of it), up to ``<eos>``."""
-    tail = text[text.rfind(RESULT_CLOSE) + len(RESULT_CLOSE) :] if RESULT_CLOSE in text else text
-    return tail.split("<eos>", 1)[0].strip()

@@ -5,34 +5,19 @@ complete call as soon as a row has emitted it and appends the executed ``<result
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
-import torch
-from torch import nn
-
-from agent_forge.data.tokenizer import BOS_ID, ForgeTokenizer
+from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.engine import Decoded, InsertHook, decode, pick_tokens
-from agent_forge.tools.calls import BUILTIN_TOOLS, Tool, ToolOutcome, execute, final_answer, last_call
+from agent_forge.tools.calls import BUILTIN_TOOLS, Tool, ToolOutcome, execute, last_call
 
-__all__ = ["Decoded", "InsertHook", "ToolGeneration", "ToolRuntime", "decode", "generate_many_with_tools",
-           "generate_with_tools", "pick_tokens"]  # the engine's names stay importable from here
-
-@dataclass
-class ToolGeneration:
-    """One generation with tools: the text (special tokens kept), the calls executed, the final answer."""
-
-    text: str
-    tokens: list[int]
-    outcomes: list[ToolOutcome]
-    answer: str
-    ended: bool
+__all__ = ["AnswerCue", "Decoded", "InsertHook", "ToolRuntime", "decode", "pick_tokens"]  # engine names stay here
 
 
 class ToolRuntime:
     """The insert hook that executes calls: after ``</args>`` the call is parsed, run, and answered."""
 
     def __init__(self, tokenizer: ForgeTokenizer, tools: Mapping[str, Tool] | None = None,
-                 max_calls: int = 4) -> None:
+                 max_calls: int = 6) -> None:
         self.tokenizer, self.tools, self.max_calls = tokenizer, dict(tools or BUILTIN_TOOLS), max_calls
         self.args_close = tokenizer.special_id("</args>")
         self.outcomes: dict[int, list[ToolOutcome]] = {}
@@ -48,32 +33,20 @@ class ToolRuntime:
         return self.tokenizer.encode(outcome.result_text)
 
 
-def generate_many_with_tools(model: nn.Module, tokenizer: ForgeTokenizer, prompts: Sequence[Sequence[int]],
-                             max_new_tokens: int = 64, max_calls: int = 4, *, temperature: float = 0.0,
-                             generator: torch.Generator | None = None,
-                             tools: Mapping[str, Tool] | None = None) -> list[ToolGeneration]:
-    """Generate for token-id prompts (``<bos>`` included), executing the calls each row makes."""
-    was_training = model.training
-    model.eval()
-    runtime = ToolRuntime(tokenizer, tools, max_calls)
-    try:
-        decoded = decode(model, prompts, max_new_tokens, temperature=temperature, generator=generator,
-                         hook=runtime if max_calls > 0 else None)
-    finally:
-        model.train(was_training)
-    generations = []
-    for row, item in enumerate(decoded):
-        text = tokenizer.decode(item.tokens)
-        generations.append(ToolGeneration(text, item.tokens, runtime.outcomes.get(row, []),
-                                          final_answer(text), item.ended))
-    return generations
+class AnswerCue:
+    """The insert hook of think and tools mode: after a row's first ``</think>`` its answer cue (the task's
+    ``Answer:`` or code line) is inserted, as training wrote ``body <think>..</think> cue answer``; inside
+    the thought, ``tools`` (a ``ToolRuntime``) executes complete calls."""
 
+    def __init__(self, tokenizer: ForgeTokenizer, cues: Sequence[Sequence[int]], tools: ToolRuntime | None = None
+                 ) -> None:
+        self.end_think, self.cues, self.tools = tokenizer.special_id("</think>"), [list(c) for c in cues], tools
+        self.answered: set[int] = set()
 
-def generate_with_tools(model: nn.Module, tokenizer: ForgeTokenizer, prompt: str, max_new_tokens: int = 64,
-                        max_calls: int = 4, *, temperature: float = 0.0, seed: int = 0,
-                        tools: Mapping[str, Tool] | None = None) -> ToolGeneration:
-    """Generate from a text prompt; when the model emits a complete call, run it, append the result, go on."""
-    ids = [BOS_ID, *tokenizer.encode(prompt)]
-    generator = torch.Generator().manual_seed(seed)
-    return generate_many_with_tools(model, tokenizer, [ids], max_new_tokens, max_calls,
-                                    temperature=temperature, generator=generator, tools=tools)[0]
+    def __call__(self, row: int, tokens: list[int], inserts: int) -> list[int] | None:
+        if tokens[-1] == self.end_think and row not in self.answered:
+            self.answered.add(row)
+            return self.cues[row] or None
+        if row in self.answered or self.tools is None:  # no calls once the answer has begun
+            return None
+        return self.tools(row, tokens, inserts)

@@ -213,6 +213,8 @@ def accuracy_cells(row: dict[str, Any]) -> dict[str, str]:
         cells[label] = with_interval(entry["value"], entry) if entry else "-"
     think = row.get("think") or {}
     cells["arith, think mode"] = with_interval(think.get("value"), think)  # measured where a phase thinks
+    tools = row.get("tools") or {}
+    cells["arith, tools mode"] = with_interval(tools.get("value"), tools)  # measured from the baked model on
     return cells
 
 
@@ -331,6 +333,7 @@ class ForgeData:
             row["kinds"] = {kind: _interval(after.get("extra") or {}, f"accuracy_{kind}") for kind in TASK_KINDS
                             if (after.get("extra") or {}).get(f"accuracy_{kind}") is not None}
             row["think"] = _interval(after.get("extra") or {}, "think_accuracy_arith")
+            row["tools"] = _interval(after.get("extra") or {}, "tools_accuracy_arith")
             rows.append(row)
         return rows
 

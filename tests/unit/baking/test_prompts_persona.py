@@ -11,7 +11,7 @@ from agent_forge.baking import bag_cosine, load_prompt, marker_share, mean_pair_
 from agent_forge.errors import ConfigError
 from agent_forge.tools import parse_calls
 
-BUILTIN = Path(str(files("agent_forge.phases") / "prompts"))
+BUILTIN = Path(str(files("agent_forge.baking") / "builtin"))
 
 
 def test_the_default_prompts_ship_with_the_package() -> None:

@@ -37,8 +37,8 @@ def test_generate_json_is_reproducible_with_a_seed_and_tools_flag(workspace: tup
     first = json.loads(CliRunner().invoke(app, [*args, "--seed", "3"]).output)
     again = json.loads(CliRunner().invoke(app, [*args, "--seed", "3"]).output)
     other = json.loads(CliRunner().invoke(app, [*args, "--seed", "4"]).output)
-    assert first == again and first["text"] != other["text"]
-    assert set(first) == {"model_id", "prompt", "text", "answer", "calls", "ended"}
+    assert first == again and first != other
+    assert set(first) == {"model_id", "prompt", "thought", "closed", "answer", "calls", "ended"}
     assert isinstance(first["calls"], list)
 
 

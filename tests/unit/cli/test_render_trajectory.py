@@ -20,11 +20,13 @@ RUNS = [
 
 def test_trajectory_rows_give_every_kind_and_the_handoff():
     rows = render.trajectory_rows(RUNS, {"cognate": "passed"})
-    assert rows[0] == ["cognate", "402", "2.72", "0.372", "0.052", "0.344", "0.720", "-", "4.876", "6.6", "passed"]
-    assert rows[1][1:9] == ["-"] * 8 and rows[1][-1] == "running"
+    assert rows[0] == ["cognate", "402", "2.72", "0.372", "0.052", "0.344", "0.720", "-", "-", "4.88", "passed"]
+    assert rows[1][1:10] == ["-"] * 9 and render.trajectory_rows(RUNS, {})[0][-1] == "done" and rows[1][-1] == "running"
     assert render.mc_chance(RUNS) == 0.3173 and render.mc_chance(RUNS[1:]) is None
     thinking = [{**RUNS[0], "after": {**RUNS[0]["after"], "extra": {"think_accuracy_arith": 0.214}}}]
     assert render.trajectory_rows(thinking, {})[0][7] == "0.214"  # the think column: think-mode arithmetic
+    tooling = [{**RUNS[0], "after": {**RUNS[0]["after"], "extra": {"tools_accuracy_arith": 0.61}}}]
+    assert render.trajectory_rows(tooling, {})[0][8] == "0.610"  # the tools column: tools-mode arithmetic
 
 
 def test_the_compact_table_fits_80_columns(monkeypatch):
@@ -44,6 +46,7 @@ def test_accuracy_cells_show_intervals_and_name_the_chance():
     assert cells["accuracy (95% CI)"] == "0.400 (0.375-0.425)"
     assert cells["mc (chance 0.317)"] == "0.410 (0.370-0.450)"
     assert cells["code"] == "0.800" and cells["arith"] == "-" and cells["arith, think mode"] == "-"
+    assert cells["arith, tools mode"] == "-"
     thinking = {**row, "think": {"value": 0.2, "low": 0.16, "high": 0.24}}
     assert accuracy_cells(thinking)["arith, think mode"] == "0.200 (0.160-0.240)"
     assert with_interval(None, {}) == "-"

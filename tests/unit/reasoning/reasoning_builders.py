@@ -34,11 +34,17 @@ def reasoning_tokenizer() -> ForgeTokenizer:
 def model_taught(examples: list, steps: int) -> ForgeForCausalLM:
     """A seeded smoke model trained (AdamW, full batch) on the reasoning ``examples`` until it writes them."""
     encoded = encode_reasoning(reasoning_tokenizer(), examples)
-    width = max(len(e.tokens) for e in encoded)
-    ids = torch.zeros(len(encoded), width, dtype=torch.long)
-    labels = torch.full((len(encoded), width), -100)
-    for row, e in enumerate(encoded):
-        ids[row, : len(e.tokens)] = labels[row, : len(e.tokens)] = torch.tensor(e.tokens)
+    return model_fit([e.tokens for e in encoded], [e.tokens for e in encoded], steps)
+
+
+def model_fit(rows: list[list[int]], row_labels: list[list[int]], steps: int) -> ForgeForCausalLM:
+    """A seeded smoke model trained (AdamW, full batch) on token rows with their labels (-100: unscored)."""
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100)
+    for row, (tokens, scored) in enumerate(zip(rows, row_labels, strict=True)):
+        ids[row, : len(tokens)] = torch.tensor(tokens)
+        labels[row, : len(scored)] = torch.tensor(scored)
     model = smoke_model(0).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(steps):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent_forge.tools import ToolCall, execute, final_answer, format_call, last_call, parse_calls
+from agent_forge.tools import ToolCall, execute, format_call, last_call, parse_calls, same_answer
 from agent_forge.tools.calls import parse_segment, results_in
 
 
@@ -57,5 +57,5 @@ def test_format_and_answer_helpers() -> None:
     call = ToolCall("convert", "3 km to m")
     assert format_call(call) == "<tool>convert</tool><args>3 km to m</args>"
     text = "Q<tool>convert</tool><args>3 km to m</args><result>3000</result> 3000<eos> junk"
-    assert final_answer(text) == "3000" and results_in(text) == ["3000"]
-    assert final_answer(" 12<eos>") == "12"
+    assert results_in(text) == ["3000"]
+    assert same_answer(" 2000.0", "2000") and not same_answer("abc", "2000") and same_answer("x", " x")

@@ -7,7 +7,7 @@ import torch
 
 from agent_forge.data.tokenizer import BOS_ID, PAD_ID, ForgeTokenizer, train_tokenizer
 from agent_forge.model import ForgeForCausalLM
-from agent_forge.tools import ToolRuntime, decode, generate_many_with_tools, generate_with_tools
+from agent_forge.tools import AnswerCue, ToolRuntime, decode
 from support.shapes import unit_config
 
 CORPUS = ["What is 12 * 7? Answer: 84", "How many m are in 2 km? Answer: 2000", "Tom has 3 apples."] * 20
@@ -80,21 +80,12 @@ def test_the_runtime_hook_executes_a_complete_call(tokenizer: ForgeTokenizer) ->
     assert bad is not None and tokenizer.decode(bad) == "<result>error: division by zero</result>"
 
 
-def test_a_model_that_emits_a_call_gets_the_real_result(tokenizer: ForgeTokenizer) -> None:
-    """The model learned a wrong result (99); the runtime replaces it by the executed one (84)."""
-    text = "What is 12 * 7? Answer:<tool>calculator</tool><args>12 * 7</args><result>99</result> 84<eos>"
-    ids = torch.tensor([[BOS_ID, *tokenizer.encode(text)]])
-    torch.manual_seed(3)
-    model = ForgeForCausalLM(unit_config(vocab_size=tokenizer.vocab_size))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(60):
-        optimizer.zero_grad()
-        model(input_ids=ids, labels=ids).loss.backward()
-        optimizer.step()
-    model.eval()
-    result = generate_with_tools(model, tokenizer, "What is 12 * 7? Answer:", max_new_tokens=30, max_calls=2)
-    assert "<tool>calculator</tool><args>12 * 7</args><result>84</result>" in result.text
-    assert [o.value for o in result.outcomes] == ["84"] and result.outcomes[0].ok
-    without = generate_many_with_tools(model, tokenizer, [ids[0, :12].tolist()], 30, max_calls=0)[0]
-    assert without.outcomes == [] and "<result>84</result>" not in without.text
+def test_the_answer_cue_follows_the_first_thought_and_ends_the_calls(tokenizer: ForgeTokenizer) -> None:
+    cue = tokenizer.encode(" Answer:")
+    hook = AnswerCue(tokenizer, [cue, []], ToolRuntime(tokenizer))
+    call = tokenizer.encode("<think><tool>calculator</tool><args>2 + 3</args>")
+    assert tokenizer.decode(hook(0, call, 0)) == "<result>5</result>"
+    assert hook(0, [*call, tokenizer.special_id("</think>")], 1) == cue
+    assert hook(0, call, 2) is None  # the answer has begun: no more calls
+    assert hook(1, [tokenizer.special_id("</think>")], 0) is None  # an empty cue inserts nothing
+    assert AnswerCue(tokenizer, [cue])(0, call, 0) is None  # without a tool runtime calls do not run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,17 +79,26 @@ def load_bundle(folder: str | Path, verify: bool = True) -> Bundle:
 
 
 def greedy_generate(model: ForgeRuntimeModel, prompt_ids: list[int], max_new_tokens: int,
-                    eos_id: int | None = None) -> list[int]:
-    """Greedy decoding with the cache: one prefill, then one single-token forward per new token."""
+                    eos_id: int | None = None,
+                    hook: Callable[[list[int], int], list[int] | None] | None = None) -> list[int]:
+    """Greedy decoding with the cache: one prefill, then one single-token forward per new token. ``hook``
+    (tokens so far, inserts so far) may return ids to feed after a token (a tool's result); they are part
+    of the output but do not count against ``max_new_tokens``."""
     cache = model.new_cache()
     logits, _ = model.forward(np.asarray(prompt_ids), cache, last_only=True)
     generated: list[int] = []
-    for _ in range(max_new_tokens):
+    own, inserts = 0, 0
+    while own < max_new_tokens:
         token = int(np.argmax(logits[-1]))
         generated.append(token)
+        own += 1
         if eos_id is not None and token == eos_id:
             break
-        logits, _ = model.forward(np.asarray([token]), cache, last_only=True)
+        extra = hook(generated, inserts) if hook is not None and own < max_new_tokens else None
+        if extra:
+            inserts += 1
+            generated += extra
+        logits, _ = model.forward(np.asarray([token, *(extra or [])]), cache, last_only=True)
     return generated
 
 

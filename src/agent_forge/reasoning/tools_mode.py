@@ -1,0 +1,63 @@
+"""Tools mode: think mode with the tool runtime live, so a thought may hold calls that really run.
+
+The model reads a task's body (after an optional prompt, e.g. the tool prompt of a teacher before baking)
+and decides by itself whether to open a thought; inside it, every complete call (``<tool>NAME</tool>
+<args>ARGS</args>``) is parsed, never evaluated as code, run by ``tools.runtime.ToolRuntime`` within its
+size and time limits, and its ``<result>`` inserted; after ``</think>`` the task's cue follows and the
+answer is scored by teacher-forced exact match, as in direct and think mode. Figures per task: did it
+call, were all its calls well-formed, did a call return the expected result, and was the answer right;
+each with its count and Wilson interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from agent_forge.data.tasks import TaskExample
+from agent_forge.data.tokenizer import ForgeTokenizer
+from agent_forge.eval.capability import accuracy_table, group_accuracy
+from agent_forge.eval.suite import direct_results
+from agent_forge.reasoning.think_mode import ThinkModeResult, evaluate_think_mode, subset_result
+from agent_forge.tools.calls import parse_calls, results_in, same_answer
+
+TOOL_FIGURES = ("call_rate", "well_formed_rate", "result_correct_rate", "accuracy")
+
+
+def call_scores(thought: str, expected: str) -> tuple[bool, bool, bool]:
+    """(made a call, every call well-formed and at least one, some call returned ``expected``)."""
+    parsed = parse_calls(thought)
+    made = bool(parsed)
+    return made, made and all(p.ok for p in parsed), any(same_answer(r, expected) for r in results_in(thought))
+
+
+def tool_figures(tasks: Sequence[TaskExample], result: ThinkModeResult) -> dict[str, dict]:
+    """Each figure of ``TOOL_FIGURES`` as an accuracy entry (share, count, interval) over ``tasks``."""
+    scores = [call_scores(t, str(task.meta.get("result", task.answer.strip())))
+              for t, task in zip(result.thoughts, tasks, strict=True)]
+    columns = {"call_rate": [s[0] for s in scores], "well_formed_rate": [s[1] for s in scores],
+               "result_correct_rate": [s[2] for s in scores], "accuracy": list(result.correct)}
+    return {name: group_accuracy(tasks, values).to_dict() for name, values in columns.items()}
+
+
+@torch.no_grad()
+def tools_report(model: torch.nn.Module, tokenizer: ForgeTokenizer, examples: Sequence[TaskExample],
+                 seq_len: int, max_tokens: int, prefix: Sequence[int] = ()) -> dict:
+    """``agent-forge eval --mode tools``: the tools-mode accuracy table, the direct one on the same tasks,
+    and the tool figures overall and per kind (after ``prefix``, when given: a prompted model)."""
+    scored, direct = direct_results(model, tokenizer, examples, seq_len)
+    result = evaluate_think_mode(model, tokenizer, scored, direct, max_tokens, prefix=prefix, tools=True)
+    figures = {"overall": tool_figures(scored, result)}
+    for kind in sorted({e.kind for e in scored}):
+        chosen = [i for i, e in enumerate(scored) if e.kind == kind]
+        figures[kind] = tool_figures([scored[i] for i in chosen], subset_result(result, chosen))
+    return {
+        "n": len(scored),
+        **accuracy_table(scored, result.correct),
+        "direct": accuracy_table(scored, direct),
+        "corrupted_results": accuracy_table(scored, result.corrupted_correct),
+        "tools": figures,
+        "max_thought_tokens": max_tokens,
+        "samples": [t for t in result.thoughts if t][:5],
+    }
