@@ -121,7 +121,7 @@ class BakingPhase(Phase):
 
     def _tool_stage(self, ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer, section: Any,
                     device: torch.device) -> dict[str, Any]:
-        prompt = tokenizer.encode(load_prompt(section.tool_prompt, PROMPT_DIR, "phase6.tool_prompt").text)
+        prompt = tokenizer.encode(load_prompt(section.tool_prompt, PROMPT_DIR, "baking.tool_prompt").text)
         seed = ctx.config.data.seed
         queries = -(-section.continuations // section.samples_per_query)
         train_q = tokenizer.encode_batch([e.prompt for e in tool_tasks(queries, seed, "train")])
@@ -135,7 +135,7 @@ class BakingPhase(Phase):
 
     def _persona_stage(self, ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer, section: Any,
                        device: torch.device, heldout: list[Any]) -> dict[str, Any]:
-        persona = load_prompt(section.persona_prompt, PROMPT_DIR, "phase6.persona_prompt")
+        persona = load_prompt(section.persona_prompt, PROMPT_DIR, "baking.persona_prompt")
         prompt = tokenizer.encode(persona.text)
         queries = -(-section.continuations // section.samples_per_query)
         train = training_examples(ctx.config, queries, ctx.config.data.seed + BAKE_SEEDS["persona"])

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from agent_forge.config.schema import Phase4Section
+from agent_forge.config.schema import BitNetSection
 from agent_forge.data.dataset import encode_examples, pack_tokens
 from agent_forge.data.sources import training_examples
 from agent_forge.data.tokenizer import ForgeTokenizer
@@ -78,7 +78,7 @@ class QatOutcome:
     final_loss: float
 
 
-def packed_save_config(section: Phase4Section) -> PackedSaveConfig:
+def packed_save_config(section: BitNetSection) -> PackedSaveConfig:
     """Phase 4's file format (phases 5 and 6 read it from the packed file and pack into the same)."""
     return PackedSaveConfig(ternary_format=section.pack_format, float_dtype="float16",
                             int8_embeddings=section.embedding_bits == 8,
@@ -111,7 +111,7 @@ def recovery_percent(before: float, quantized: float, recovered: float) -> float
 
 
 def calibration_batches(ctx: PhaseContext, tokenizer: ForgeTokenizer,
-                        section: Phase4Section) -> list[torch.Tensor]:
+                        section: BitNetSection) -> list[torch.Tensor]:
     """``calibration_samples`` training examples packed into rows (never a held-out example)."""
     seed = ctx.config.data.seed + CALIBRATION_SEED
     examples = training_examples(ctx.config, section.calibration_samples, seed)
@@ -137,7 +137,7 @@ class BitNetPhase(Phase):
 
     def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
         start = time.perf_counter()
-        section: Phase4Section = ctx.phase_config
+        section: BitNetSection = ctx.phase_config
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
         work = ctx.phase_dir / "work"
@@ -191,7 +191,7 @@ class BitNetPhase(Phase):
         return PhaseResult(True, self.name, [ref], metrics, duration_seconds=time.perf_counter() - start,
                            before=before, after=after)
 
-    def _finetune_all(self, ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: Phase4Section,
+    def _finetune_all(self, ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: BitNetSection,
                       device: torch.device) -> list[QatOutcome]:
         """The configured schedule on ``model``; with ``compare_ramp`` the other one first on a copy."""
         outcomes = []
@@ -204,7 +204,7 @@ class BitNetPhase(Phase):
         return outcomes
 
 
-def finetune(ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: Phase4Section,
+def finetune(ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: BitNetSection,
              device: torch.device, use_ramp: bool, full_eval: bool = True) -> QatOutcome:
     """Quantization-aware fine-tuning through TrainLoop; the ramp is a pure function of the step.
 
@@ -315,7 +315,7 @@ def _quality_metrics(before: EvalRecord, quantized: EvalRecord, after: EvalRecor
     }
 
 
-def _qat_metrics(outcomes: list[QatOutcome], section: Phase4Section, before: EvalRecord,
+def _qat_metrics(outcomes: list[QatOutcome], section: BitNetSection, before: EvalRecord,
                  quantized: EvalRecord) -> dict[str, Any]:
     figures: dict[str, Any] = {"qat/triggered": int(bool(outcomes)), "qat/ramp": int(section.ramp)}
     for outcome in outcomes:

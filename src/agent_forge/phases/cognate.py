@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from agent_forge.config.schema import Phase1Section, SpecialistSection
+from agent_forge.config.schema import CognateSection, SpecialistSection
 from agent_forge.data.sources import training_examples
 from agent_forge.eval.heldout import evaluate, evaluation_mode
 from agent_forge.model import ForgeForCausalLM
@@ -37,7 +37,7 @@ from agent_forge.train.precision import resolve_device, use_bf16
 EXAMPLE_TOKENS_ESTIMATE = 20  # builtin examples average ~46 tokens; a low guess errs toward more data
 
 
-def optimizer_config(section: Phase1Section, specialist: bool = False) -> MuGrokConfig:
+def optimizer_config(section: CognateSection, specialist: bool = False) -> MuGrokConfig:
     """The D11 Phase 1 preset, scaled by the preset's lr_scale (and for a specialist, which continues a
     trained trunk, by specialist_lr_scale too), Grokfast switchable."""
     scale = section.lr_scale * (section.specialist_lr_scale if specialist else 1.0)
@@ -58,7 +58,7 @@ class CognatePhase(Phase):
 
     def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
         started = time.perf_counter()
-        section: Phase1Section = ctx.phase_config
+        section: CognateSection = ctx.phase_config
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
         init_from_env(device)
@@ -88,7 +88,7 @@ class CognatePhase(Phase):
     def _specialist(self, ctx: PhaseContext, spec: SpecialistSection, trunk_state: dict[str, torch.Tensor],
                     trunk_ref: ModelRef, before: Any) -> tuple[ModelRef, Any]:
         """Start from the trunk, set the specialist's non-shape values, train on its own data mix."""
-        section: Phase1Section = ctx.phase_config
+        section: CognateSection = ctx.phase_config
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
         model = ForgeForCausalLM(forge_config(ctx.config, **specialist_values(spec))).to(device)
@@ -110,7 +110,7 @@ class CognatePhase(Phase):
 
     def _train(self, ctx: PhaseContext, model: ForgeForCausalLM, run: str, steps: int, seed: int,
                kind_weights: dict[str, float] | None, trunk: bool) -> LoopResult:
-        section: Phase1Section = ctx.phase_config
+        section: CognateSection = ctx.phase_config
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
         # the trunk reads the whole configured set; a specialist's short run only what its steps can read
@@ -120,6 +120,7 @@ class CognatePhase(Phase):
         dataset = packed_dataset(ctx, data.tokenizer, examples, section.train.batch_size, seed,
                                  prompt_loss_share=section.prompt_loss_share)
         optimizer = build_optimizer(model, optimizer_config(section, specialist=not trunk))
+        # "phase1": the checkpoint's config key from before the sections took phase names (resume compares it)
         settings = {"run": run, "steps": steps, "seed": seed, "phase1": section.model_dump(mode="json"),
                     "model": ctx.config.model.model_dump(mode="json")}
         loop = TrainLoop(ctx=ctx, run_name=run, model=wrap_ddp(model, device), optimizer=optimizer,

@@ -234,13 +234,13 @@ def add_think_record(record: EvalRecord, think: dict[str, float]) -> None:
 def think_metrics(model: nn.Module, data: SessionData, config: PipelineConfig) -> dict[str, float]:
     """Think mode on the D6 tasks of the thinking kinds (``think/...``): accuracy per kind and level with
     its interval, the direct accuracy and the corrupted-thought accuracy of the same tasks, and validity."""
-    kinds, cap = thinking_kinds(config), config.phase3.think_eval_examples
+    kinds, cap = thinking_kinds(config), config.quietstar.think_eval_examples
     examples = select_examples(data.heldout.examples, kinds, None, cap)  # stratified by kind and level
     if not examples:
         return {}
     if bitlinear_modules(model):  # the packed integer kernel: the same logits, 3x faster to decode (measured)
         model = packed_inference_model(model)
-    report = think_report(model, data.tokenizer, examples, config.data.seq_len, config.phase3.max_thought_tokens)
+    report = think_report(model, data.tokenizer, examples, config.data.seq_len, config.quietstar.max_thought_tokens)
     flat: dict[str, float] = {f"think/{k}": v for k, v in report["thinking"]["overall"].items()}
     for name, table in (("think", report), ("direct", report["direct"]), ("corrupted", report["corrupted_thoughts"])):
         for kind, entry in table["kinds"].items():

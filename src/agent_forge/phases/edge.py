@@ -1,6 +1,6 @@
 """Phase 7, Edge: export the model for edge runtimes and prove the exports compute what PyTorch computes.
 
-Recipe: load the Phase 6 model and measure it (D6 before); export the formats of ``phase7.formats`` into
+Recipe: load the Phase 6 model and measure it (D6 before); export the formats of ``edge.formats`` into
 the session's bundle folder: ONNX (fixed-length full-sequence graph, fp32 and the onnxruntime dynamic int8
 variant) and the packed ternary weights with the standalone numpy runtime; profile every format at batch 1
 (prefill, decode per token, peak RSS delta, file size); compare each with PyTorch on held-out rows (max
@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from agent_forge.config.schema import Phase7Section
+from agent_forge.config.schema import EdgeSection
 from agent_forge.eval.heldout import HeldoutSet, evaluate
 from agent_forge.export.build import (
     TORCH,
@@ -83,7 +83,7 @@ class EdgePhase(Phase):
 
     def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
         start = time.perf_counter()
-        section: Phase7Section = ctx.phase_config
+        section: EdgeSection = ctx.phase_config
         data = session_data(ctx)
         source = inputs[0]
         model = load_model(source)
@@ -105,7 +105,7 @@ class EdgePhase(Phase):
                            duration_seconds=time.perf_counter() - start, before=before, after=after)
 
     def _bundle(self, ctx: PhaseContext, source: ModelRef, model: ForgeForCausalLM, tokenizer_json: str,
-                heldout: HeldoutSet, section: Phase7Section, threads: int) -> EdgeReport:
+                heldout: HeldoutSet, section: EdgeSection, threads: int) -> EdgeReport:
         rows, prompts, tokens = heldout_inputs(heldout, section)
         target = ctx.workspace.bundle_dir(ctx.session_id)
         recover_dir(target)  # a run killed mid-swap leaves the old or new bundle complete, plus temporaries

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from agent_forge.config.schema import Phase2Section
+from agent_forge.config.schema import EvoMergeSection
 from agent_forge.eval.fitness import (
     CompositeWeights,
     Fitness,
@@ -144,7 +144,7 @@ def _objective(model: ForgeForCausalLM, row: torch.Tensor) -> torch.Tensor:
     return model(input_ids=row, labels=row, return_logits=False).loss
 
 
-def build_scorer(section: Phase2Section, heldout: HeldoutSet, specialists: list[ForgeForCausalLM],
+def build_scorer(section: EvoMergeSection, heldout: HeldoutSet, specialists: list[ForgeForCausalLM],
                  device: torch.device) -> Scorer:
     model = ForgeForCausalLM(copy.deepcopy(specialists[0].config))
     model.set_non_shape(**merged_config([m.config for m in specialists]))
@@ -166,7 +166,7 @@ def fisher_inputs(rows: list[list[int]], per_batch: int, device: torch.device) -
     return batches
 
 
-def evolution_settings(section: Phase2Section, mutable: frozenset[str]) -> EvolutionSettings:
+def evolution_settings(section: EvoMergeSection, mutable: frozenset[str]) -> EvolutionSettings:
     merge = MergeParams(dare_drop=section.dare_drop, ties_keep=section.ties_keep,
                         frankenmerge_mode=section.frankenmerge_mode)
     return EvolutionSettings(seed=section.seed, mutation_sigma=section.mutation_sigma,
@@ -312,9 +312,10 @@ def _member(info: dict[str, Any], tensors: dict[str, torch.Tensor], order: State
     return Member.from_info(info, {key: tensors[f"{info['serial']}/{key}"] for key in order})
 
 
-def fingerprint(section: Phase2Section, inputs: list[ModelRef], trunk_id: str, ctx: PhaseContext) -> str:
+def fingerprint(section: EvoMergeSection, inputs: list[ModelRef], trunk_id: str, ctx: PhaseContext) -> str:
     """What the evolution's result depends on; a checkpoint of anything else is not resumed."""
     settings = section.model_dump(mode="json", exclude={"generations"})  # generation g never depends on it
+    # "phase2": the section's name when the fingerprint was defined; renaming it would restart resumed runs
     payload = {"phase2": settings, "inputs": [ref.model_id for ref in inputs],
                "trunk": trunk_id, "data": ctx.config.data.model_dump(mode="json")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -346,7 +347,7 @@ class EvoMergePhase(Phase):
         ok, reason = self.validate_input(ctx, inputs)
         if not ok:
             raise ValueError(reason)
-        section: Phase2Section = ctx.phase_config
+        section: EvoMergeSection = ctx.phase_config
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
         init_from_env(device)
@@ -366,7 +367,7 @@ class EvoMergePhase(Phase):
         return self._finish(ctx, inputs, specialists[best_index], specialist_fitness[best_index],
                             evolution, started)
 
-    def _evolve(self, ctx: PhaseContext, section: Phase2Section, evolution: Evolution,
+    def _evolve(self, ctx: PhaseContext, section: EvoMergeSection, evolution: Evolution,
                 states: list[StateDict], specialist_fitness: list[float]) -> None:
         done = evolution.resume(section.generations)
         if done is None:

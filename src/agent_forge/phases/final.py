@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from agent_forge.config.schema import Phase8Section
+from agent_forge.config.schema import FinalSection
 from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.eval.heldout import HeldoutSet, heldout_loss
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
@@ -45,7 +45,7 @@ COMPRESSED_FILE = "model.afqz"
 REPORT_FILE = "compression_report.json"
 
 
-def candidates(section: Phase8Section) -> dict[str, list]:
+def candidates(section: FinalSection) -> dict[str, list]:
     """Lossy methods for large floating tensors, as the preset sets them (the planner measures each)."""
     vptq = VPTQConfig(vector=section.vptq_vector, codebook=section.vptq_codebook)
     methods: list = [vptq]
@@ -122,11 +122,11 @@ class FinalPhase(Phase):
 
     def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
         start = time.perf_counter()
-        section: Phase8Section = ctx.phase_config
+        section: FinalSection = ctx.phase_config
         data = session_data(ctx)
         model = load_model(inputs[0])
         fp32_bytes = parameter_count(model) * 4
-        codec = ModelCodecConfig(ctx.config.phase4.pack_format, section.float_dtype)
+        codec = ModelCodecConfig(ctx.config.bitnet.pack_format, section.float_dtype)
         tensors, layout = model_tensors(model, codec)
         packed_mb = sum(t.numel() * t.element_size() for t in tensors.values()) / 1e6
         with ctx.progress.task("final: compress", total=4) as task:
@@ -143,7 +143,7 @@ class FinalPhase(Phase):
         return self._finish(ctx, inputs[0], plan, layout, decoded, data.tokenizer, before, after, fp32_bytes,
                             timings)
 
-    def _plan(self, section: Phase8Section, model: ForgeForCausalLM, tensors: dict[str, Tensor],
+    def _plan(self, section: FinalSection, model: ForgeForCausalLM, tensors: dict[str, Tensor],
               layout: ModelLayout, heldout: HeldoutSet, input_loss: float) -> PlanResult:
         skeleton = ForgeForCausalLM(model.config).eval()
 

@@ -3,8 +3,8 @@
 Recipe: load the Phase 4 model with its BitLinear layers (training stays quantization-aware: the
 straight-through estimator updates full-precision shadow weights, the forward is ternary); measure it
 (D6) and its accuracy per difficulty level on a curriculum evaluation set (held-out split, its own seed);
-train with the Phase 5 MuonGrokfast preset (Grokfast switchable by ``phase5.grokfast``, both learning
-rates times ``phase5.lr_scale``) on batches of the scheduler's current level, which moves up/down with
+train with the Phase 5 MuonGrokfast preset (Grokfast switchable by ``forge.grokfast``, both learning
+rates times ``forge.lr_scale``) on batches of the scheduler's current level, which moves up/down with
 held-out accuracy at that level every ``eval_interval`` steps, with dream cycles replaying earlier levels
 every ``dream_every`` steps; measure again. Levels come from the configured data (builtin generator
 levels; real sources at the levels their adapters give): a level without training rows or evaluation
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from agent_forge.config.schema import Phase5Section
+from agent_forge.config.schema import ForgeSection
 from agent_forge.data.dataset import PackedDataset
 from agent_forge.data.sources import load_mixture, source_configs
 from agent_forge.data.tasks import TaskExample
@@ -83,7 +83,7 @@ def _by_level(examples: list[TaskExample]) -> dict[int, list[TaskExample]]:
     return groups
 
 
-def level_data(ctx: PhaseContext, section: Phase5Section) -> LevelData:
+def level_data(ctx: PhaseContext, section: ForgeSection) -> LevelData:
     """Training and evaluation examples of every level from min_level up to the last one both can feed."""
     cfg, tokenizer = ctx.config, session_data(ctx).tokenizer
     batch, n_levels = section.train.batch_size, section.max_level
@@ -108,7 +108,7 @@ def level_data(ctx: PhaseContext, section: Phase5Section) -> LevelData:
         data.train[level], data.evals[level] = dataset, held
     if not data.evals:
         raise CurriculumDataError(f"no training rows or held-out examples at level {section.min_level}",
-                                  "add a builtin source or lower phase5.min_level")
+                                  "add a builtin source or lower forge.min_level")
     return data
 
 
@@ -133,7 +133,7 @@ class ForgePhase(Phase):
         ok, reason = self.validate_input(ctx, inputs)
         if not ok:
             raise HandoffError(reason, "run Phase 4 (bitnet) on the model first")
-        section: Phase5Section = ctx.phase_config
+        section: ForgeSection = ctx.phase_config
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
         init_from_env(device)
@@ -185,7 +185,7 @@ class ForgePhase(Phase):
                            before=before, after=after)
 
 
-def train_curriculum(ctx: PhaseContext, model: nn.Module, section: Phase5Section, levels: LevelData,
+def train_curriculum(ctx: PhaseContext, model: nn.Module, section: ForgeSection, levels: LevelData,
                      scheduler: CurriculumScheduler, measure: Any, device: torch.device) -> Any:
     """Quantization-aware training on the scheduler's level, through a checkpointed CurriculumLoop."""
 
