@@ -16,6 +16,7 @@ import functools
 import json
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from agent_forge.model import ForgeForCausalLM
 from agent_forge.model_io import load_model
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import (
+    SessionData,
     add_think_record,
     eval_record,
     fp32_size_mb,
@@ -41,7 +43,7 @@ from agent_forge.phases.common import (
     thinking_kinds,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
+from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, PhaseRun
 from agent_forge.reasoning.data import build_reasoning_examples, encode_reasoning, select_examples
 from agent_forge.reasoning.evaluation import ThinkingReport, evaluate_thinking
 from agent_forge.reasoning.evidence import has_evidence
@@ -95,20 +97,44 @@ class Stopwatch:
         return result
 
 
+@dataclass(kw_only=True)
+class QuietStarRun(PhaseRun):
+    clock: Stopwatch
+    data: SessionData
+    device: torch.device
+    model: ForgeForCausalLM
+    initial: ThinkingReport | None = None
+    sft_figures: dict[str, float] = field(default_factory=dict)
+    after_sft: ThinkingReport | None = None
+    policy: QuietStarModel | None = None
+    rl_losses: list[float] = field(default_factory=list)
+    final: ThinkingReport | None = None
+    qs: dict[str, float] = field(default_factory=dict)
+    think: dict[str, float] = field(default_factory=dict)
+
+
 class QuietStarPhase(Phase):
     """Thought SFT, convergence check, Quiet-STaR RL, anti-theater evaluation."""
 
     name = "quietstar"
 
-    def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
-        started, clock = time.perf_counter(), Stopwatch()
-        section: QuietStarSection = ctx.phase_config
+    def setup(self, ctx: PhaseContext, inputs: list[ModelRef]) -> QuietStarRun:
+        clock = Stopwatch()
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
         init_from_env(device)
         model = load_model(inputs[0]).to(device)
-        before = eval_record(model, data.heldout, fp32_size_mb(model))
-        clock.lap("d6_before")
+        return QuietStarRun(inputs=inputs, clock=clock, data=data, device=device, model=model)
+
+    def measure_before(self, ctx: PhaseContext, run: QuietStarRun) -> EvalRecord:
+        before = eval_record(run.model, run.data.heldout, fp32_size_mb(run.model))
+        run.clock.lap("d6_before")
+        return before
+
+    def work(self, ctx: PhaseContext, run: QuietStarRun) -> None:
+        """Thinking checks before, thought SFT, checks, Quiet-STaR RL, checks and the mixing head's figures."""
+        section: QuietStarSection = ctx.phase_config
+        data, device, model, clock = run.data, run.device, run.model, run.clock
         kinds = thinking_kinds(ctx.config)  # the thinking checks read the selection split, never D6
         tasks = [t for t in data.selection.examples if has_evidence(t) and t.kind in kinds][: section.eval_examples]
         check_thinking_tokens(data.tokenizer, model)
@@ -121,35 +147,41 @@ class QuietStarPhase(Phase):
             embedder=embedder,
             coherence_threshold=section.coherence_threshold,
         )
-        initial = clock.timed("think_initial", think, model)
+        run.initial = clock.timed("think_initial", think, model)
         # the lap and metric names keep "bake" (time/bake_s, bake/*, baked/*): stored sessions and charts use them
-        sft_figures = clock.timed("bake", self._thought_sft, ctx, model, data.tokenizer, device)
-        after_sft = clock.timed("think_baked", think, model)
-        policy, rl_losses = clock.timed("quietstar_rl", self._quietstar, ctx, model, device)
-        final = clock.timed("think_final", think, model)
+        run.sft_figures = clock.timed("bake", self._thought_sft, ctx, model, data.tokenizer, device)
+        run.after_sft = clock.timed("think_baked", think, model)
+        run.policy, run.rl_losses = clock.timed("quietstar_rl", self._quietstar, ctx, model, device)
+        run.final = clock.timed("think_final", think, model)
         rows = self._qs_rows(data.heldout.lm_rows, device)
-        qs = clock.timed("qs_eval", quietstar_figures, policy, rows, section.positions_per_seq, section.seed)
-        qs["mixing_head_params"] = float(parameter_count(policy.mixer))
-        after = eval_record(model, data.heldout, fp32_size_mb(model))
-        clock.lap("d6_after")
-        think = clock.timed("d6_think", think_metrics, model, data, ctx.config)
-        add_think_record(after, think)
-        metrics = self._metrics(before, after, initial, after_sft, final, qs, sft_figures, rl_losses, section)
-        metrics.update({**think, **clock.laps})
-        metrics["phase/duration_seconds"] = time.perf_counter() - started
-        ref = self._save(ctx, model, policy.mixer, data.tokenizer, inputs[0], metrics, final)
+        run.qs = clock.timed("qs_eval", quietstar_figures, run.policy, rows, section.positions_per_seq, section.seed)
+        run.qs["mixing_head_params"] = float(parameter_count(run.policy.mixer))
+
+    def measure_after(self, ctx: PhaseContext, run: QuietStarRun) -> EvalRecord:
+        after = eval_record(run.model, run.data.heldout, fp32_size_mb(run.model))
+        run.clock.lap("d6_after")
+        run.think = run.clock.timed("d6_think", think_metrics, run.model, run.data, ctx.config)
+        add_think_record(after, run.think)
+        return after
+
+    def save(self, ctx: PhaseContext, run: QuietStarRun) -> PhaseResult:
+        metrics = self._metrics(run.before, run.after, run.initial, run.after_sft, run.final, run.qs,
+                                run.sft_figures, run.rl_losses, ctx.phase_config)
+        metrics.update({**run.think, **run.clock.laps})
+        metrics["phase/duration_seconds"] = run.seconds
+        ref = self._save(ctx, run.model, run.policy.mixer, run.data.tokenizer, run.inputs[0], metrics, run.final)
         return PhaseResult(
             True,
             self.name,
             [ref],
             metrics,
-            before=before,
-            after=after,
+            before=run.before,
+            after=run.after,
             artifacts={
                 "mixing_head": str(ref.path / "mixing_head.safetensors"),
                 "report": str(ref.path / REPORT_FILE),
             },
-            duration_seconds=time.perf_counter() - started,
+            duration_seconds=run.seconds,
         )
 
     # ---- step 1: supervised thought training (thought SFT) --------------------------------------------
