@@ -320,7 +320,7 @@ def phase4_run(preset: str, compare_ramp: bool) -> dict:
         _cli(workspace, "run", "--preset", preset, "--to", "quietstar", "--name", "bench")
         registry = sqlite3.connect(workspace / "registry" / "model_registry.db")
         (session,) = registry.execute("select session_id from sessions").fetchone()
-        extra = ["--set", "phase4.compare_ramp=true"] if compare_ramp else []
+        extra = ["--set", "bitnet.compare_ramp=true"] if compare_ramp else []
         start = time.perf_counter()
         _cli(workspace, "phase", "bitnet", "--session", session, *extra)
         wall = time.perf_counter() - start

@@ -73,7 +73,7 @@ class LabelledData:
 
     def __init__(self, tokenizer, examples, preset, losses: set[str]) -> None:
         shares = {loss_share(loss) for loss in losses}
-        seq, batch, seed = preset.data.seq_len, preset.phase1.train.batch_size, preset.data.seed
+        seq, batch, seed = preset.data.seq_len, preset.cognate.train.batch_size, preset.data.seed
         self.sets = {share: PackedDataset.from_examples(tokenizer, examples, seq, batch, seed,
                                                         prompt_loss_share=share) for share in shares}
         self.any = next(iter(self.sets.values()))
@@ -126,7 +126,7 @@ def make_contender(spec: str, preset, seed: int) -> Contender:
     ours = ForgeForCausalLM(forge_config(preset))
     model = ours if name == "ours" else llama_like(preset.model, parameter_count(ours))
     if opt == "muon":  # LR is then the multiplier of D11's Phase 1 rates (default: the preset's lr_scale)
-        optimizer = build_optimizer(model, MuGrokConfig.from_phase("1").scaled(lr or preset.phase1.lr_scale))
+        optimizer = build_optimizer(model, MuGrokConfig.from_phase("1").scaled(lr or preset.cognate.lr_scale))
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr or 3e-3, betas=(0.9, 0.95), weight_decay=0.1)
     step = ours_step if name == "ours" else llama_step

@@ -152,7 +152,7 @@ def method_rows(bench: Bench, methods: list[MethodSpec]) -> None:
 
 
 def planner_row(bench: Bench, config: PipelineConfig) -> None:
-    section = config.phase8
+    section = config.final
     skeleton = ForgeForCausalLM(bench.model.config).eval()
     evaluate_loss: Callable[[Mapping[str, Tensor]], float] = lambda t: heldout_loss(  # noqa: E731
         load_tensors_into(skeleton, t, bench.layout), bench.heldout)
@@ -176,14 +176,14 @@ def tiny_session(config: PipelineConfig, args: argparse.Namespace) -> tuple[Forg
     torch.manual_seed(0)
     model = ForgeForCausalLM(forge_config(config))
     start = time.perf_counter()
-    loss = train(model, data, args.train_steps, "1", config.phase1.lr_scale)
+    loss = train(model, data, args.train_steps, "1", config.cognate.lr_scale)
     print(f"fp32: {args.train_steps} steps, last loss {loss:.3f} ({time.perf_counter() - start:.0f}s)")
     fp32_bytes = sum(p.numel() for p in model.parameters()) * 4
     ppl, acc = quality(model, heldout)
     fp32_row = Row("fp32", fp32_bytes, 1.0, ppl, acc)
     replace_linears(model)
-    ramp_steps = max(1, round(config.phase4.ramp_fraction * args.qat_steps)) if config.phase4.ramp else 0
-    loss = train(model, data, args.qat_steps, "4", config.phase4.lr_scale, ramp_steps)
+    ramp_steps = max(1, round(config.bitnet.ramp_fraction * args.qat_steps)) if config.bitnet.ramp else 0
+    loss = train(model, data, args.qat_steps, "4", config.bitnet.lr_scale, ramp_steps)
     print(f"ternary QAT: {args.qat_steps} steps, last loss {loss:.3f}")
     bench = Bench(model, heldout, fp32_bytes, args.zstd_level)
     bench.rows.append(fp32_row)

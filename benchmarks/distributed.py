@@ -44,12 +44,12 @@ def worker(preset: str, steps: int, warmup: int) -> None:
     config = load_config(preset=preset)
     examples = mix_tasks(2000, seed=0)
     tokenizer = train_tokenizer((training_text(e) for e in examples), config.model.vocab_size)
-    batch = config.phase1.train.batch_size
+    batch = config.cognate.train.batch_size
     data = PackedDataset.from_examples(tokenizer, examples, config.data.seq_len, batch // size, 0, rank, size)
     torch.manual_seed(0)
     model = ForgeForCausalLM(forge_config(config))
     net = wrap_ddp(model, device)
-    optimizer = build_optimizer(model, optimizer_config(config.phase1))
+    optimizer = build_optimizer(model, optimizer_config(config.cognate))
     for step in range(warmup + steps):
         if step == warmup:
             barrier()

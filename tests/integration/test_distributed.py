@@ -16,8 +16,8 @@ import pytest
 from agent_forge.storage.registry import ModelRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
-SHORT = ["--set", "phase1.trunk_steps=8", "--set", "phase1.specialist_steps=2",
-         "--set", "phase1.train.checkpoint_every=4", "--set", "phase1.train.eval_every=4",
+SHORT = ["--set", "cognate.trunk_steps=8", "--set", "cognate.specialist_steps=2",
+         "--set", "cognate.train.checkpoint_every=4", "--set", "cognate.train.eval_every=4",
          "--set", "handoff.cognate->evomerge.min_loss_drop=0.0"]
 
 

@@ -79,7 +79,7 @@ def test_a_rerun_resumes_from_the_checkpoints_and_gives_the_same_model(full_bake
 
 
 def test_a_low_rank_bake_of_a_ternary_model_survives_the_merge_and_stays_ternary(tmp_path: Path) -> None:
-    config = harness_config("smoke", ["phase6.lora_rank=4", "phase6.lr_scale=100"])
+    config = harness_config("smoke", ["baking.lora_rank=4", "baking.lr_scale=100"])
     forge = make_context(tmp_path, "forge", config)
     torch.manual_seed(1)
     model = ForgeForCausalLM(forge_config(config, initializer_range=0.2))  # peaked outputs: a KL worth baking

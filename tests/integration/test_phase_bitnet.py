@@ -14,8 +14,8 @@ from agent_forge.quant.packed_io import load_packed_into
 from support.phase_harness import harness_config, make_context, seed_model
 
 # QAT scores answers and a quarter of the prompts, as the tiny preset's does (batches with labels)
-OVERRIDES = ["phase4.finetune_trigger_drop=0.0", "phase4.compare_ramp=true", "phase4.finetune_steps=4",
-             "phase4.calibration_samples=16", "phase4.prompt_loss_share=0.25"]
+OVERRIDES = ["bitnet.finetune_trigger_drop=0.0", "bitnet.compare_ramp=true", "bitnet.finetune_steps=4",
+             "bitnet.calibration_samples=16", "bitnet.prompt_loss_share=0.25"]
 
 
 def _run(tmp_path):

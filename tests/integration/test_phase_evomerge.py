@@ -65,7 +65,7 @@ def run_phase(root: Path, config: PipelineConfig, inputs: list[ModelRef]) -> Pha
 
 @pytest.fixture(scope="module")
 def smoke_config() -> PipelineConfig:
-    return harness_config("smoke", ["phase2.generations=3"])
+    return harness_config("smoke", ["evomerge.generations=3"])
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_champion_is_saved_loadable_and_scored_as_recorded(first_run, smoke_conf
     champion = load_model(ref)
     # re-measure the stored champion against the stored specialists: the recorded fitness is what it scores
     data = session_data(make_context(root, "evomerge", smoke_config))
-    section = smoke_config.phase2
+    section = smoke_config.evomerge
     subset = heldout_subset(data.selection, section.fitness_lm_sequences, section.fitness_examples)
     reference = FitnessMeasurement.mean([measure(load_model(r), subset) for r in inputs])
     rescored = composite_fitness(measure(champion, subset), reference)
@@ -106,7 +106,7 @@ def test_champion_beats_every_generation0_combo_and_metrics_are_complete(first_r
     assert len(curve) == 4 and curve == sorted(curve)  # the champion never gets worse
     for key in ("before/perplexity", "after/perplexity", "best_specialist_fitness", "final_accuracy"):
         assert torch.isfinite(torch.tensor(float(metrics[key])))
-    ctx = make_context(root, "evomerge", harness_config("smoke", ["phase2.generations=3"]))
+    ctx = make_context(root, "evomerge", harness_config("smoke", ["evomerge.generations=3"]))
     logged = ctx.registry.metrics(ctx.session_id, phase="evomerge", name="max_fitness", model="evolution")
     assert [row["step"] for row in logged] == [0, 1, 2, 3]  # generation 0 = the eight combos
     assert all(metrics["final_fitness"] >= row["value"] for row in logged)
@@ -134,7 +134,7 @@ def test_same_seed_same_champion_and_resume_reuses_generations(first_run, smoke_
     assert redone.metrics["final_fitness"] == result.metrics["final_fitness"]
 
     fresh_inputs = register_inputs(tmp_path, smoke_config)  # an independent workspace, same seeds
-    short = harness_config("smoke", ["phase2.generations=1"])
+    short = harness_config("smoke", ["evomerge.generations=1"])
     run_phase(tmp_path, short, fresh_inputs)  # stops after generation 1 ...
     again = run_phase(tmp_path, smoke_config, fresh_inputs)  # ... and resumes there up to generation 3
     assert again.metrics["final_fitness"] == result.metrics["final_fitness"]
@@ -163,7 +163,7 @@ def _rank_worker(rank: int, world_size: int, root: str, init_file: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
-        config = harness_config("smoke", ["phase2.generations=3"])
+        config = harness_config("smoke", ["evomerge.generations=3"])
         ctx = make_context(Path(root), "evomerge", config)
         inputs = [ctx.load_ref(f"{ctx.session_id}__cognate__{name}") for name, _, _ in SPECIALISTS]
         result = EvoMergePhase().run(ctx, inputs)
@@ -181,7 +181,7 @@ def test_two_ranks_share_the_evaluations_and_find_the_same_champion(first_run, t
     # the same inputs (and registry), without the single run's evolution checkpoints and champion folder
     shutil.copytree(root, copy, ignore=shutil.ignore_patterns("checkpoints", "phase2_evomerge"))
     mp.spawn(_rank_worker, args=(2, str(copy), str(tmp_path / "init")), nprocs=2, join=True)
-    ctx = make_context(copy, "evomerge", harness_config("smoke", ["phase2.generations=3"]))
+    ctx = make_context(copy, "evomerge", harness_config("smoke", ["evomerge.generations=3"]))
     champion = ctx.load_ref(ctx.model_id("champion"))
     assert champion.path.is_relative_to(copy)
     assert champion.metadata["fitness"] == single.metrics["final_fitness"]

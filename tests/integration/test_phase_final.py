@@ -36,7 +36,7 @@ def logits(model: ForgeForCausalLM) -> torch.Tensor:
 
 
 def test_final_compresses_within_budget_and_the_file_decodes_to_the_saved_model(tmp_path: Path) -> None:
-    overrides = ["phase8.max_ppl_increase=0.10"]
+    overrides = ["final.max_ppl_increase=0.10"]
     ref = edge_model(tmp_path, overrides)
     ctx = make_context(tmp_path, "final", harness_config("smoke", overrides))
     result = FinalPhase().run(ctx, [ref])
@@ -72,7 +72,7 @@ def test_final_compresses_within_budget_and_the_file_decodes_to_the_saved_model(
 
 
 def test_lossless_settings_reproduce_the_input_exactly(tmp_path: Path) -> None:
-    overrides = ["phase8.min_lossy_numel=1000000000", "phase8.float_dtype=float32"]  # no lossy candidate
+    overrides = ["final.min_lossy_numel=1000000000", "final.float_dtype=float32"]  # no lossy candidate
     ref = edge_model(tmp_path, overrides)
     ctx = make_context(tmp_path, "final", harness_config("smoke", overrides))
     result = FinalPhase().run(ctx, [ref])

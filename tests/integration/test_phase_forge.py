@@ -15,7 +15,7 @@ from agent_forge.quant.packed_io import load_packed
 from agent_forge.train.curriculum import CurriculumConfig, CurriculumScheduler
 from support.phase_harness import harness_config, make_context, register_model
 
-OVERRIDES = ["phase5.steps=8", "phase5.eval_interval=4", "phase5.dream_every=4", "phase5.dream_steps=1"]
+OVERRIDES = ["forge.steps=8", "forge.eval_interval=4", "forge.dream_every=4", "forge.dream_steps=1"]
 
 
 def _ternary_seed(tmp_path, config):
@@ -61,7 +61,7 @@ def test_forge_trains_on_the_curriculum_and_stays_ternary(tmp_path):
 
 
 def test_forge_rerun_resumes_to_the_same_model_with_grokfast_off(tmp_path):
-    overrides = [*OVERRIDES, "phase5.grokfast=false"]
+    overrides = [*OVERRIDES, "forge.grokfast=false"]
     seed, _, first = _run(tmp_path, overrides)
     ref = first.models[0]
     packed_bytes = (ref.path / ref.metadata["packed_file"]).read_bytes()

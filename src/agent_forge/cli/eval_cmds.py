@@ -168,9 +168,9 @@ def _score(model: Any, tokenizer: Any, config: PipelineConfig, examples: list[An
     if not chosen:
         raise NotFoundError("no task matches --kinds/--levels in this data", "widen --kinds or --levels")
     if mode == "think":
-        return think_report(model, tokenizer, chosen, config.data.seq_len, config.phase3.max_thought_tokens,
+        return think_report(model, tokenizer, chosen, config.data.seq_len, config.quietstar.max_thought_tokens,
                             prefix=prefix or ())
     if mode == "tools":
-        return tools_report(model, tokenizer, chosen, config.data.seq_len, config.phase3.max_thought_tokens,
+        return tools_report(model, tokenizer, chosen, config.data.seq_len, config.quietstar.max_thought_tokens,
                             prefix=prefix or ())
     return score_examples(model, tokenizer, chosen, config.data.seq_len)

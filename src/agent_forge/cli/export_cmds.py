@@ -37,7 +37,7 @@ def _edge_inputs(ref: Any, config: PipelineConfig) -> Any:
     model, tokenizer = load_model(ref), load_tokenizer(ref)
     heldout = HeldoutSet.build(tokenizer, heldout_examples(config), config.data.seq_len,
                                max_lm_sequences=config.data.heldout_lm_sequences)
-    rows, prompts, tokens = heldout_inputs(heldout, config.phase7)
+    rows, prompts, tokens = heldout_inputs(heldout, config.edge)
     return EdgeInputs(model, tokenizer.to_json(), rows, prompts, tokens, [ref.path / "model.safetensors"],
                       lambda: load_model(ref), {"source_model": ref.model_id})
 
@@ -79,7 +79,7 @@ def export_bundle(
     config = registry.session_config(session_id)
     ref = load_ref(registry, _pick_model(registry, session_id, model_id))
     folder = out_dir or workspace.session_dir(session_id) / "exports" / fmt
-    section = config.phase7.model_copy(update={"formats": [fmt]})
+    section = config.edge.model_copy(update={"formats": [fmt]})
     threads = torch.get_num_threads()
     with blas_threads(threads):
         edge_inputs = _edge_inputs(ref, config)

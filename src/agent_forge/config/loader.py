@@ -7,6 +7,7 @@ single line instead of a pydantic traceback.
 from __future__ import annotations
 
 import copy
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from agent_forge.config.schema import PipelineConfig
+from agent_forge.config.schema import KEY_ALIASES, SECTION_ALIASES, PipelineConfig
 from agent_forge.errors import ConfigError
 
 PRESET_PACKAGE = "agent_forge.config.presets"
+
+# old names met so far in this process: the deprecation notice is printed for the first one only
+_aliases_seen: set[str] = set()
 
 
 def available_presets() -> list[str]:
@@ -33,7 +37,7 @@ def preset_dict(name: str) -> dict[str, Any]:
             f"unknown preset '{name}'", f"use one of: {', '.join(available_presets())}"
         )
     text = resources.files(PRESET_PACKAGE).joinpath(f"{name}.yaml").read_text(encoding="utf-8")
-    data = _parse_yaml(text, f"preset {name}")
+    data = renamed_keys(_parse_yaml(text, f"preset {name}"))
     data["preset"] = name
     return data
 
@@ -48,7 +52,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} cannot be read ({exc.__class__.__name__})",
                           "pass a readable UTF-8 YAML file") from exc
-    return _parse_yaml(text, f"config file {path}")
+    return renamed_keys(_parse_yaml(text, f"config file {path}"))
 
 
 def _parse_yaml(text: str, origin: str) -> dict[str, Any]:
@@ -92,13 +96,50 @@ def parse_override(item: str) -> dict[str, Any]:
     nested: dict[str, Any] = {keys[-1]: value}
     for key in reversed(keys[:-1]):
         nested = {key: nested}
-    return nested
+    return renamed_keys(nested)
+
+
+def renamed_keys(data: dict[str, Any], notify: bool = True) -> dict[str, Any]:
+    """``data`` with old section names (``phase4`` -> ``bitnet``) and old keys renamed to the current ones.
+
+    Each layer (preset, file, ``--set``, stored session) is renamed before the layers merge, so an old
+    ``--set`` key overrides the preset's new one. Where one layer spells a key both ways the current name wins.
+    """
+    renamed = dict(data)
+    for old, new in SECTION_ALIASES.items():
+        if old in renamed:
+            _note_alias(old, new, notify)
+            value, current = renamed.pop(old), renamed.get(new)
+            both = isinstance(value, dict) and isinstance(current, dict)
+            renamed[new] = deep_merge(value, current) if both else (value if current is None else current)
+    for section, aliases in KEY_ALIASES.items():
+        part = renamed.get(section)
+        if isinstance(part, dict) and any(old in part for old in aliases):
+            part = dict(part)
+            for old, new in aliases.items():
+                if old in part:
+                    _note_alias(f"{section}.{old}", f"{section}.{new}", notify)
+                    part.setdefault(new, part.pop(old))
+            renamed[section] = part
+    return renamed
+
+
+def _note_alias(old: str, new: str, notify: bool) -> None:
+    """One line on stderr the first time a user's config uses an old name (stored sessions stay quiet)."""
+    if notify and not _aliases_seen:
+        print(f"notice: config key '{old}' is now '{new}'; old names still load but are deprecated "
+              f"(phase1..phase8 -> {', '.join(SECTION_ALIASES.values())})", file=sys.stderr)
+    if notify:
+        _aliases_seen.add(old)
 
 
 def validate_config(data: dict[str, Any]) -> PipelineConfig:
-    """Validate a merged mapping; the first problem becomes a one-line ConfigError naming its key."""
+    """Validate a merged mapping; the first problem becomes a one-line ConfigError naming its key.
+
+    Old section and key names are accepted silently here: a session stored before a rename must resume.
+    """
     try:
-        return PipelineConfig.model_validate(data)
+        return PipelineConfig.model_validate(renamed_keys(data, notify=False) if isinstance(data, dict) else data)
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(exc), "correct that key in the preset, file or --set") from None
     except (TypeError, ValueError) as exc:

@@ -23,6 +23,16 @@ PHASE_NAMES: tuple[str, ...] = (
     "final",
 )
 
+# The sections were called phase1..phase8 before they took the phases' names; files, ``--set`` keys and
+# session configs written then still load through these aliases (config.loader renames them).
+SECTION_ALIASES: dict[str, str] = {f"phase{number}": name for number, name in enumerate(PHASE_NAMES, start=1)}
+# Keys renamed inside a section, old -> new: Phase 3's supervised thought training was called "bake", the word
+# Phase 6 uses for its KL prompt baking.
+KEY_ALIASES: dict[str, dict[str, str]] = {
+    "quietstar": {"bake_examples": "thought_sft_examples", "bake_steps": "thought_sft_steps",
+                  "bake_lr_scale": "thought_sft_lr_scale"},
+}
+
 
 # Every number without its own upper bound gets this one: far above any real run, far below overflow.
 MAX_MAGNITUDE = 10**9
@@ -199,7 +209,7 @@ class TrainSection(Strict):
     max_recoveries: int = Field(3, ge=0)
 
 
-class Phase1Section(Strict):
+class CognateSection(Strict):
     """Cognate: a shared trunk, then three specialists (D2)."""
 
     trunk_steps: int = Field(300, ge=1)
@@ -220,7 +230,7 @@ class FitnessWeights(Strict):
     memory: float = Field(0.1, ge=0.0)
 
 
-class Phase2Section(Strict):
+class EvoMergeSection(Strict):
     """EvoMerge: eight binary combos, elite mutation and loser merging."""
 
     generations: int = Field(50, ge=0)
@@ -241,11 +251,11 @@ class Phase2Section(Strict):
     eval_batch_size: int = Field(32, ge=1)
 
 
-class Phase3Section(Strict):
-    """Quiet-STaR: reasoning prompt baking first, then parallel thoughts trained with REINFORCE."""
+class QuietStarSection(Strict):
+    """Quiet-STaR: supervised thought training (thought SFT) first, then parallel thoughts trained with REINFORCE."""
 
-    bake_examples: int = Field(1600, ge=7)
-    bake_steps: int = Field(120, ge=1)
+    thought_sft_examples: int = Field(1600, ge=7)
+    thought_sft_steps: int = Field(120, ge=1)
     rl_steps: int = Field(40, ge=0)
     num_thoughts: int = Field(4, ge=2, le=8)
     thought_len: int = Field(8, ge=1)
@@ -257,8 +267,8 @@ class Phase3Section(Strict):
     lookahead: int = Field(4, ge=1)  # true tokens each thought is scored on (Quiet-STaR: 4)
     rl_batch_size: int = Field(4, ge=1)
     positive_only: bool = False  # reinforce only better-than-average thoughts (official Quiet-STaR)
-    plain_share: float = Field(0.25, ge=0.0, lt=1.0)  # plain prompt->answer rows kept in the baking data
-    bake_lr_scale: float = Field(1.0, gt=0.0)
+    plain_share: float = Field(0.25, ge=0.0, lt=1.0)  # plain prompt->answer rows kept in the thought SFT data
+    thought_sft_lr_scale: float = Field(1.0, gt=0.0)
     rl_lr_scale: float = Field(1.0, gt=0.0)
     max_thought_tokens: int = Field(64, ge=4)  # greedy budget for <think> ... answer <eos> in evaluation
     think_eval_examples: int | None = Field(None, ge=1)  # D6 tasks of the think column per phase (None: all)
@@ -267,7 +277,7 @@ class Phase3Section(Strict):
     seed: int = 3
 
 
-class Phase4Section(Strict):
+class BitNetSection(Strict):
     """BitNet b1.58: ternary weights, 8-bit activations, QAT recovery."""
 
     scale: Literal["tensor", "channel"] = "tensor"
@@ -286,8 +296,8 @@ class Phase4Section(Strict):
     train: TrainSection = Field(default_factory=TrainSection)
 
 
-class Phase5Section(Strict):
-    """Forge: curriculum over difficulty levels with dream replay."""
+class ForgeSection(Strict):
+    """Phase 5 (forge: curriculum training): curriculum over difficulty levels with dream replay."""
 
     steps: int = Field(200, ge=1)
     min_level: int = Field(1, ge=1)
@@ -303,7 +313,7 @@ class Phase5Section(Strict):
     train: TrainSection = Field(default_factory=TrainSection)
 
     @model_validator(mode="after")
-    def _band_ordered(self) -> Phase5Section:
+    def _band_ordered(self) -> ForgeSection:
         if self.band_down >= self.band_up:
             raise ValueError(f"band_down {self.band_down} must be below band_up {self.band_up}")
         if self.min_level > self.max_level:
@@ -311,7 +321,7 @@ class Phase5Section(Strict):
         return self
 
 
-class Phase6Section(Strict):
+class BakingSection(Strict):
     """Baking: tool-use and persona prompts baked into the weights."""
 
     tool_prompt: str = "builtin:tools"
@@ -330,7 +340,7 @@ class Phase6Section(Strict):
     train: TrainSection = Field(default_factory=TrainSection)
 
 
-class Phase7Section(Strict):
+class EdgeSection(Strict):
     """Edge: ONNX and packed-ternary bundles with a latency profile."""
 
     formats: list[Literal["onnx", "ternary"]] = Field(default_factory=lambda: ["onnx", "ternary"])
@@ -347,7 +357,7 @@ class Phase7Section(Strict):
     threads: int = Field(0, ge=0)  # threads of every runtime while measuring; 0: the run's own (runtime.threads)
 
 
-class Phase8Section(Strict):
+class FinalSection(Strict):
     """Final compression: SeedLM / VPTQ / entropy coding under a quality budget."""
 
     max_ppl_increase: float = Field(0.10, ge=0.0)
@@ -406,14 +416,14 @@ class PipelineConfig(Strict):
     preset: str = "tiny"
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
-    phase1: Phase1Section = Field(default_factory=Phase1Section)
-    phase2: Phase2Section = Field(default_factory=Phase2Section)
-    phase3: Phase3Section = Field(default_factory=Phase3Section)
-    phase4: Phase4Section = Field(default_factory=Phase4Section)
-    phase5: Phase5Section = Field(default_factory=Phase5Section)
-    phase6: Phase6Section = Field(default_factory=Phase6Section)
-    phase7: Phase7Section = Field(default_factory=Phase7Section)
-    phase8: Phase8Section = Field(default_factory=Phase8Section)
+    cognate: CognateSection = Field(default_factory=CognateSection)
+    evomerge: EvoMergeSection = Field(default_factory=EvoMergeSection)
+    quietstar: QuietStarSection = Field(default_factory=QuietStarSection)
+    bitnet: BitNetSection = Field(default_factory=BitNetSection)
+    forge: ForgeSection = Field(default_factory=ForgeSection)
+    baking: BakingSection = Field(default_factory=BakingSection)
+    edge: EdgeSection = Field(default_factory=EdgeSection)
+    final: FinalSection = Field(default_factory=FinalSection)
     handoff: dict[str, HandoffRule] = Field(default_factory=dict)
     cleanup: CleanupSection = Field(default_factory=CleanupSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
@@ -429,5 +439,7 @@ class PipelineConfig(Strict):
         return self
 
     def phase_section(self, phase_name: str) -> BaseModel:
-        """The section of one phase by its name (``cognate`` -> ``phase1``)."""
-        return getattr(self, f"phase{PHASE_NAMES.index(phase_name) + 1}")
+        """The section of one phase by its name (``cognate`` -> ``config.cognate``)."""
+        if phase_name not in PHASE_NAMES:
+            raise ValueError(f"unknown phase '{phase_name}'")
+        return getattr(self, phase_name)

@@ -41,7 +41,7 @@ from agent_forge.export.runtime import ForgeRuntimeModel, RuntimeConfig, load_we
 from agent_forge.export.ternary import activation_settings, export_ternary
 
 if TYPE_CHECKING:
-    from agent_forge.config.schema import Phase7Section
+    from agent_forge.config.schema import EdgeSection
     from agent_forge.eval.heldout import HeldoutSet
 
 TORCH, RUNTIME = "pytorch_fp32", "ternary_runtime"
@@ -86,8 +86,8 @@ class EdgeReport:
         return RUNTIME if RUNTIME in self.profile else next(reversed(self.profile))
 
 
-def edge_options(section: Phase7Section, threads: int) -> EdgeOptions:
-    """The ``phase7`` settings as bundle options (the Edge phase and ``agent-forge export`` alike)."""
+def edge_options(section: EdgeSection, threads: int) -> EdgeOptions:
+    """The ``edge`` settings as bundle options (the Edge phase and ``agent-forge export`` alike)."""
     return EdgeOptions(formats=tuple(section.formats), onnx_int8=section.onnx_int8,
                        ternary_format=section.ternary_format, float_dtype=section.float_dtype,
                        int8_embeddings=section.embedding_bits == 8, prefill_lengths=tuple(section.prefill_lengths),
@@ -95,7 +95,7 @@ def edge_options(section: Phase7Section, threads: int) -> EdgeOptions:
                        profile_repeats=section.profile_repeats, threads=threads)
 
 
-def heldout_inputs(heldout: HeldoutSet, section: Phase7Section) -> tuple[list[list[int]], list[list[int]],
+def heldout_inputs(heldout: HeldoutSet, section: EdgeSection) -> tuple[list[list[int]], list[list[int]],
                                                                           list[int]]:
     """Rows for the logits check, prompts (up to the answer) for greedy agreement, a profile token stream."""
     rows = [list(r) for r in heldout.lm_rows[: section.agreement_rows]]

@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 NS_QUINTIC: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
 NS_DTYPES: tuple[str, ...] = ("bfloat16", "float32", "float64")
-PHASE_KEYS: tuple[str, ...] = ("1", "3_bake", "3_rl", "4", "5", "6")
+PHASE_KEYS: tuple[str, ...] = ("1", "3_thought_sft", "3_rl", "4", "5", "6")
+# Phase 3's supervised thought training was keyed "3_bake" before "bake" was left to Phase 6
+OLD_PHASE_KEYS: dict[str, str] = {"3": "3_thought_sft", "3_bake": "3_thought_sft"}
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,9 @@ class MuGrokConfig:
 
     @classmethod
     def from_phase(cls, phase: int | str) -> MuGrokConfig:
-        """The D11 preset for a training phase: "1", "3_bake", "3_rl", "4", "5", "6" (ints; 3 = "3_bake")."""
+        """The D11 preset for a training phase: "1", "3_thought_sft", "3_rl", "4", "5", "6" (3 = "3_thought_sft")."""
         key = str(phase).strip().lower()
-        key = "3_bake" if key == "3" else key
+        key = OLD_PHASE_KEYS.get(key, key)
         if key not in _PRESETS:
             choices = ", ".join(PHASE_KEYS)
             raise ValueError(f"phase: no optimizer preset for {phase!r}; choose one of {choices}")
@@ -76,7 +78,7 @@ class MuGrokConfig:
 # weight decay 0.05 is the spec's Phase 1 value, kept for every phase until a measurement says otherwise.
 _PRESETS: dict[str, dict[str, float]] = {
     "1": {"muon_lr": 1e-3, "fallback_lr": 1e-3, "grokfast_lambda": 0.3, "qk_clip_tau": 30.0},
-    "3_bake": {"muon_lr": 1e-4, "fallback_lr": 1e-4, "grokfast_lambda": 0.2, "qk_clip_tau": 30.0},
+    "3_thought_sft": {"muon_lr": 1e-4, "fallback_lr": 1e-4, "grokfast_lambda": 0.2, "qk_clip_tau": 30.0},
     "3_rl": {
         "muon_lr": 5e-4,
         "fallback_lr": 5e-4,

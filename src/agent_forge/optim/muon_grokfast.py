@@ -33,8 +33,9 @@ class MuonGrokfast(torch.optim.Optimizer):
         qk_clip_modules: attention modules following the QK-clip interface, clipped after every step.
         route_overrides: name -> "muon"/"adamw", for parameters the caller wants routed differently.
 
-    ``routing`` maps each trained parameter's name to its route. ``set_lr_scale(f)`` multiplies every
-    group's lr by ``f`` on top of whatever a scheduler sets (the recovery logic halves it on divergence).
+    ``routing`` maps each trained parameter's name to its route. ``set_lr_multiplier(f)`` multiplies
+    every group's lr by ``f`` on top of whatever a scheduler sets (group key ``lr_multiplier``; not to be
+    confused with a config section's ``lr_scale``, which scales the preset, or the trainer's recovery factor).
     """
 
     def __init__(
@@ -62,15 +63,21 @@ class MuonGrokfast(torch.optim.Optimizer):
         return int(self._last_clip_count)
 
     @property
-    def lr_scale(self) -> float:
-        return float(self.param_groups[0]["lr_scale"])
+    def lr_multiplier(self) -> float:
+        return float(self.param_groups[0]["lr_multiplier"])
 
-    def set_lr_scale(self, factor: float) -> None:
+    def set_lr_multiplier(self, factor: float) -> None:
         """Set the multiplier on every group's lr; kept in the state dict, untouched by schedulers."""
         if not (math.isfinite(factor) and factor > 0):
-            raise ValueError(f"lr scale must be a finite number > 0, got {factor!r}")
+            raise ValueError(f"lr multiplier must be a finite number > 0, got {factor!r}")
         for group in self.param_groups:
-            group["lr_scale"] = float(factor)
+            group["lr_multiplier"] = float(factor)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As torch's; a state dict saved before the group key was renamed names it ``lr_scale``."""
+        groups = [{("lr_multiplier" if key == "lr_scale" else key): value for key, value in group.items()}
+                  for group in state_dict["param_groups"]]
+        super().load_state_dict({**state_dict, "param_groups": groups})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -88,7 +95,7 @@ class MuonGrokfast(torch.optim.Optimizer):
         return loss
 
     def _step_group(self, group: dict[str, Any]) -> None:
-        lr = group["lr"] * group["lr_scale"]
+        lr = group["lr"] * group["lr_multiplier"]
         muon = group["kind"] == "muon"
         hyper = _muon_hyper(group, lr) if muon else _adamw_hyper(group, lr)
         same_shape: dict[torch.Size, list[tuple[Tensor, Tensor]]] = {}
@@ -142,7 +149,7 @@ def _group_defaults(config: MuGrokConfig) -> dict[str, Any]:
     return {
         "kind": "adamw",
         "lr": config.fallback_lr,
-        "lr_scale": 1.0,
+        "lr_multiplier": 1.0,
         "weight_decay": config.fallback_weight_decay,
         "grokfast": config.grokfast,
         "grokfast_alpha": config.grokfast_alpha,

@@ -13,6 +13,7 @@ import copy
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from agent_forge.eval.suite import select_examples
 from agent_forge.model_io import bitlinear_config_of, bitlinear_meta, load_model, model_writer, packed_writer
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import (
+    SessionData,
     add_tools_record,
     baking_prompts,
     eval_record,
@@ -53,7 +55,7 @@ from agent_forge.phases.common import (
     tools_metrics,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
+from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, PhaseRun
 from agent_forge.quant.bitlinear import bitlinear_modules
 from agent_forge.reasoning.data import split_prompt
 from agent_forge.reasoning.tools_mode import tools_report
@@ -116,7 +118,7 @@ def tool_figures(ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer,
     figures: dict[str, float] = {}
     for name, prefix in prefixes.items():
         report = tools_report(model, tokenizer, tasks, ctx.config.data.seq_len,
-                              ctx.config.phase3.max_thought_tokens, prefix=prefix)
+                              ctx.config.quietstar.max_thought_tokens, prefix=prefix)
         arith, other = report["tools"].get("arith"), [report["tools"][k] for k in report["tools"] if k
                                                       not in ("overall", "arith")]
         for figure, key in (("call_rate", "call_rate"), ("format_valid", "well_formed_rate"),
@@ -131,35 +133,58 @@ def tool_figures(ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer,
     return figures
 
 
+@dataclass(kw_only=True)
+class BakingRun(PhaseRun):
+    cpu_started: float
+    data: SessionData
+    device: torch.device
+    model: nn.Module
+    metrics: dict[str, Any] = field(default_factory=dict)
+    packed: Path | None = None
+
+
 class BakingPhase(Phase):
     name = "baking"
 
-    def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
-        start, cpu = time.perf_counter(), time.process_time()
-        section, data = ctx.phase_config, session_data(ctx)
-        tokenizer, ref = data.tokenizer, inputs[0]
+    def setup(self, ctx: PhaseContext, inputs: list[ModelRef]) -> BakingRun:
+        cpu, data = time.process_time(), session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
-        model = load_model(ref).to(device)
-        before = self._record(model, data.heldout, ref.metadata.get("size_mb", ref.size_mb))
-        metrics: dict[str, Any] = record_metrics("before", before)
+        model = load_model(inputs[0]).to(device)
+        return BakingRun(inputs=inputs, cpu_started=cpu, data=data, device=device, model=model)
+
+    def measure_before(self, ctx: PhaseContext, run: BakingRun) -> EvalRecord:
+        ref = run.inputs[0]
+        return self._record(run.model, run.data.heldout, ref.metadata.get("size_mb", ref.size_mb))
+
+    def work(self, ctx: PhaseContext, run: BakingRun) -> None:
+        """Bake the tool prompt, then the persona prompt; a ternary model is packed again afterwards."""
+        section, data, model, tokenizer = ctx.phase_config, run.data, run.model, run.data.tokenizer
+        metrics = run.metrics
+        metrics.update(record_metrics("before", run.before))
         ternary_before = ternary_values(model)
-        metrics.update(self._tool_stage(ctx, model, tokenizer, section, device))
-        metrics.update(self._persona_stage(ctx, model, tokenizer, section, device, data.heldout.examples))
+        metrics.update(self._tool_stage(ctx, model, tokenizer, section, run.device))
+        metrics.update(self._persona_stage(ctx, model, tokenizer, section, run.device, data.heldout.examples))
         metrics["bitlinear/layers"] = len(ternary_before)
         metrics["bitlinear/ternary_flip_share"] = ternary_flip_share(ternary_before, model)
-        packed = self._pack(ctx, model, ref, data.heldout, metrics)
-        after = self._record(model, data.heldout, metrics.get("size_mb", ref.size_mb))
-        tools = tools_metrics(model, data, ctx.config)  # the D6 tools column: what the baked model does alone
+        run.packed = self._pack(ctx, model, run.inputs[0], data.heldout, metrics)
+
+    def measure_after(self, ctx: PhaseContext, run: BakingRun) -> EvalRecord:
+        after = self._record(run.model, run.data.heldout, run.metrics.get("size_mb", run.inputs[0].size_mb))
+        tools = tools_metrics(run.model, run.data, ctx.config)  # the D6 tools column: the baked model alone
         add_tools_record(after, tools)
-        metrics.update(tools)
+        run.metrics.update(tools)
+        return after
+
+    def save(self, ctx: PhaseContext, run: BakingRun) -> PhaseResult:
+        metrics, after, packed = run.metrics, run.after, run.packed
         metrics.update(record_metrics("after", after))
-        metrics["wall_seconds"] = time.perf_counter() - start
-        metrics["cpu_seconds"] = time.process_time() - cpu
-        out = self._save(ctx, model, tokenizer, ref, metrics, packed)
+        metrics["wall_seconds"] = run.seconds
+        metrics["cpu_seconds"] = time.process_time() - run.cpu_started
+        out = self._save(ctx, run.model, run.data.tokenizer, run.inputs[0], metrics, packed)
         if packed is None:  # the stored folder is the model: its size is known once written
             after.size_mb = metrics["after/size_mb"] = out.size_mb
-        return PhaseResult(True, self.name, [out], metrics, duration_seconds=time.perf_counter() - start,
-                           before=before, after=after)
+        return PhaseResult(True, self.name, [out], metrics, duration_seconds=run.seconds,
+                           before=run.before, after=after)
 
     # ---- the two stages ----------------------------------------------------------------------------
 

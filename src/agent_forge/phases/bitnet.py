@@ -29,14 +29,14 @@ import copy
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from agent_forge.config.schema import Phase4Section
+from agent_forge.config.schema import BitNetSection
 from agent_forge.data.dataset import encode_examples, pack_tokens
 from agent_forge.data.sources import training_examples
 from agent_forge.data.tokenizer import ForgeTokenizer
@@ -45,6 +45,7 @@ from agent_forge.model_io import bitlinear_meta, load_model, pack_exactly, packe
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import (
     TOKENS_PER_EXAMPLE,
+    SessionData,
     add_think_record,
     decode_latency_ms,
     eval_record,
@@ -57,7 +58,7 @@ from agent_forge.phases.common import (
     think_metrics,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult
+from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, PhaseRun
 from agent_forge.quant.bitlinear import BitLinear, BitLinearConfig, replace_linears, set_ramp
 from agent_forge.quant.calibration import CalibrationReport, calibrate
 from agent_forge.quant.packed_io import PackedSaveConfig, packed_size_breakdown
@@ -78,7 +79,7 @@ class QatOutcome:
     final_loss: float
 
 
-def packed_save_config(section: Phase4Section) -> PackedSaveConfig:
+def packed_save_config(section: BitNetSection) -> PackedSaveConfig:
     """Phase 4's file format (phases 5 and 6 read it from the packed file and pack into the same)."""
     return PackedSaveConfig(ternary_format=section.pack_format, float_dtype="float16",
                             int8_embeddings=section.embedding_bits == 8,
@@ -111,7 +112,7 @@ def recovery_percent(before: float, quantized: float, recovered: float) -> float
 
 
 def calibration_batches(ctx: PhaseContext, tokenizer: ForgeTokenizer,
-                        section: Phase4Section) -> list[torch.Tensor]:
+                        section: BitNetSection) -> list[torch.Tensor]:
     """``calibration_samples`` training examples packed into rows (never a held-out example)."""
     seed = ctx.config.data.seed + CALIBRATION_SEED
     examples = training_examples(ctx.config, section.calibration_samples, seed)
@@ -130,68 +131,102 @@ def _module_bytes(model: nn.Module) -> int:
     return sum(seen.values())
 
 
+@dataclass(kw_only=True)
+class BitNetRun(PhaseRun):
+    data: SessionData
+    device: torch.device
+    work_dir: Path
+    model: nn.Module
+    fp32_bytes: int
+    fp32_memory: int
+    bit_config: BitLinearConfig | None = None
+    replaced: list[str] = field(default_factory=list)
+    calib: CalibrationReport | None = None
+    calib_seconds: float = 0.0
+    quantized: EvalRecord | None = None
+    drop: float = 0.0
+    outcomes: list[QatOutcome] = field(default_factory=list)
+    packed: Path | None = None
+    gap: float = 0.0
+    think: dict[str, float] = field(default_factory=dict)
+    speed: dict[str, float] = field(default_factory=dict)
+
+
 class BitNetPhase(Phase):
     """Ternary quantization with calibration, QAT recovery and a packed, exactly reloadable file."""
 
     name = "bitnet"
 
-    def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
-        start = time.perf_counter()
-        section: Phase4Section = ctx.phase_config
+    def setup(self, ctx: PhaseContext, inputs: list[ModelRef]) -> BitNetRun:
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
         work = ctx.phase_dir / "work"
         model = load_model(inputs[0]).to(device)
-        fp32_bytes = _fp32_file_bytes(model, work / "fp32")
-        fp32_memory = _module_bytes(model)
-        before = eval_record(model, data.heldout, fp32_bytes / 1e6)
-        bit_config = BitLinearConfig(granularity=section.scale)
-        replaced = replace_linears(model, keep=set(section.keep), config=bit_config)
+        return BitNetRun(inputs=inputs, data=data, device=device, work_dir=work, model=model,
+                         fp32_bytes=_fp32_file_bytes(model, work / "fp32"), fp32_memory=_module_bytes(model))
+
+    def measure_before(self, ctx: PhaseContext, run: BitNetRun) -> EvalRecord:
+        return eval_record(run.model, run.data.heldout, run.fp32_bytes / 1e6)
+
+    def work(self, ctx: PhaseContext, run: BitNetRun) -> None:
+        """Ternary layers, calibration, QAT when quality dropped, and the packed file (checked exact)."""
+        section: BitNetSection = ctx.phase_config
+        data, device, model = run.data, run.device, run.model
+        run.bit_config = BitLinearConfig(granularity=section.scale)
+        run.replaced = replace_linears(model, keep=set(section.keep), config=run.bit_config)
         calib_start = time.perf_counter()
-        calib = calibrate(model, [b.to(device) for b in calibration_batches(ctx, data.tokenizer, section)],
-                          lambda m, b: lm_step(m, b).loss)
-        calib_seconds = time.perf_counter() - calib_start
-        _log_calibration(ctx, calib)
-        quantized = eval_record(model, data.heldout, None, latency=False)
-        drop = quality_drop(before, quantized, data.heldout.n_examples)
+        run.calib = calibrate(model, [b.to(device) for b in calibration_batches(ctx, data.tokenizer, section)],
+                              lambda m, b: lm_step(m, b).loss)
+        run.calib_seconds = time.perf_counter() - calib_start
+        _log_calibration(ctx, run.calib)
+        run.quantized = eval_record(model, data.heldout, None, latency=False)
+        run.drop = quality_drop(run.before, run.quantized, data.heldout.n_examples)
         trigger = section.finetune_trigger_drop
-        wanted = section.finetune_steps > 0 and (drop > trigger or trigger == 0.0)
-        outcomes = self._finetune_all(ctx, model, data.heldout, section, device) if wanted else []
-        packed = work / packed_file_name(section.pack_format)
-        gap = pack_exactly(model, packed, packed_save_config(section), data.heldout.lm_batches(2)[0][0], "ternary")
+        wanted = section.finetune_steps > 0 and (run.drop > trigger or trigger == 0.0)
+        run.outcomes = self._finetune_all(ctx, model, data.heldout, section, device) if wanted else []
+        run.packed = run.work_dir / packed_file_name(section.pack_format)
+        run.gap = pack_exactly(model, run.packed, packed_save_config(section), data.heldout.lm_batches(2)[0][0],
+                               "ternary")
+
+    def measure_after(self, ctx: PhaseContext, run: BitNetRun) -> EvalRecord:
+        after = eval_record(run.model, run.data.heldout, run.packed.stat().st_size / 1e6, latency=False)
+        run.think = think_metrics(run.model, run.data, ctx.config)  # does ternary thinking keep Phase 3's?
+        add_think_record(after, run.think)
+        run.speed = _inference_figures(run.model, run.before, run.fp32_memory, run.device)
+        after.latency_ms = run.speed.get("performance/packed_latency_ms")
+        return after
+
+    def save(self, ctx: PhaseContext, run: BitNetRun) -> PhaseResult:
+        section: BitNetSection = ctx.phase_config
+        before, after, quantized, model, packed = run.before, run.after, run.quantized, run.model, run.packed
         packed_bytes = packed.stat().st_size
-        after = eval_record(model, data.heldout, packed_bytes / 1e6, latency=False)
-        think = think_metrics(model, data, ctx.config)  # does ternary thinking keep Phase 3's?
-        add_think_record(after, think)
-        speed = _inference_figures(model, before, fp32_memory, device)
-        after.latency_ms = speed.get("performance/packed_latency_ms")
-        retention, basis = accuracy_retention(before, after, data.heldout.n_examples)
+        retention, basis = accuracy_retention(before, after, run.data.heldout.n_examples)
         metrics = {
             **record_metrics("before", before), **record_metrics("quantized", quantized),
-            **record_metrics("after", after), **speed, **think,
-            **_compression_metrics(model, replaced, fp32_bytes, packed, calib),
-            **_quality_metrics(before, quantized, after, retention, basis, drop),
-            **_qat_metrics(outcomes, section, before, quantized),
-            "calibration/loss_full_precision": calib.loss_full_precision,
-            "calibration/loss_ternary": calib.loss_ternary,
-            "performance/calibration_time_seconds": calib_seconds, "packed/logits_max_abs_diff": gap,
+            **record_metrics("after", after), **run.speed, **run.think,
+            **_compression_metrics(model, run.replaced, run.fp32_bytes, packed, run.calib),
+            **_quality_metrics(before, quantized, after, retention, basis, run.drop),
+            **_qat_metrics(run.outcomes, section, before, quantized),
+            "calibration/loss_full_precision": run.calib.loss_full_precision,
+            "calibration/loss_ternary": run.calib.loss_ternary,
+            "performance/calibration_time_seconds": run.calib_seconds, "packed/logits_max_abs_diff": run.gap,
         }
-        metrics["phase/duration_seconds"] = time.perf_counter() - start
+        metrics["phase/duration_seconds"] = run.seconds
         metrics["phase/success"] = 1
         metadata = {
-            "bitlinear": bitlinear_meta(model, bit_config), "compression_ratio": fp32_bytes / packed_bytes,
+            "bitlinear": bitlinear_meta(model, run.bit_config), "compression_ratio": run.fp32_bytes / packed_bytes,
             "accuracy_retention": retention, "accuracy_retention_basis": basis, "size_mb": packed_bytes / 1e6,
             "packed_file": packed.name, "pack_format": section.pack_format,
-            "embedding_bits": section.embedding_bits, "finetuned": bool(outcomes),
+            "embedding_bits": section.embedding_bits, "finetuned": bool(run.outcomes),
             "perplexity": after.perplexity, "accuracy": after.accuracy,
         }
-        ref = ctx.save_model("ternary", packed_writer(model, data.tokenizer, packed), metadata, metrics,
-                             parameters=parameter_count(model), parents=[inputs[0].model_id])
-        shutil.rmtree(work, ignore_errors=True)
-        return PhaseResult(True, self.name, [ref], metrics, duration_seconds=time.perf_counter() - start,
+        ref = ctx.save_model("ternary", packed_writer(model, run.data.tokenizer, packed), metadata, metrics,
+                             parameters=parameter_count(model), parents=[run.inputs[0].model_id])
+        shutil.rmtree(run.work_dir, ignore_errors=True)
+        return PhaseResult(True, self.name, [ref], metrics, duration_seconds=run.seconds,
                            before=before, after=after)
 
-    def _finetune_all(self, ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: Phase4Section,
+    def _finetune_all(self, ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: BitNetSection,
                       device: torch.device) -> list[QatOutcome]:
         """The configured schedule on ``model``; with ``compare_ramp`` the other one first on a copy."""
         outcomes = []
@@ -204,7 +239,7 @@ class BitNetPhase(Phase):
         return outcomes
 
 
-def finetune(ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: Phase4Section,
+def finetune(ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: BitNetSection,
              device: torch.device, use_ramp: bool, full_eval: bool = True) -> QatOutcome:
     """Quantization-aware fine-tuning through TrainLoop; the ramp is a pure function of the step.
 
@@ -315,7 +350,7 @@ def _quality_metrics(before: EvalRecord, quantized: EvalRecord, after: EvalRecor
     }
 
 
-def _qat_metrics(outcomes: list[QatOutcome], section: Phase4Section, before: EvalRecord,
+def _qat_metrics(outcomes: list[QatOutcome], section: BitNetSection, before: EvalRecord,
                  quantized: EvalRecord) -> dict[str, Any]:
     figures: dict[str, Any] = {"qat/triggered": int(bool(outcomes)), "qat/ramp": int(section.ramp)}
     for outcome in outcomes:

@@ -7,18 +7,19 @@ kind weights), so Phase 2 can merge them and use the trunk as the base for task 
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from agent_forge.config.schema import Phase1Section, SpecialistSection
+from agent_forge.config.schema import CognateSection, SpecialistSection
 from agent_forge.data.sources import training_examples
 from agent_forge.eval.heldout import evaluate, evaluation_mode
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.model_io import model_writer
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import (
+    SessionData,
     eval_record,
     forge_config,
     fp32_size_mb,
@@ -29,7 +30,7 @@ from agent_forge.phases.common import (
     session_data,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
+from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, PhaseRun
 from agent_forge.train.distributed import init_from_env, wrap_ddp
 from agent_forge.train.loop import LoopResult, TrainLoop
 from agent_forge.train.precision import resolve_device, use_bf16
@@ -37,7 +38,7 @@ from agent_forge.train.precision import resolve_device, use_bf16
 EXAMPLE_TOKENS_ESTIMATE = 20  # builtin examples average ~46 tokens; a low guess errs toward more data
 
 
-def optimizer_config(section: Phase1Section, specialist: bool = False) -> MuGrokConfig:
+def optimizer_config(section: CognateSection, specialist: bool = False) -> MuGrokConfig:
     """The D11 Phase 1 preset, scaled by the preset's lr_scale (and for a specialist, which continues a
     trained trunk, by specialist_lr_scale too), Grokfast switchable."""
     scale = section.lr_scale * (section.specialist_lr_scale if specialist else 1.0)
@@ -50,48 +51,76 @@ def specialist_values(spec: SpecialistSection) -> dict[str, Any]:
             "surprise_weight": spec.surprise_weight, "novelty_weight": spec.novelty_weight}
 
 
+@dataclass
+class Specialist:
+    """A trained, registered specialist and its held-out record."""
+
+    ref: ModelRef
+    record: EvalRecord
+
+
+@dataclass(kw_only=True)
+class CognateRun(PhaseRun):
+    data: SessionData
+    device: torch.device
+    model: ForgeForCausalLM
+    trunk_ref: ModelRef | None = None
+    trunk_loss: float = 0.0
+    specialists: list[Specialist] = field(default_factory=list)
+
+
 class CognatePhase(Phase):
     """Trunk + three specialists of the TRM x Titans-MAG model."""
 
     name = "cognate"
     expected_inputs = 0
 
-    def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
-        started = time.perf_counter()
-        section: Phase1Section = ctx.phase_config
+    def setup(self, ctx: PhaseContext, inputs: list[ModelRef]) -> CognateRun:
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
         init_from_env(device)
         torch.manual_seed(ctx.config.runtime.seed)
         model = ForgeForCausalLM(forge_config(ctx.config)).to(device)
-        before = eval_record(model, data.heldout, fp32_size_mb(model))
+        return CognateRun(inputs=inputs, data=data, device=device, model=model)
+
+    def measure_before(self, ctx: PhaseContext, run: CognateRun) -> EvalRecord:
+        return eval_record(run.model, run.data.heldout, fp32_size_mb(run.model))
+
+    def work(self, ctx: PhaseContext, run: CognateRun) -> None:
+        """The trunk (saved at once: it is every specialist's parent), then each specialist from it."""
+        section: CognateSection = ctx.phase_config
+        model = run.model
         trunk_loop = self._train(ctx, model, "trunk", section.trunk_steps, ctx.config.data.seed, None, trunk=True)
-        trunk_ref = ctx.save_model("trunk", model_writer(model, data.tokenizer),
-                                   {"role": "trunk", "final_loss": trunk_loop.losses[-1]},
-                                   parameters=parameter_count(model), tags=["trunk"])
+        run.trunk_loss = trunk_loop.losses[-1]
+        run.trunk_ref = ctx.save_model("trunk", model_writer(model, run.data.tokenizer),
+                                       {"role": "trunk", "final_loss": trunk_loop.losses[-1]},
+                                       parameters=parameter_count(model), tags=["trunk"])
         trunk_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        refs, records = [], []
         for spec in section.specialists:
-            ref, record = self._specialist(ctx, spec, trunk_state, trunk_ref, before)
-            refs.append(ref)
-            records.append(record)
-        best = min(records, key=lambda r: r.loss or float("inf"))
-        metrics = {**record_metrics("before", before), **record_metrics("after", best),
-                   "trunk/final_train_loss": trunk_loop.losses[-1]}
-        for ref, record in zip(refs, records, strict=True):
+            run.specialists.append(self._specialist(ctx, spec, trunk_state, run))
+
+    def measure_after(self, ctx: PhaseContext, run: CognateRun) -> EvalRecord:
+        """The best specialist's record (the lowest held-out loss)."""
+        return min((s.record for s in run.specialists), key=lambda r: r.loss or float("inf"))
+
+    def save(self, ctx: PhaseContext, run: CognateRun) -> PhaseResult:
+        """The specialists were registered as each finished; the phase's metrics name every one."""
+        refs = [s.ref for s in run.specialists]
+        metrics = {**record_metrics("before", run.before), **record_metrics("after", run.after),
+                   "trunk/final_train_loss": run.trunk_loss}
+        for ref, record in zip(refs, (s.record for s in run.specialists), strict=True):
             metrics.update(record_metrics(ref.metadata["specialization"], record))
             metrics[f"{ref.metadata['specialization']}/loss_drop"] = ref.metadata["loss_drop"]
             metrics.update({f"{ref.metadata['specialization']}/{k}": v for k, v in ref.metadata["halting"].items()})
-        return PhaseResult(True, self.name, refs, metrics, before=before, after=best,
-                           duration_seconds=time.perf_counter() - started)
+        return PhaseResult(True, self.name, refs, metrics, before=run.before, after=run.after,
+                           duration_seconds=run.seconds)
 
     def _specialist(self, ctx: PhaseContext, spec: SpecialistSection, trunk_state: dict[str, torch.Tensor],
-                    trunk_ref: ModelRef, before: Any) -> tuple[ModelRef, Any]:
-        """Start from the trunk, set the specialist's non-shape values, train on its own data mix."""
-        section: Phase1Section = ctx.phase_config
-        data = session_data(ctx)
-        device = resolve_device(ctx.config.runtime.device)
-        model = ForgeForCausalLM(forge_config(ctx.config, **specialist_values(spec))).to(device)
+                    run: CognateRun) -> Specialist:
+        """Start from the trunk, set the specialist's non-shape values, train on its own data mix, register."""
+        section: CognateSection = ctx.phase_config
+        data, before, trunk_ref = run.data, run.before, run.trunk_ref
+        model = ForgeForCausalLM(forge_config(ctx.config, **specialist_values(spec))).to(run.device)
         model.load_state_dict(trunk_state)
         loop = self._train(ctx, model, spec.name, section.specialist_steps, spec.seed, spec.kind_weights,
                            trunk=False)
@@ -106,11 +135,11 @@ class CognatePhase(Phase):
         ref = ctx.save_model(spec.name, model_writer(model, data.tokenizer), metadata,
                              metrics=record_metrics("heldout", record), parameters=parameter_count(model),
                              parents=[trunk_ref.model_id], tags=["specialist"])
-        return ref, record
+        return Specialist(ref, record)
 
     def _train(self, ctx: PhaseContext, model: ForgeForCausalLM, run: str, steps: int, seed: int,
                kind_weights: dict[str, float] | None, trunk: bool) -> LoopResult:
-        section: Phase1Section = ctx.phase_config
+        section: CognateSection = ctx.phase_config
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
         # the trunk reads the whole configured set; a specialist's short run only what its steps can read
@@ -120,6 +149,7 @@ class CognatePhase(Phase):
         dataset = packed_dataset(ctx, data.tokenizer, examples, section.train.batch_size, seed,
                                  prompt_loss_share=section.prompt_loss_share)
         optimizer = build_optimizer(model, optimizer_config(section, specialist=not trunk))
+        # "phase1": the checkpoint's config key from before the sections took phase names (resume compares it)
         settings = {"run": run, "steps": steps, "seed": seed, "phase1": section.model_dump(mode="json"),
                     "model": ctx.config.model.model_dump(mode="json")}
         loop = TrainLoop(ctx=ctx, run_name=run, model=wrap_ddp(model, device), optimizer=optimizer,

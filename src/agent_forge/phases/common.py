@@ -139,11 +139,11 @@ def packed_dataset(ctx: Any, tokenizer: ForgeTokenizer, examples: list[TaskExamp
 
 
 def baking_prompts(config: PipelineConfig) -> tuple[BakePrompt, BakePrompt]:
-    """The tool-use and persona prompts of the session (``phase6.tool_prompt``, ``phase6.persona_prompt``):
+    """The tool-use and persona prompts of the session (``baking.tool_prompt``, ``baking.persona_prompt``):
     Phase 6 bakes them, and every phase's training mix shows what each prompt makes the model do."""
-    section = config.phase6
-    return (load_prompt(section.tool_prompt, setting="phase6.tool_prompt"),
-            load_prompt(section.persona_prompt, setting="phase6.persona_prompt"))
+    section = config.baking
+    return (load_prompt(section.tool_prompt, setting="baking.tool_prompt"),
+            load_prompt(section.persona_prompt, setting="baking.persona_prompt"))
 
 
 def training_style(config: PipelineConfig) -> TrainingStyle:
@@ -270,15 +270,15 @@ def add_think_record(record: EvalRecord, think: dict[str, float]) -> None:
 
 
 def tools_metrics(model: nn.Module, data: SessionData, config: PipelineConfig) -> dict[str, float]:
-    """Tools mode on D6 tasks of every kind (``tools/...``, ``phase6.tools_eval_examples`` of them, stratified
+    """Tools mode on D6 tasks of every kind (``tools/...``, ``baking.tools_eval_examples`` of them, stratified
     by kind and level): per kind the accuracy with its interval, the call, well-formed and right-result
     rates, and the direct accuracy of the same tasks."""
-    examples = select_examples(data.heldout.examples, None, None, config.phase6.tools_eval_examples)
+    examples = select_examples(data.heldout.examples, None, None, config.baking.tools_eval_examples)
     if not examples:
         return {}
     if bitlinear_modules(model):  # the packed integer kernel: the same logits, faster to decode
         model = packed_inference_model(model)
-    report = tools_report(model, data.tokenizer, examples, config.data.seq_len, config.phase3.max_thought_tokens)
+    report = tools_report(model, data.tokenizer, examples, config.data.seq_len, config.quietstar.max_thought_tokens)
     flat: dict[str, float] = {}
     for kind, entry in report["kinds"].items():
         flat.update({f"tools/accuracy_{kind}{suffix}": entry[key] for key, suffix in
@@ -303,13 +303,13 @@ def add_tools_record(record: EvalRecord, tools: dict[str, float]) -> None:
 def think_metrics(model: nn.Module, data: SessionData, config: PipelineConfig) -> dict[str, float]:
     """Think mode on the D6 tasks of the thinking kinds (``think/...``): accuracy per kind and level with
     its interval, the direct accuracy and the corrupted-thought accuracy of the same tasks, and validity."""
-    kinds, cap = thinking_kinds(config), config.phase3.think_eval_examples
+    kinds, cap = thinking_kinds(config), config.quietstar.think_eval_examples
     examples = select_examples(data.heldout.examples, kinds, None, cap)  # stratified by kind and level
     if not examples:
         return {}
     if bitlinear_modules(model):  # the packed integer kernel: the same logits, 3x faster to decode (measured)
         model = packed_inference_model(model)
-    report = think_report(model, data.tokenizer, examples, config.data.seq_len, config.phase3.max_thought_tokens)
+    report = think_report(model, data.tokenizer, examples, config.data.seq_len, config.quietstar.max_thought_tokens)
     flat: dict[str, float] = {f"think/{k}": v for k, v in report["thinking"]["overall"].items()}
     for name, table in (("think", report), ("direct", report["direct"]), ("corrupted", report["corrupted_thoughts"])):
         for kind, entry in table["kinds"].items():

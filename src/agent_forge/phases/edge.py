@@ -1,6 +1,6 @@
 """Phase 7, Edge: export the model for edge runtimes and prove the exports compute what PyTorch computes.
 
-Recipe: load the Phase 6 model and measure it (D6 before); export the formats of ``phase7.formats`` into
+Recipe: load the Phase 6 model and measure it (D6 before); export the formats of ``edge.formats`` into
 the session's bundle folder: ONNX (fixed-length full-sequence graph, fp32 and the onnxruntime dynamic int8
 variant) and the packed ternary weights with the standalone numpy runtime; profile every format at batch 1
 (prefill, decode per token, peak RSS delta, file size); compare each with PyTorch on held-out rows (max
@@ -19,12 +19,12 @@ model unchanged (Phase 8 starts from it); the bundle is a derived artifact in
 from __future__ import annotations
 
 import math
-import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from agent_forge.config.schema import Phase7Section
+from agent_forge.config.schema import EdgeSection
 from agent_forge.eval.heldout import HeldoutSet, evaluate
 from agent_forge.export.build import (
     TORCH,
@@ -41,6 +41,7 @@ from agent_forge.export.runtime.manifest import MANIFEST, sha256_file
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.model_io import load_model, model_writer
 from agent_forge.phases.common import (
+    SessionData,
     eval_record,
     parameter_count,
     record_metrics,
@@ -48,7 +49,7 @@ from agent_forge.phases.common import (
     session_data,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult
+from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, PhaseRun
 from agent_forge.storage.atomic import atomic_dir, atomic_write_json, recover_dir
 
 REPORT_FILE = "edge_report.json"
@@ -76,36 +77,58 @@ def format_metrics(report: EdgeReport) -> dict[str, float]:
     return out
 
 
+@dataclass(kw_only=True)
+class EdgeRun(PhaseRun):
+    data: SessionData
+    model: ForgeForCausalLM
+    threads: int
+    report: EdgeReport | None = None
+    after_source: str = ""
+
+
 class EdgePhase(Phase):
     """ONNX and packed-ternary exports, checked against PyTorch, profiled, sealed in a bundle."""
 
     name = "edge"
 
-    def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
-        start = time.perf_counter()
-        section: Phase7Section = ctx.phase_config
+    def setup(self, ctx: PhaseContext, inputs: list[ModelRef]) -> EdgeRun:
+        section: EdgeSection = ctx.phase_config
         data = session_data(ctx)
-        source = inputs[0]
-        model = load_model(source)
-        threads = section.threads or torch.get_num_threads()
-        torch_file = source.path / "model.safetensors"
-        with blas_threads(threads):
-            before = eval_record(model, data.heldout, torch_file.stat().st_size / 1e6, latency=False)
-            report = self._bundle(ctx, source, model, data.tokenizer.to_json(), data.heldout, section, threads)
-            before.latency_ms = report.profile[TORCH].decode_ms_per_token
-            after, after_source = self._after(report, model, data.heldout)
-        metrics = {**record_metrics("before", before), **record_metrics("after", after), **format_metrics(report),
-                   "after/source": after_source, "bundle/size_mb": bundle_bytes(report.folder) / 1e6}
+        model = load_model(inputs[0])
+        return EdgeRun(inputs=inputs, data=data, model=model, threads=section.threads or torch.get_num_threads())
+
+    def measure_before(self, ctx: PhaseContext, run: EdgeRun) -> EvalRecord:
+        """The PyTorch model's record; its decode latency comes from the bundle's profile (in ``work``)."""
+        torch_file = run.inputs[0].path / "model.safetensors"
+        with blas_threads(run.threads):
+            return eval_record(run.model, run.data.heldout, torch_file.stat().st_size / 1e6, latency=False)
+
+    def work(self, ctx: PhaseContext, run: EdgeRun) -> None:
+        with blas_threads(run.threads):
+            run.report = self._bundle(ctx, run.inputs[0], run.model, run.data.tokenizer.to_json(),
+                                      run.data.heldout, ctx.phase_config, run.threads)
+        run.before.latency_ms = run.report.profile[TORCH].decode_ms_per_token
+
+    def measure_after(self, ctx: PhaseContext, run: EdgeRun) -> EvalRecord:
+        with blas_threads(run.threads):
+            after, run.after_source = self._after(run.report, run.model, run.data.heldout)
+        return after
+
+    def save(self, ctx: PhaseContext, run: EdgeRun) -> PhaseResult:
+        source, report, after = run.inputs[0], run.report, run.after
+        metrics = {**record_metrics("before", run.before), **record_metrics("after", after),
+                   **format_metrics(report),
+                   "after/source": run.after_source, "bundle/size_mb": bundle_bytes(report.folder) / 1e6}
         metrics.update(_speedup(report))
-        metadata = self._metadata(ctx, source, report, after, after_source)
-        metrics["phase/duration_seconds"] = time.perf_counter() - start
-        ref = ctx.save_model("edge", self._writer(model, data.tokenizer, report), metadata, metrics,
-                             parameters=parameter_count(model), parents=[source.model_id])
+        metadata = self._metadata(ctx, source, report, after, run.after_source)
+        metrics["phase/duration_seconds"] = run.seconds
+        ref = ctx.save_model("edge", self._writer(run.model, run.data.tokenizer, report), metadata, metrics,
+                             parameters=parameter_count(run.model), parents=[source.model_id])
         return PhaseResult(True, self.name, [ref], metrics, artifacts={"bundle": str(report.folder)},
-                           duration_seconds=time.perf_counter() - start, before=before, after=after)
+                           duration_seconds=run.seconds, before=run.before, after=after)
 
     def _bundle(self, ctx: PhaseContext, source: ModelRef, model: ForgeForCausalLM, tokenizer_json: str,
-                heldout: HeldoutSet, section: Phase7Section, threads: int) -> EdgeReport:
+                heldout: HeldoutSet, section: EdgeSection, threads: int) -> EdgeReport:
         rows, prompts, tokens = heldout_inputs(heldout, section)
         target = ctx.workspace.bundle_dir(ctx.session_id)
         recover_dir(target)  # a run killed mid-swap leaves the old or new bundle complete, plus temporaries

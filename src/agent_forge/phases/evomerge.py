@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from agent_forge.config.schema import Phase2Section
+from agent_forge.config.schema import EvoMergeSection
 from agent_forge.eval.fitness import (
     CompositeWeights,
     Fitness,
@@ -57,6 +57,7 @@ from agent_forge.model import ForgeConfig, ForgeForCausalLM
 from agent_forge.model.modeling import NON_SHAPE_FIELDS
 from agent_forge.model_io import load_model, model_writer
 from agent_forge.phases.common import (
+    SessionData,
     eval_record,
     fp32_size_mb,
     parameter_count,
@@ -64,7 +65,7 @@ from agent_forge.phases.common import (
     session_data,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
+from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, PhaseRun
 from agent_forge.storage.atomic import atomic_dir, crc32_file, recover_dir
 from agent_forge.train.distributed import barrier, init_from_env, world
 from agent_forge.train.precision import resolve_device
@@ -144,7 +145,7 @@ def _objective(model: ForgeForCausalLM, row: torch.Tensor) -> torch.Tensor:
     return model(input_ids=row, labels=row, return_logits=False).loss
 
 
-def build_scorer(section: Phase2Section, heldout: HeldoutSet, specialists: list[ForgeForCausalLM],
+def build_scorer(section: EvoMergeSection, heldout: HeldoutSet, specialists: list[ForgeForCausalLM],
                  device: torch.device) -> Scorer:
     model = ForgeForCausalLM(copy.deepcopy(specialists[0].config))
     model.set_non_shape(**merged_config([m.config for m in specialists]))
@@ -166,7 +167,7 @@ def fisher_inputs(rows: list[list[int]], per_batch: int, device: torch.device) -
     return batches
 
 
-def evolution_settings(section: Phase2Section, mutable: frozenset[str]) -> EvolutionSettings:
+def evolution_settings(section: EvoMergeSection, mutable: frozenset[str]) -> EvolutionSettings:
     merge = MergeParams(dare_drop=section.dare_drop, ties_keep=section.ties_keep,
                         frankenmerge_mode=section.frankenmerge_mode)
     return EvolutionSettings(seed=section.seed, mutation_sigma=section.mutation_sigma,
@@ -312,15 +313,26 @@ def _member(info: dict[str, Any], tensors: dict[str, torch.Tensor], order: State
     return Member.from_info(info, {key: tensors[f"{info['serial']}/{key}"] for key in order})
 
 
-def fingerprint(section: Phase2Section, inputs: list[ModelRef], trunk_id: str, ctx: PhaseContext) -> str:
+def fingerprint(section: EvoMergeSection, inputs: list[ModelRef], trunk_id: str, ctx: PhaseContext) -> str:
     """What the evolution's result depends on; a checkpoint of anything else is not resumed."""
     settings = section.model_dump(mode="json", exclude={"generations"})  # generation g never depends on it
+    # "phase2": the section's name when the fingerprint was defined; renaming it would restart resumed runs
     payload = {"phase2": settings, "inputs": [ref.model_id for ref in inputs],
                "trunk": trunk_id, "data": ctx.config.data.model_dump(mode="json")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 # ---- the phase ---------------------------------------------------------------------------------------
+
+@dataclass(kw_only=True)
+class EvoMergeRun(PhaseRun):
+    data: SessionData
+    states: list[StateDict]
+    evolution: Evolution
+    specialist_fitness: list[Fitness]
+    best_specialist: ForgeForCausalLM
+    champion_model: ForgeForCausalLM | None = None
+
 
 class EvoMergePhase(Phase):
     """Three specialists + their trunk -> one champion merge."""
@@ -341,12 +353,12 @@ class EvoMergePhase(Phase):
             return False, f"the specialists differ in shape ({', '.join(SHAPE_FIELDS)}): {sorted(shapes)}"
         return True, "ok"
 
-    def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
-        started = time.perf_counter()
+    def setup(self, ctx: PhaseContext, inputs: list[ModelRef]) -> EvoMergeRun:
+        """The specialists, their trunk as the base and their fitness, and the evolution (resumable)."""
         ok, reason = self.validate_input(ctx, inputs)
         if not ok:
             raise ValueError(reason)
-        section: Phase2Section = ctx.phase_config
+        section: EvoMergeSection = ctx.phase_config
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
         init_from_env(device)
@@ -361,12 +373,22 @@ class EvoMergePhase(Phase):
         mutable = frozenset(name for name, _ in scorer.model.named_parameters())
         evolution = Evolution(ctx, scorer, evolution_settings(section, mutable), base,
                               fingerprint(section, inputs, trunk_id, ctx))
-        self._evolve(ctx, section, evolution, states, [f.value for f in specialist_fitness])
-        best_index = max(range(len(inputs)), key=lambda i: specialist_fitness[i].value)
-        return self._finish(ctx, inputs, specialists[best_index], specialist_fitness[best_index],
-                            evolution, started)
+        best = max(range(len(inputs)), key=lambda i: specialist_fitness[i].value)
+        return EvoMergeRun(inputs=inputs, data=data, states=states, evolution=evolution,
+                           specialist_fitness=specialist_fitness, best_specialist=specialists[best])
 
-    def _evolve(self, ctx: PhaseContext, section: Phase2Section, evolution: Evolution,
+    def measure_before(self, ctx: PhaseContext, run: EvoMergeRun) -> EvalRecord:
+        """The best specialist's record: what the merge has to beat."""
+        return eval_record(run.best_specialist, run.data.heldout, fp32_size_mb(run.best_specialist))
+
+    def work(self, ctx: PhaseContext, run: EvoMergeRun) -> None:
+        self._evolve(ctx, ctx.phase_config, run.evolution, run.states, [f.value for f in run.specialist_fitness])
+        run.champion_model = run.evolution.scorer.load(run.evolution.champion.state)
+
+    def measure_after(self, ctx: PhaseContext, run: EvoMergeRun) -> EvalRecord:
+        return eval_record(run.champion_model, run.data.heldout, fp32_size_mb(run.champion_model))
+
+    def _evolve(self, ctx: PhaseContext, section: EvoMergeSection, evolution: Evolution,
                 states: list[StateDict], specialist_fitness: list[float]) -> None:
         done = evolution.resume(section.generations)
         if done is None:
@@ -379,13 +401,10 @@ class EvoMergePhase(Phase):
                 bar.advance()
                 bar.note(f"champion {evolution.champion.fitness:.4f}")
 
-    def _finish(self, ctx: PhaseContext, inputs: list[ModelRef], best_specialist: ForgeForCausalLM,
-                best_fitness: Fitness, evolution: Evolution, started: float) -> PhaseResult:
-        data = session_data(ctx)
+    def save(self, ctx: PhaseContext, run: EvoMergeRun) -> PhaseResult:
+        inputs, evolution, model = run.inputs, run.evolution, run.champion_model
         champion = evolution.champion
-        before = eval_record(best_specialist, data.heldout, fp32_size_mb(best_specialist))
-        model = evolution.scorer.load(champion.state)
-        after = eval_record(model, data.heldout, fp32_size_mb(model))
+        best_fitness = max(run.specialist_fitness, key=lambda f: f.value)
         figures = self._figures(inputs, evolution, best_fitness, model)
         metadata = {"fitness": float(champion.fitness), "merge_technique": describe_combo(champion.combo_id),
                     "combo_id": champion.combo_id, "combo_binary": format(champion.combo_id, "03b"),
@@ -397,16 +416,16 @@ class EvoMergePhase(Phase):
                     "generations": len(evolution.history) - 1,
                     "trunk_model_id": inputs[0].metadata["trunk_model_id"],
                     "specializations": [ref.metadata.get("specialization") for ref in inputs]}
-        metrics = {**record_metrics("before", before), **record_metrics("after", after), **figures}
+        metrics = {**record_metrics("before", run.before), **record_metrics("after", run.after), **figures}
         parents = [*(r.model_id for r in inputs), metadata["trunk_model_id"]]
-        ref = ctx.save_model("champion", model_writer(model, data.tokenizer), metadata, metrics=metrics,
+        ref = ctx.save_model("champion", model_writer(model, run.data.tokenizer), metadata, metrics=metrics,
                              parameters=parameter_count(model), parents=parents, tags=["champion"])
-        metrics["duration_seconds"] = time.perf_counter() - started
+        metrics["duration_seconds"] = run.seconds
         artifacts = {"fitness_curve": [h["champion_fitness"] for h in evolution.history],
                      "best_fitness_curve": [h["best_fitness"] for h in evolution.history],
                      "diversity_curve": [h["diversity_score"] for h in evolution.history]}
-        return PhaseResult(True, self.name, [ref], metrics, artifacts=artifacts, before=before, after=after,
-                           duration_seconds=metrics["duration_seconds"])
+        return PhaseResult(True, self.name, [ref], metrics, artifacts=artifacts, before=run.before,
+                           after=run.after, duration_seconds=metrics["duration_seconds"])
 
     @staticmethod
     def _figures(inputs: list[ModelRef], evolution: Evolution, best_specialist: Fitness,

@@ -13,18 +13,20 @@ import json
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from agent_forge.config.schema import Phase8Section
+from agent_forge.config.schema import FinalSection
 from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.eval.heldout import HeldoutSet, heldout_loss
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
 from agent_forge.model_io import bitlinear_meta, load_model
 from agent_forge.phases.common import (
+    SessionData,
     add_think_record,
     add_tools_record,
     eval_record,
@@ -35,7 +37,7 @@ from agent_forge.phases.common import (
     tools_metrics,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
+from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, PhaseRun
 from agent_forge.quant.bitlinear import BitLinearConfig
 from agent_forge.quant.container import decode_container, read_metadata, write_model
 from agent_forge.quant.model_codec import ModelCodecConfig, ModelLayout, load_tensors_into, model_tensors
@@ -47,7 +49,7 @@ COMPRESSED_FILE = "model.afqz"
 REPORT_FILE = "compression_report.json"
 
 
-def candidates(section: Phase8Section) -> dict[str, list]:
+def candidates(section: FinalSection) -> dict[str, list]:
     """Lossy methods for large floating tensors, as the preset sets them (the planner measures each)."""
     vptq = VPTQConfig(vector=section.vptq_vector, codebook=section.vptq_codebook)
     methods: list = [vptq]
@@ -117,36 +119,64 @@ def _writer(data: bytes, model: ForgeForCausalLM, tokenizer: ForgeTokenizer, rep
     return write
 
 
+@dataclass(kw_only=True)
+class FinalRun(PhaseRun):
+    data: SessionData
+    model: ForgeForCausalLM
+    tensors: dict[str, Tensor]
+    layout: ModelLayout
+    fp32_bytes: int
+    bar: Any = None  # the phase's progress bar
+    plan: PlanResult | None = None
+    decoded: ForgeForCausalLM | None = None
+    decode_seconds: float = 0.0
+
+
 class FinalPhase(Phase):
     """Phase 8: plan, write, decode, verify, measure."""
 
     name = "final"
 
-    def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
-        start = time.perf_counter()
-        section: Phase8Section = ctx.phase_config
+    def setup(self, ctx: PhaseContext, inputs: list[ModelRef]) -> FinalRun:
+        section: FinalSection = ctx.phase_config
         data = session_data(ctx)
         model = load_model(inputs[0])
-        fp32_bytes = parameter_count(model) * 4
-        codec = ModelCodecConfig(ctx.config.phase4.pack_format, section.float_dtype)
+        codec = ModelCodecConfig(ctx.config.bitnet.pack_format, section.float_dtype)
         tensors, layout = model_tensors(model, codec)
-        packed_mb = sum(t.numel() * t.element_size() for t in tensors.values()) / 1e6
-        with ctx.progress.task("final: compress", total=4) as task:
-            before = eval_record(model, data.heldout, packed_mb)
-            task.advance()
-            plan = self._plan(section, model, tensors, layout, data.heldout, before.loss)
-            task.advance()
-            decoded, decode_seconds = self._decode_and_verify(plan)
-            task.advance()
-            after = eval_record(decoded, data.heldout, len(plan.compressed.data) / 1e6)
-            add_think_record(after, think_metrics(decoded, data, ctx.config))
-            add_tools_record(after, tools_metrics(decoded, data, ctx.config))
-            task.advance()
-        timings = {"decode_seconds": decode_seconds, "seconds": time.perf_counter() - start}
-        return self._finish(ctx, inputs[0], plan, layout, decoded, data.tokenizer, before, after, fp32_bytes,
-                            timings)
+        run = FinalRun(inputs=inputs, data=data, model=model, tensors=tensors, layout=layout,
+                       fp32_bytes=parameter_count(model) * 4)
+        run.bar = run.closing.enter_context(ctx.progress.task("final: compress", total=4))
+        return run
 
-    def _plan(self, section: Phase8Section, model: ForgeForCausalLM, tensors: dict[str, Tensor],
+    def measure_before(self, ctx: PhaseContext, run: FinalRun) -> EvalRecord:
+        """The input's record, its size that of its tensors in the codec's storage types."""
+        packed_mb = sum(t.numel() * t.element_size() for t in run.tensors.values()) / 1e6
+        before = eval_record(run.model, run.data.heldout, packed_mb)
+        run.bar.advance()
+        return before
+
+    def work(self, ctx: PhaseContext, run: FinalRun) -> None:
+        """Plan the compression under the quality budget, then decode the container and verify it."""
+        run.plan = self._plan(ctx.phase_config, run.model, run.tensors, run.layout, run.data.heldout,
+                              run.before.loss)
+        run.bar.advance()
+        run.decoded, run.decode_seconds = self._decode_and_verify(run.plan)
+        run.bar.advance()
+
+    def measure_after(self, ctx: PhaseContext, run: FinalRun) -> EvalRecord:
+        after = eval_record(run.decoded, run.data.heldout, len(run.plan.compressed.data) / 1e6)
+        add_think_record(after, think_metrics(run.decoded, run.data, ctx.config))
+        add_tools_record(after, tools_metrics(run.decoded, run.data, ctx.config))
+        run.bar.advance()
+        return after
+
+    def save(self, ctx: PhaseContext, run: FinalRun) -> PhaseResult:
+        run.closing.close()  # the bar covers the compression; writing the file is the phase's own line
+        timings = {"decode_seconds": run.decode_seconds, "seconds": run.seconds}
+        return self._finish(ctx, run.inputs[0], run.plan, run.layout, run.decoded, run.data.tokenizer, run.before,
+                            run.after, run.fp32_bytes, timings)
+
+    def _plan(self, section: FinalSection, model: ForgeForCausalLM, tensors: dict[str, Tensor],
               layout: ModelLayout, heldout: HeldoutSet, input_loss: float) -> PlanResult:
         skeleton = ForgeForCausalLM(model.config).eval()
 

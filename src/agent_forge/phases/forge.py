@@ -3,8 +3,8 @@
 Recipe: load the Phase 4 model with its BitLinear layers (training stays quantization-aware: the
 straight-through estimator updates full-precision shadow weights, the forward is ternary); measure it
 (D6) and its accuracy per difficulty level on a curriculum evaluation set (held-out split, its own seed);
-train with the Phase 5 MuonGrokfast preset (Grokfast switchable by ``phase5.grokfast``, both learning
-rates times ``phase5.lr_scale``) on batches of the scheduler's current level, which moves up/down with
+train with the Phase 5 MuonGrokfast preset (Grokfast switchable by ``forge.grokfast``, both learning
+rates times ``forge.lr_scale``) on batches of the scheduler's current level, which moves up/down with
 held-out accuracy at that level every ``eval_interval`` steps, with dream cycles replaying earlier levels
 every ``dream_every`` steps; measure again. Levels come from the configured data (builtin generator
 levels; real sources at the levels their adapters give): a level without training rows or evaluation
@@ -18,15 +18,15 @@ logits, so the model stays exactly ternary and packable.
 from __future__ import annotations
 
 import shutil
-import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from agent_forge.config.schema import Phase5Section
+from agent_forge.config.schema import ForgeSection
 from agent_forge.data.dataset import PackedDataset
 from agent_forge.data.sources import load_mixture, source_configs
 from agent_forge.data.tasks import TaskExample
@@ -36,6 +36,7 @@ from agent_forge.model_io import bitlinear_config_of, bitlinear_meta, load_model
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import (
     TOKENS_PER_EXAMPLE,
+    SessionData,
     eval_record,
     input_pack_config,
     lm_step,
@@ -47,7 +48,8 @@ from agent_forge.phases.common import (
     session_data,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
+from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, PhaseRun
+from agent_forge.quant.packed_io import PackedSaveConfig
 from agent_forge.train.curriculum import CurriculumConfig, CurriculumLoop, CurriculumScheduler
 from agent_forge.train.distributed import init_from_env, wrap_ddp
 from agent_forge.train.loop import StepOutput
@@ -83,7 +85,7 @@ def _by_level(examples: list[TaskExample]) -> dict[int, list[TaskExample]]:
     return groups
 
 
-def level_data(ctx: PhaseContext, section: Phase5Section) -> LevelData:
+def level_data(ctx: PhaseContext, section: ForgeSection) -> LevelData:
     """Training and evaluation examples of every level from min_level up to the last one both can feed."""
     cfg, tokenizer = ctx.config, session_data(ctx).tokenizer
     batch, n_levels = section.train.batch_size, section.max_level
@@ -108,13 +110,29 @@ def level_data(ctx: PhaseContext, section: Phase5Section) -> LevelData:
         data.train[level], data.evals[level] = dataset, held
     if not data.evals:
         raise CurriculumDataError(f"no training rows or held-out examples at level {section.min_level}",
-                                  "add a builtin source or lower phase5.min_level")
+                                  "add a builtin source or lower forge.min_level")
     return data
 
 
 def level_accuracy(model: nn.Module, held: HeldoutSet) -> float:
     correct = answers_correct(model, held)
     return sum(correct) / len(correct)
+
+
+@dataclass(kw_only=True)
+class ForgeRun(PhaseRun):
+    data: SessionData
+    device: torch.device
+    model: nn.Module
+    levels: list[int] = field(default_factory=list)
+    accuracy_before: dict[int, float] = field(default_factory=dict)
+    accuracy_after: dict[int, float] = field(default_factory=dict)
+    scheduler: CurriculumScheduler | None = None
+    result: Any = None  # the curriculum loop's LoopResult
+    loss_unpacked: float = 0.0
+    pack_config: PackedSaveConfig | None = None
+    packed: Path | None = None
+    gap: float = 0.0
 
 
 class ForgePhase(Phase):
@@ -128,64 +146,80 @@ class ForgePhase(Phase):
             return False, "forge expects the ternary model of Phase 4 (metadata 'bitlinear')"
         return ok, reason
 
-    def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
-        start = time.perf_counter()
+    def setup(self, ctx: PhaseContext, inputs: list[ModelRef]) -> ForgeRun:
         ok, reason = self.validate_input(ctx, inputs)
         if not ok:
             raise HandoffError(reason, "run Phase 4 (bitnet) on the model first")
-        section: Phase5Section = ctx.phase_config
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
         init_from_env(device)
         model = load_model(inputs[0]).to(device)
-        before = eval_record(model, data.heldout, inputs[0].metadata.get("size_mb"), latency=False)
-        before.latency_ms = packed_inference_latency_ms(model)
+        return ForgeRun(inputs=inputs, data=data, device=device, model=model)
+
+    def measure_before(self, ctx: PhaseContext, run: ForgeRun) -> EvalRecord:
+        before = eval_record(run.model, run.data.heldout, run.inputs[0].metadata.get("size_mb"), latency=False)
+        before.latency_ms = packed_inference_latency_ms(run.model)
+        return before
+
+    def work(self, ctx: PhaseContext, run: ForgeRun) -> None:
+        """Curriculum QAT with dream replay, accuracy per level before and after, then the packed file."""
+        section: ForgeSection = ctx.phase_config
+        model, data = run.model, run.data
         levels = level_data(ctx, section)
+        run.levels = levels.levels
 
         def measure(wanted: list[int]) -> dict[int, float]:
             return {level: level_accuracy(model, levels.evals[level]) for level in wanted}
 
-        accuracy_before = measure(levels.levels)
-        scheduler = CurriculumScheduler(CurriculumConfig(
+        run.accuracy_before = measure(levels.levels)
+        run.scheduler = CurriculumScheduler(CurriculumConfig(
             min_level=section.min_level, max_level=levels.levels[-1], band_up=section.band_up,
             band_down=section.band_down, eval_interval=section.eval_interval, dream_every=section.dream_every,
             dream_steps=section.dream_steps))
-        result = train_curriculum(ctx, model, section, levels, scheduler, measure, device)
-        scheduler.close_dream(measure)
-        _log_dreams(ctx, scheduler)
-        accuracy_after = measure(levels.levels)
-        loss_unpacked = heldout_loss(model, data.heldout)
-        pack_config = input_pack_config(inputs[0])
-        packed, gap = pack_output(ctx, model, pack_config, data.heldout, "forged")
-        after = eval_record(model, data.heldout, packed.stat().st_size / 1e6, latency=False)
-        after.latency_ms = packed_inference_latency_ms(model)
+        run.result = train_curriculum(ctx, model, section, levels, run.scheduler, measure, run.device)
+        run.scheduler.close_dream(measure)
+        _log_dreams(ctx, run.scheduler)
+        run.accuracy_after = measure(levels.levels)
+        run.loss_unpacked = heldout_loss(model, data.heldout)
+        run.pack_config = input_pack_config(run.inputs[0])
+        run.packed, run.gap = pack_output(ctx, model, run.pack_config, data.heldout, "forged")
+
+    def measure_after(self, ctx: PhaseContext, run: ForgeRun) -> EvalRecord:
+        after = eval_record(run.model, run.data.heldout, run.packed.stat().st_size / 1e6, latency=False)
+        after.latency_ms = packed_inference_latency_ms(run.model)
+        return after
+
+    def save(self, ctx: PhaseContext, run: ForgeRun) -> PhaseResult:
+        section: ForgeSection = ctx.phase_config
+        model, packed, scheduler, after, result = run.model, run.packed, run.scheduler, run.after, run.result
         metrics = {
-            **record_metrics("before", before), **record_metrics("after", after),
-            **_curriculum_metrics(scheduler, accuracy_before, accuracy_after),
+            **record_metrics("before", run.before), **record_metrics("after", after),
+            **_curriculum_metrics(scheduler, run.accuracy_before, run.accuracy_after),
             "grokfast": int(section.grokfast),
             "train/final_loss": result.losses[-1] if result.losses else 0.0,
-            "train/recoveries": result.recoveries, "packed/logits_max_abs_diff": gap,
+            "train/recoveries": result.recoveries, "packed/logits_max_abs_diff": run.gap,
             "packed/size_mb": packed.stat().st_size / 1e6,
-            "packed/storage_rounding_loss_change": after.loss - loss_unpacked,
-            "phase/duration_seconds": time.perf_counter() - start,
+            "packed/storage_rounding_loss_change": after.loss - run.loss_unpacked,
+            "phase/duration_seconds": run.seconds,
         }
         metadata = {
-            "bitlinear": bitlinear_meta(model, bitlinear_config_of(inputs[0])), "highest_level": scheduler.highest,
+            "bitlinear": bitlinear_meta(model, bitlinear_config_of(run.inputs[0])),
+            "highest_level": scheduler.highest,
             "final_level": scheduler.level, "size_mb": packed.stat().st_size / 1e6,
             "packed_file": packed.name,
-            "pack_format": pack_config.ternary_format, "grokfast": section.grokfast,
-            "accuracy_by_level_before": _str_keys(accuracy_before),
-            "accuracy_by_level_after": _str_keys(accuracy_after),
+            "pack_format": run.pack_config.ternary_format, "grokfast": section.grokfast,
+            "accuracy_by_level_before": _str_keys(run.accuracy_before),
+            "accuracy_by_level_after": _str_keys(run.accuracy_after),
             "perplexity": after.perplexity, "accuracy": after.accuracy,
         }
-        ref = ctx.save_model("forged", packed_writer(model, data.tokenizer, packed), metadata, metrics,
-                             parameters=parameter_count(model), parents=[inputs[0].model_id])
+        ref = ctx.save_model("forged", packed_writer(model, run.data.tokenizer, packed), metadata, metrics,
+                             parameters=parameter_count(model), parents=[run.inputs[0].model_id])
         shutil.rmtree(packed.parent, ignore_errors=True)
-        return PhaseResult(True, self.name, [ref], metrics, duration_seconds=time.perf_counter() - start,
-                           before=before, after=after)
+        return PhaseResult(True, self.name, [ref], metrics, duration_seconds=run.seconds,
+                           before=run.before, after=after)
 
 
-def train_curriculum(ctx: PhaseContext, model: nn.Module, section: Phase5Section, levels: LevelData,
+def train_curriculum(ctx: PhaseContext, model: nn.Module, section: ForgeSection, levels: LevelData,
                      scheduler: CurriculumScheduler, measure: Any, device: torch.device) -> Any:
     """Quantization-aware training on the scheduler's level, through a checkpointed CurriculumLoop."""
 

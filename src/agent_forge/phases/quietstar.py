@@ -1,10 +1,10 @@
-"""Phase 3 Quiet-STaR: prompt baking of reasoning first, then parallel thoughts trained with REINFORCE.
+"""Phase 3 Quiet-STaR: supervised thought training (thought SFT) first, then parallel thoughts trained with REINFORCE.
 
 Step 1 fine-tunes the merged model on reasoning examples (seven strategies inside ``<think>``, built from
-training-split tasks, plus a share of plain prompt->answer rows) with the D11 "3_bake" optimizer, then
+training-split tasks, plus a share of plain prompt->answer rows) with the D11 "3_thought_sft" optimizer, then
 checks convergence: the share of held-out prompts where the model thinks in a well-formed block and
 answers in the right format. Step 2 trains the model and a mixing head with Quiet-STaR (D11 "3_rl", KL to
-the frozen baked model). The output "reasoner" keeps the thinking tokens (same tokenizer) and stores the
+the frozen thought-SFT model). The output "reasoner" keeps the thinking tokens (same tokenizer) and stores the
 mixing head beside its weights (``mixing_head.safetensors``); its metadata carries the measured figures.
 Memory overhead = (mixing head + the key/value cache of one thought stream) / the fp32 model, per thought.
 """
@@ -16,12 +16,13 @@ import functools
 import json
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from agent_forge.config.schema import Phase3Section
+from agent_forge.config.schema import QuietStarSection
 from agent_forge.data.dataset import PackedDataset, encode_examples, pack_tokens
 from agent_forge.data.sources import training_examples
 from agent_forge.data.tokenizer import ForgeTokenizer
@@ -29,6 +30,7 @@ from agent_forge.model import ForgeForCausalLM
 from agent_forge.model_io import load_model
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import (
+    SessionData,
     add_think_record,
     eval_record,
     fp32_size_mb,
@@ -41,7 +43,7 @@ from agent_forge.phases.common import (
     thinking_kinds,
 )
 from agent_forge.pipeline.context import PhaseContext
-from agent_forge.pipeline.phase import ModelRef, Phase, PhaseResult
+from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, PhaseRun
 from agent_forge.reasoning.data import build_reasoning_examples, encode_reasoning, select_examples
 from agent_forge.reasoning.evaluation import ThinkingReport, evaluate_thinking
 from agent_forge.reasoning.evidence import has_evidence
@@ -95,20 +97,44 @@ class Stopwatch:
         return result
 
 
+@dataclass(kw_only=True)
+class QuietStarRun(PhaseRun):
+    clock: Stopwatch
+    data: SessionData
+    device: torch.device
+    model: ForgeForCausalLM
+    initial: ThinkingReport | None = None
+    sft_figures: dict[str, float] = field(default_factory=dict)
+    after_sft: ThinkingReport | None = None
+    policy: QuietStarModel | None = None
+    rl_losses: list[float] = field(default_factory=list)
+    final: ThinkingReport | None = None
+    qs: dict[str, float] = field(default_factory=dict)
+    think: dict[str, float] = field(default_factory=dict)
+
+
 class QuietStarPhase(Phase):
-    """Reasoning prompt baking, convergence check, Quiet-STaR RL, anti-theater evaluation."""
+    """Thought SFT, convergence check, Quiet-STaR RL, anti-theater evaluation."""
 
     name = "quietstar"
 
-    def run(self, ctx: PhaseContext, inputs: list[ModelRef]) -> PhaseResult:
-        started, clock = time.perf_counter(), Stopwatch()
-        section: Phase3Section = ctx.phase_config
+    def setup(self, ctx: PhaseContext, inputs: list[ModelRef]) -> QuietStarRun:
+        clock = Stopwatch()
         data = session_data(ctx)
         device = resolve_device(ctx.config.runtime.device)
         init_from_env(device)
         model = load_model(inputs[0]).to(device)
-        before = eval_record(model, data.heldout, fp32_size_mb(model))
-        clock.lap("d6_before")
+        return QuietStarRun(inputs=inputs, clock=clock, data=data, device=device, model=model)
+
+    def measure_before(self, ctx: PhaseContext, run: QuietStarRun) -> EvalRecord:
+        before = eval_record(run.model, run.data.heldout, fp32_size_mb(run.model))
+        run.clock.lap("d6_before")
+        return before
+
+    def work(self, ctx: PhaseContext, run: QuietStarRun) -> None:
+        """Thinking checks before, thought SFT, checks, Quiet-STaR RL, checks and the mixing head's figures."""
+        section: QuietStarSection = ctx.phase_config
+        data, device, model, clock = run.data, run.device, run.model, run.clock
         kinds = thinking_kinds(ctx.config)  # the thinking checks read the selection split, never D6
         tasks = [t for t in data.selection.examples if has_evidence(t) and t.kind in kinds][: section.eval_examples]
         check_thinking_tokens(data.tokenizer, model)
@@ -121,55 +147,63 @@ class QuietStarPhase(Phase):
             embedder=embedder,
             coherence_threshold=section.coherence_threshold,
         )
-        initial = clock.timed("think_initial", think, model)
-        bake = clock.timed("bake", self._bake, ctx, model, data.tokenizer, device)
-        baked = clock.timed("think_baked", think, model)
-        policy, rl_losses = clock.timed("quietstar_rl", self._quietstar, ctx, model, device)
-        final = clock.timed("think_final", think, model)
+        run.initial = clock.timed("think_initial", think, model)
+        # the lap and metric names keep "bake" (time/bake_s, bake/*, baked/*): stored sessions and charts use them
+        run.sft_figures = clock.timed("bake", self._thought_sft, ctx, model, data.tokenizer, device)
+        run.after_sft = clock.timed("think_baked", think, model)
+        run.policy, run.rl_losses = clock.timed("quietstar_rl", self._quietstar, ctx, model, device)
+        run.final = clock.timed("think_final", think, model)
         rows = self._qs_rows(data.heldout.lm_rows, device)
-        qs = clock.timed("qs_eval", quietstar_figures, policy, rows, section.positions_per_seq, section.seed)
-        qs["mixing_head_params"] = float(parameter_count(policy.mixer))
-        after = eval_record(model, data.heldout, fp32_size_mb(model))
-        clock.lap("d6_after")
-        think = clock.timed("d6_think", think_metrics, model, data, ctx.config)
-        add_think_record(after, think)
-        metrics = self._metrics(before, after, initial, baked, final, qs, bake, rl_losses, section)
-        metrics.update({**think, **clock.laps})
-        metrics["phase/duration_seconds"] = time.perf_counter() - started
-        ref = self._save(ctx, model, policy.mixer, data.tokenizer, inputs[0], metrics, final)
+        run.qs = clock.timed("qs_eval", quietstar_figures, run.policy, rows, section.positions_per_seq, section.seed)
+        run.qs["mixing_head_params"] = float(parameter_count(run.policy.mixer))
+
+    def measure_after(self, ctx: PhaseContext, run: QuietStarRun) -> EvalRecord:
+        after = eval_record(run.model, run.data.heldout, fp32_size_mb(run.model))
+        run.clock.lap("d6_after")
+        run.think = run.clock.timed("d6_think", think_metrics, run.model, run.data, ctx.config)
+        add_think_record(after, run.think)
+        return after
+
+    def save(self, ctx: PhaseContext, run: QuietStarRun) -> PhaseResult:
+        metrics = self._metrics(run.before, run.after, run.initial, run.after_sft, run.final, run.qs,
+                                run.sft_figures, run.rl_losses, ctx.phase_config)
+        metrics.update({**run.think, **run.clock.laps})
+        metrics["phase/duration_seconds"] = run.seconds
+        ref = self._save(ctx, run.model, run.policy.mixer, run.data.tokenizer, run.inputs[0], metrics, run.final)
         return PhaseResult(
             True,
             self.name,
             [ref],
             metrics,
-            before=before,
-            after=after,
+            before=run.before,
+            after=run.after,
             artifacts={
                 "mixing_head": str(ref.path / "mixing_head.safetensors"),
                 "report": str(ref.path / REPORT_FILE),
             },
-            duration_seconds=time.perf_counter() - started,
+            duration_seconds=run.seconds,
         )
 
-    # ---- step 1: prompt baking ------------------------------------------------------------------------
-    def _bake(
+    # ---- step 1: supervised thought training (thought SFT) --------------------------------------------
+    def _thought_sft(
         self, ctx: PhaseContext, model: ForgeForCausalLM, tokenizer: ForgeTokenizer, device: torch.device
     ) -> dict[str, float]:
-        section: Phase3Section = ctx.phase_config
-        lists, counts = bake_token_lists(ctx, tokenizer, section)
+        section: QuietStarSection = ctx.phase_config
+        lists, counts = thought_sft_token_lists(ctx, tokenizer, section)
         rank, size = world()
         dataset = PackedDataset(
             pack_tokens(lists, ctx.config.data.seq_len), section.train.batch_size, section.seed, rank, size
         )
+        # "phase3": the checkpoint's config key from before the sections took phase names (resume compares it)
         settings = {"run": "bake", "phase3": section.model_dump(mode="json"), "rows": len(dataset)}
         loop = TrainLoop(
             ctx=ctx,
-            run_name="bake",
+            run_name="bake",  # the checkpoint folder and metric rows of sessions written before the rename
             model=wrap_ddp(model, device),
-            optimizer=build_optimizer(model, scaled("3_bake", section.bake_lr_scale)),
+            optimizer=build_optimizer(model, scaled("3_thought_sft", section.thought_sft_lr_scale)),
             batch_fn=dataset.batch,
             step_fn=lm_step,
-            total_steps=section.bake_steps,
+            total_steps=section.thought_sft_steps,
             train=section.train,
             config=settings,
             device=device,
@@ -188,7 +222,7 @@ class QuietStarPhase(Phase):
     def _quietstar(
         self, ctx: PhaseContext, model: ForgeForCausalLM, device: torch.device
     ) -> tuple[QuietStarModel, list[float]]:
-        section: Phase3Section = ctx.phase_config
+        section: QuietStarSection = ctx.phase_config
         reference = copy.deepcopy(model).eval().requires_grad_(False)
         torch.manual_seed(section.seed)
         settings = QuietStarSettings(
@@ -250,28 +284,28 @@ class QuietStarPhase(Phase):
         before: Any,
         after: Any,
         initial: ThinkingReport,
-        baked: ThinkingReport,
+        after_sft: ThinkingReport,
         final: ThinkingReport,
         qs: dict[str, float],
-        bake: dict[str, float],
+        sft_figures: dict[str, float],
         rl_losses: list[float],
-        section: Phase3Section,
+        section: QuietStarSection,
     ) -> dict[str, Any]:
         metrics: dict[str, Any] = {
             **record_metrics("before", before),
             **record_metrics("after", after),
-            **bake,
+            **sft_figures,
         }
-        for prefix, report in (("initial", initial), ("baked", baked)):
+        for prefix, report in (("initial", initial), ("baked", after_sft)):
             metrics.update({f"{prefix}/{k}": v for k, v in report.metrics.items()})
         metrics.update({f"phase/{k}": v for k, v in final.metrics.items()})
         metrics.update({f"phase/{k}": v for k, v in qs.items()})
         model_mb = after.size_mb or 1.0
         per_thought_cache = final.metrics["stream_cache_mb"] / max(final.metrics["thoughts_generated"], 1.0)
         metrics["phase/memory_overhead"] = (qs["mixing_head_params"] * 4 / 1e6 + per_thought_cache) / model_mb
-        metrics["convergence/validity_rate"] = baked.metrics["validity_rate"]
+        metrics["convergence/validity_rate"] = after_sft.metrics["validity_rate"]
         metrics["convergence/threshold"] = section.convergence_threshold
-        metrics["convergence/passed"] = float(baked.metrics["validity_rate"] >= section.convergence_threshold)
+        metrics["convergence/passed"] = float(after_sft.metrics["validity_rate"] >= section.convergence_threshold)
         if rl_losses:
             metrics["rl/first_loss"], metrics["rl/final_loss"] = rl_losses[0], rl_losses[-1]
         return metrics
@@ -335,16 +369,16 @@ def check_thinking_tokens(tokenizer: ForgeTokenizer, model: ForgeForCausalLM) ->
             raise ValueError(f"thinking token {token} is not a single in-vocabulary token")
 
 
-def bake_token_lists(
-    ctx: PhaseContext, tokenizer: ForgeTokenizer, section: Phase3Section
+def thought_sft_token_lists(
+    ctx: PhaseContext, tokenizer: ForgeTokenizer, section: QuietStarSection
 ) -> tuple[list[list[int]], dict[str, float]]:
     """Reasoning examples that fit one row, plus plain rows, shuffled (all from the training split)."""
     seq_len = ctx.config.data.seq_len
-    tasks = [t for t in training_examples(ctx.config, 2 * section.bake_examples, section.seed)
+    tasks = [t for t in training_examples(ctx.config, 2 * section.thought_sft_examples, section.seed)
              if t.kind in thinking_kinds(ctx.config)]
     reasoning = build_reasoning_examples(tasks, section.seed)
     encoded = encode_reasoning(tokenizer, reasoning)
-    kept = select_examples(list(zip(reasoning, encoded, strict=True)), section.bake_examples, seq_len)
+    kept = select_examples(list(zip(reasoning, encoded, strict=True)), section.thought_sft_examples, seq_len)
     fitting = sum(len(e.tokens) <= seq_len for _, e in kept)
     if fitting < len(kept):
         ctx.logger.warning(
@@ -352,7 +386,7 @@ def bake_token_lists(
             longer=len(kept) - fitting,
             seq_len=seq_len,
         )
-    plain = training_examples(ctx.config, int(section.bake_examples * section.plain_share), section.seed + 2)
+    plain = training_examples(ctx.config, int(section.thought_sft_examples * section.plain_share), section.seed + 2)
     lists = [e.tokens for _, e in kept] + encode_examples(tokenizer, plain)
     random.Random(section.seed).shuffle(lists)
     counts = {f"bake/examples_{name}": float(sum(r.strategy == name for r, _ in kept)) for name in STRATEGY_NAMES}

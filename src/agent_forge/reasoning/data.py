@@ -1,4 +1,4 @@
-"""Reasoning examples for prompt baking: a task, one strategy's thought in ``<think>``, then the answer.
+"""Reasoning examples for thought SFT (Phase 3): a task, one strategy's thought in ``<think>``, then the answer.
 
 The thought sits between the task's body and its answer cue (``Answer:``, or the ``def ...: return``
 line of a code task): ``body <think> thought </think> cue answer <eos>``. So ``body cue`` is still the
@@ -25,7 +25,7 @@ _CUE = re.compile(r"\s*Answer:\s*$")
 
 @dataclass(frozen=True)
 class ReasoningExample:
-    """One baking example; ``text`` is what the model trains on."""
+    """One thought SFT example; ``text`` is what the model trains on."""
 
     task: TaskExample
     strategy: str

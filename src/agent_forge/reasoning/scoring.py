@@ -1,6 +1,6 @@
 """Validity and coherence of generated thinking.
 
-Validity (the convergence check of prompt baking): after the forced ``<think>``, the model closes the
+Validity (the convergence check after thought SFT): after the forced ``<think>``, the model closes the
 thought with ``</think>`` after a non-empty, non-degenerate thought, then writes the task's answer cue, an
 answer in the task's format (a number, an option letter, a code expression) and ``<eos>``.
 

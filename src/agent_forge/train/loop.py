@@ -27,6 +27,10 @@ from agent_forge.train.batching import move_batch, split_batch
 from agent_forge.train.distributed import world
 from agent_forge.train.precision import autocast
 
+# The trainer's own multiplier on the scheduled learning rate, halved at every divergence recovery (kept in
+# the checkpoint); distinct from a config section's ``lr_scale`` and the optimizer group's ``lr_multiplier``.
+RECOVERY_LR_FACTOR = "recovery_lr_factor"
+
 
 class TrainContext(Protocol):
     """What the loop needs from the phase that runs it (``pipeline.context.PhaseContext`` provides it)."""
@@ -106,14 +110,14 @@ class TrainLoop:
         self.device = device or torch.device("cpu")
         self.bf16, self.log_every = bf16, log_every
         self.checkpoints: CheckpointManager = ctx.checkpoints(run_name, keep_last=train.keep_checkpoints)
-        self.state = TrainerState(extra={"lr_scale": 1.0, "accum": 1, "recoveries": 0})
+        self.state = TrainerState(extra={RECOVERY_LR_FACTOR: 1.0, "accum": 1, "recoveries": 0})
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         self.recent: deque[float] = deque(maxlen=100)
         self.losses: list[float] = []
         self.last_eval: dict[str, float] = {}
 
     def _lr_factor(self, step: int) -> float:
-        return self.state.extra["lr_scale"] * warmup_cosine(step, self.total_steps, self.train.warmup_steps)
+        return self.state.extra[RECOVERY_LR_FACTOR] * warmup_cosine(step, self.total_steps, self.train.warmup_steps)
 
     @property
     def unwrapped(self) -> nn.Module:
@@ -126,6 +130,8 @@ class TrainLoop:
         if path is None:
             return False
         self.state, stored = self.checkpoints.load(path, self.unwrapped, self.optimizer, self.scheduler)
+        if "lr_scale" in self.state.extra:  # a checkpoint written before the factor had its own name
+            self.state.extra.setdefault(RECOVERY_LR_FACTOR, self.state.extra.pop("lr_scale"))
         differing = config_diff(stored, self.config)
         if differing:
             self.ctx.logger.warning("resuming with a config that differs from the checkpoint's",
@@ -178,7 +184,7 @@ class TrainLoop:
             self.ctx.logger.warning("out of memory at micro-batch 1: falling back to the CPU")
         else:
             raise TrainingDivergedError("out of memory even at micro-batch 1 on the CPU",
-                                        "use a smaller preset or --set phase1.train.batch_size=...")
+                                        f"use a smaller preset or --set {self.ctx.phase_name}.train.batch_size=...")
 
     def _diverged(self, loss: float) -> bool:
         if not math.isfinite(loss):
@@ -192,20 +198,28 @@ class TrainLoop:
         recoveries = self.state.extra["recoveries"] + 1
         if recoveries > self.train.max_recoveries:
             raise TrainingDivergedError(f"training of {self.run_name} diverged (loss {loss}) {recoveries} times",
-                                        "lower the learning rate with --set phaseN.lr_scale=0.5")
-        scale = self.state.extra["lr_scale"] * 0.5
+                                        self._lower_lr_hint())
+        factor = self.state.extra[RECOVERY_LR_FACTOR] * 0.5
         self.optimizer.zero_grad(set_to_none=True)
         if not self.restore():
             raise TrainingDivergedError(f"training of {self.run_name} diverged before the first checkpoint",
-                                        "lower the learning rate with --set phaseN.lr_scale=0.5")
-        self.state.extra.update(lr_scale=scale, recoveries=recoveries)
+                                        self._lower_lr_hint())
+        self.state.extra.update({RECOVERY_LR_FACTOR: factor, "recoveries": recoveries})
         self._apply_lr_now()
-        self.ctx.log(self.state.step, {"recovery/lr_scale": scale, "recovery/count": recoveries}, self.run_name)
+        # the metric keeps its first name: the charts of stored sessions read it
+        self.ctx.log(self.state.step, {"recovery/lr_scale": factor, "recovery/count": recoveries}, self.run_name)
         self.ctx.logger.warning("loss diverged: reloaded the last checkpoint with half the learning rate",
-                                run=self.run_name, loss=loss, lr_scale=scale)
+                                run=self.run_name, loss=loss, recovery_lr_factor=factor)
+
+    def _lower_lr_hint(self) -> str:
+        """The config key that lowers this run's learning rate (Phase 3 has one per stage)."""
+        phase = self.ctx.phase_name
+        key = {"bake": "thought_sft_lr_scale", "quietstar": "rl_lr_scale"}.get(self.run_name, "lr_scale")
+        key = key if phase == "quietstar" else "lr_scale"
+        return f"lower the learning rate with --set {phase}.{key}=0.5"
 
     def _apply_lr_now(self) -> None:
-        """Set the current learning rates from the schedule (after the lr_scale changed)."""
+        """Set the current learning rates from the schedule (after the recovery factor changed)."""
         factor = self._lr_factor(self.state.step)
         for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
             group["lr"] = base * factor

@@ -20,7 +20,7 @@ import streamlit as st
 from agent_forge.errors import ForgeError
 from agent_forge.storage.workspace import ENV_WORKSPACE
 from agent_forge.ui import charts
-from agent_forge.ui.data import ForgeData, accuracy_cells, chart_groups, final_rows
+from agent_forge.ui.data import DashboardData, accuracy_cells, chart_groups, final_rows
 from agent_forge.ui.generate import LoadedModel, generate_text, load_for_generation
 
 PAGES = ("Overview", "Metrics", "Models", "Compare", "Generate")
@@ -37,8 +37,8 @@ def workspace_arg(argv: list[str] | None = None) -> str | None:
 
 
 @st.cache_resource(show_spinner=False)
-def open_data(root: str | None) -> ForgeData:
-    return ForgeData.open(root)
+def open_data(root: str | None) -> DashboardData:
+    return DashboardData.open(root)
 
 
 @st.cache_resource(show_spinner="loading model", max_entries=2)
@@ -68,7 +68,7 @@ def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # ---- Overview ---------------------------------------------------------------------------------------------
 
-def page_overview(data: ForgeData, session_id: str) -> None:
+def page_overview(data: DashboardData, session_id: str) -> None:
     st.subheader("Sessions")
     sessions = [{k: s.get(k) for k in SESSION_COLUMNS} for s in data.sessions()]
     _table(sessions, "sessions", progress_percent=st.column_config.ProgressColumn(
@@ -89,7 +89,7 @@ def page_overview(data: ForgeData, session_id: str) -> None:
     _trajectory(data, session_id)
 
 
-def _timeline(data: ForgeData, session_id: str) -> None:
+def _timeline(data: DashboardData, session_id: str) -> None:
     st.markdown("#### Phase timeline")
     rows = data.timeline(session_id)
     st.plotly_chart(charts.timeline_figure(rows), key="timeline_chart")
@@ -105,7 +105,7 @@ def _timeline(data: ForgeData, session_id: str) -> None:
                 _table(row.handoff_checks, f"checks_{row.phase}")
 
 
-def _trajectory(data: ForgeData, session_id: str) -> None:
+def _trajectory(data: DashboardData, session_id: str) -> None:
     st.markdown("#### Held-out trajectory (D6)")
     rows = data.trajectory(session_id)
     if not rows:
@@ -121,7 +121,7 @@ def _trajectory(data: ForgeData, session_id: str) -> None:
 
 # ---- Metrics ----------------------------------------------------------------------------------------------
 
-def page_metrics(data: ForgeData, session_id: str) -> None:
+def page_metrics(data: DashboardData, session_id: str) -> None:
     phases = data.metric_phases(session_id)
     if not phases:
         st.info("no metrics logged yet")
@@ -150,7 +150,7 @@ def _model_choice(label: str, ids: list[str], key: str, index: int = 0) -> str:
                         format_func=lambda mid: mid.split("__", 1)[-1].replace("__", " / "))
 
 
-def page_models(data: ForgeData, session_id: str) -> None:
+def page_models(data: DashboardData, session_id: str) -> None:
     scope = st.radio("models of", ["this session", "all sessions"], horizontal=True, key="model_scope")
     models = data.models(session_id if scope == "this session" else None)
     if not models:
@@ -175,7 +175,7 @@ def page_models(data: ForgeData, session_id: str) -> None:
         st.caption(f"led to: {', '.join(lineage.descendants()) or 'nothing yet'}")
 
 
-def page_compare(data: ForgeData, session_id: str) -> None:
+def page_compare(data: DashboardData, session_id: str) -> None:
     scope = st.radio("choose from", ["this session", "all sessions"], horizontal=True, key="compare_scope")
     ids = [m["model_id"] for m in data.models(session_id if scope == "this session" else None)]
     if not ids:
@@ -199,7 +199,7 @@ def _text(value: Any) -> str:
 
 # ---- Generate ---------------------------------------------------------------------------------------------
 
-def page_generate(data: ForgeData, session_id: str, root: str | None) -> None:
+def page_generate(data: DashboardData, session_id: str, root: str | None) -> None:
     ids = [m["model_id"] for m in data.models(session_id)]
     if not ids:
         st.info("no models registered yet")
@@ -223,7 +223,7 @@ def page_generate(data: ForgeData, session_id: str, root: str | None) -> None:
 
 # ---- app --------------------------------------------------------------------------------------------------
 
-def _sidebar(data: ForgeData, sessions: list[dict[str, Any]]) -> tuple[str, str, bool, int]:
+def _sidebar(data: DashboardData, sessions: list[dict[str, Any]]) -> tuple[str, str, bool, int]:
     with st.sidebar:
         st.title("Agent Forge")
         st.caption(f"workspace: {data.workspace.root if data.workspace else '-'}")
@@ -263,7 +263,7 @@ def main() -> None:
         render(data, session_id)
 
 
-def _live(render: Any, data: ForgeData, session_id: str) -> None:
+def _live(render: Any, data: DashboardData, session_id: str) -> None:
     """One timed refresh; once the run has ended, redraw the whole app once, without the timer."""
     if not data.is_live(session_id):
         st.rerun()

@@ -231,7 +231,7 @@ def _finite(value: Any) -> float | None:
     return float(value) if math.isfinite(float(value)) else None
 
 
-class ForgeData:
+class DashboardData:
     """Read-only view of one workspace's registry for the dashboard, the report and notebooks."""
 
     def __init__(self, registry: ModelRegistry, workspace: Workspace | None = None) -> None:
@@ -239,7 +239,7 @@ class ForgeData:
         self.workspace = workspace
 
     @classmethod
-    def open(cls, root: str | Path | None = None) -> ForgeData:
+    def open(cls, root: str | Path | None = None) -> DashboardData:
         """Open a workspace's registry read-only; a workspace without a registry raises RegistryError."""
         workspace = Workspace(root, create=False)
         return cls(ModelRegistry(workspace.registry_path, readonly=True), workspace)
@@ -480,6 +480,11 @@ class ForgeData:
                 raise ArtifactCorruptError(f"{folder / name} is missing or does not match its checksum",
                                            "re-run the phase that produced it or restore the file")
         return ModelRef(model_id, folder, metadata, row.get("parameters") or 0, row.get("size_mb") or 0.0)
+
+
+# The class's name before issue 20 ("forge" also names the project, the model family and Phase 5): notebooks
+# written against it keep working.
+ForgeData = DashboardData
 
 
 def final_rows(series: list[Series]) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import torch
 
 from agent_forge.engine import decode
 from agent_forge.errors import ArtifactCorruptError
-from agent_forge.ui.data import ForgeData
+from agent_forge.ui.data import DashboardData
 
 
 @dataclass
@@ -21,7 +21,7 @@ class LoadedModel:
     tokenizer: Any
 
 
-def load_for_generation(data: ForgeData, model_id: str) -> LoadedModel:
+def load_for_generation(data: DashboardData, model_id: str) -> LoadedModel:
     """Verify the artifact's checksums, then rebuild the model the way the next phase would."""
     from agent_forge.model_io import load_model, load_tokenizer
 

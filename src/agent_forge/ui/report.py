@@ -20,7 +20,7 @@ from agent_forge.storage.atomic import atomic_write_text
 from agent_forge.storage.registry import ModelRegistry
 from agent_forge.storage.workspace import Workspace
 from agent_forge.ui import charts
-from agent_forge.ui.data import ForgeData, PhaseRow, accuracy_cells, chart_groups
+from agent_forge.ui.data import DashboardData, PhaseRow, accuracy_cells, chart_groups
 
 
 def trajectory_head(rows: list[dict[str, Any]]) -> list[str]:
@@ -107,7 +107,7 @@ def _md_table(head: Sequence[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _html_report(data: ForgeData, session_id: str, generated: str) -> str:
+def _html_report(data: DashboardData, session_id: str, generated: str) -> str:
     session = data.session(session_id)
     page = _Html()
     page.heading(f"Agent Forge run report: {session_id}", 1)
@@ -148,7 +148,7 @@ def _html_report(data: ForgeData, session_id: str, generated: str) -> str:
     return page.document(f"Agent Forge report {session_id}")
 
 
-def _markdown_report(data: ForgeData, session_id: str, generated: str) -> str:
+def _markdown_report(data: DashboardData, session_id: str, generated: str) -> str:
     session = data.session(session_id)
     trajectory = data.trajectory(session_id)
     lines = [f"# Agent Forge run report: {session_id}", "",
@@ -175,7 +175,7 @@ def _markdown_report(data: ForgeData, session_id: str, generated: str) -> str:
 def write_report(workspace: Workspace, registry: ModelRegistry, session_id: str,
                  out_dir: str | Path | None = None) -> tuple[Path, Path]:
     """Write ``report.html`` and ``report.md`` for a session (default: the session's report folder)."""
-    data = ForgeData(registry, workspace)
+    data = DashboardData(registry, workspace)
     data.session(session_id)
     folder = Path(out_dir) if out_dir is not None else workspace.report_dir(session_id)
     folder.mkdir(parents=True, exist_ok=True)

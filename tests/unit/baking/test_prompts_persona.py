@@ -39,11 +39,11 @@ def test_malformed_prompt_files_are_config_errors() -> None:
 
 def test_a_missing_prompt_file_is_one_line_naming_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        load_prompt(str(tmp_path / "nope.txt"), BUILTIN, "phase6.tool_prompt")
+        load_prompt(str(tmp_path / "nope.txt"), BUILTIN, "baking.tool_prompt")
     message = str(info.value)
-    assert "\n" not in message and "phase6.tool_prompt" in message and "fix:" in message
+    assert "\n" not in message and "baking.tool_prompt" in message and "fix:" in message
     with pytest.raises(ConfigError, match="builtin:persona, builtin:tools"):
-        load_prompt("builtin:nope", BUILTIN, "phase6.persona_prompt")
+        load_prompt("builtin:nope", BUILTIN, "baking.persona_prompt")
     custom = tmp_path / "mine.txt"
     custom.write_text("name: Bo\n---\n<persona>I am Bo.</persona>\n", encoding="utf-8")
     assert load_prompt(str(custom), BUILTIN).name == "Bo"

@@ -42,9 +42,9 @@ def test_unknown_preset_is_one_line_error(tmp_path, capsys):
 
 def test_bad_override_names_the_key(tmp_path, capsys):
     code, out, err = _cli(capsys, "--workspace", str(tmp_path), "run", "--preset", "smoke",
-                          "--set", "phase1.trunk_steps=-3")
+                          "--set", "cognate.trunk_steps=-3")
     text = out + err
-    assert code == 2 and "phase1.trunk_steps" in text and "Traceback" not in text
+    assert code == 2 and "cognate.trunk_steps" in text and "Traceback" not in text
 
 
 def test_unknown_phase_and_missing_session(tmp_path, capsys):
@@ -115,16 +115,38 @@ def test_phase_in_a_session_applies_set_overrides(tmp_path, capsys):
     """`phase NAME --session S --set k=v` changes that key for the run (and says so); --config is refused."""
     ws = str(tmp_path)
     code, out, err = _cli(capsys, "--workspace", ws, "phase", "cognate", "--preset", "smoke",
-                          "--set", "phase1.trunk_steps=2", "--set", "phase1.specialist_steps=1",
+                          "--set", "cognate.trunk_steps=2", "--set", "cognate.specialist_steps=1",
                           "--set", "handoff.cognate->evomerge.min_loss_drop=0.0")
     assert code == 0, out + err
     session = json.loads(_cli(capsys, "--workspace", ws, "sessions", "--json")[1])[0]["session_id"]
     code, out, err = _cli(capsys, "--workspace", ws, "phase", "evomerge", "--session", session,
-                          "--set", "phase2.generations=1")
+                          "--set", "evomerge.generations=1")
     assert code == 0, out + err
-    assert "phase2.generations" in out
+    assert "evomerge.generations" in out
     models = json.loads(_cli(capsys, "--workspace", ws, "models", "--phase", "evomerge", "--json")[1])
     assert models[0]["metadata"]["generations"] == 1
     code, out, err = _cli(capsys, "--workspace", ws, "phase", "evomerge", "--session", session,
                           "--config", str(tmp_path / "x.yaml"))
     assert code == 2 and "--set" in out + err and "Traceback" not in out + err
+
+
+def test_a_session_stored_before_the_section_rename_resumes(tmp_path, capsys, monkeypatch):
+    """A session whose stored config says phase1..phase8 and bake_steps (as the registry of the code before the
+    rename holds it) resumes; an old --set key on it works, with one deprecation line."""
+    from agent_forge.config import loader
+    from agent_forge.storage.registry import ModelRegistry
+    from agent_forge.storage.workspace import Workspace
+
+    monkeypatch.setattr(loader, "_aliases_seen", set())
+    stored = json.loads((ROOT / "tests" / "fixtures" / "session_config_before_section_names.json").read_text())
+    workspace = Workspace(tmp_path, create=True)
+    ModelRegistry(workspace.registry_path, create=True).create_session("old-names", "smoke", stored)
+    workspace.session_dir("old-names").mkdir(parents=True, exist_ok=True)
+    code, out, err = _cli(capsys, "--workspace", str(tmp_path), "resume", "old-names", "--to", "cognate",
+                          "--set", "phase1.trunk_steps=2")
+    assert code == 0, out + err
+    assert "cognate.trunk_steps" in out  # the changed key, under its current name
+    notices = [line for line in err.splitlines() if line.startswith("notice:")]
+    assert len(notices) == 1 and "'phase1' is now 'cognate'" in notices[0]
+    models = json.loads(_cli(capsys, "--workspace", str(tmp_path), "models", "--phase", "cognate", "--json")[1])
+    assert len(models) == 4  # the trunk and three specialists

@@ -27,20 +27,20 @@ def test_unknown_preset() -> None:
 
 def test_file_and_set_overrides_merge(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("phase1:\n  trunk_steps: 7\n  train: {batch_size: 3}\n")
-    config = load_config("smoke", path, ["phase5.grokfast=false", "phase2.generations=4"])
-    assert config.phase1.trunk_steps == 7 and config.phase1.train.batch_size == 3
-    assert config.phase1.train.eval_every == 10  # kept from the preset
-    assert config.phase5.grokfast is False and config.phase2.generations == 4
+    path.write_text("cognate:\n  trunk_steps: 7\n  train: {batch_size: 3}\n")
+    config = load_config("smoke", path, ["forge.grokfast=false", "evomerge.generations=4"])
+    assert config.cognate.trunk_steps == 7 and config.cognate.train.batch_size == 3
+    assert config.cognate.train.eval_every == 10  # kept from the preset
+    assert config.forge.grokfast is False and config.evomerge.generations == 4
 
 
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
-        ("phase1.bogus=1", "unknown config key 'phase1.bogus'"),
-        ("phase1.trunk_steps=abc", "config key 'phase1.trunk_steps'"),
-        ("phase1.trunk_steps=-5", "config key 'phase1.trunk_steps'"),
-        ("phase5.band_down=0.9", "band_down"),
+        ("cognate.bogus=1", "unknown config key 'cognate.bogus'"),
+        ("cognate.trunk_steps=abc", "config key 'cognate.trunk_steps'"),
+        ("cognate.trunk_steps=-5", "config key 'cognate.trunk_steps'"),
+        ("forge.band_down=0.9", "band_down"),
         ("model.num_heads=3", "divisible"),
         ("handoff.a->b.num_models=1", "handoff key"),
         ("nope", "has no '='"),
@@ -57,7 +57,7 @@ def test_missing_and_corrupt_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config("tiny", tmp_path / "none.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("phase1: [unclosed\n")
+    bad.write_text("cognate: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML at line"):
         read_config_file(bad)
     listy = tmp_path / "list.yaml"
@@ -84,8 +84,8 @@ def test_override_parsing_and_diff() -> None:
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["phase1.trunk_steps", "phase2.generations", "model.hidden_size", "data.seq_len",
-                             "phase5.band_up", "phase4.pack_format", "runtime.device", "phase1.nope", "zzz"]),
+            st.sampled_from(["cognate.trunk_steps", "evomerge.generations", "model.hidden_size", "data.seq_len",
+                             "forge.band_up", "bitnet.pack_format", "runtime.device", "cognate.nope", "zzz"]),
             st.one_of(st.integers(-5, 5), st.floats(allow_nan=True), st.text(max_size=5), st.booleans(),
                       st.none()),
         ),
@@ -102,12 +102,12 @@ def test_fuzzed_overrides_fail_in_one_line_or_load(pairs: list[tuple[str, object
 
 def test_specialist_kind_weights_take_kinds_and_kind_at_level():
     config = load_config("tiny")
-    reasoning = config.phase1.specialists[0]
+    reasoning = config.cognate.specialists[0]
     assert reasoning.kind_weights["arith@1"] > reasoning.kind_weights["arith"]
-    good = {"phase1": {"specialists": [{"name": "a", "seed": 1, "kind_weights": {"mc": 2.0, "code@3": 1.5}}]}}
-    assert validate_config(deep_merge(preset_dict("smoke"), good)).phase1.specialists[0].kind_weights["code@3"] == 1.5
+    good = {"cognate": {"specialists": [{"name": "a", "seed": 1, "kind_weights": {"mc": 2.0, "code@3": 1.5}}]}}
+    assert validate_config(deep_merge(preset_dict("smoke"), good)).cognate.specialists[0].kind_weights["code@3"] == 1.5
     for key in ("poetry", "arith@x"):
-        bad = {"phase1": {"specialists": [{"name": "a", "seed": 1, "kind_weights": {key: 1.0}}]}}
+        bad = {"cognate": {"specialists": [{"name": "a", "seed": 1, "kind_weights": {key: 1.0}}]}}
         with pytest.raises(ConfigError, match="kind_weights"):
             validate_config(deep_merge(preset_dict("smoke"), bad))
 

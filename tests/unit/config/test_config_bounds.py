@@ -18,13 +18,13 @@ def test_every_preset_is_within_the_bounds(preset):
 @pytest.mark.parametrize(
     ("override", "key"),
     [
-        ("phase1.lr_scale=.inf", "phase1.lr_scale"),
-        ("phase1.lr_scale=.nan", "phase1.lr_scale"),
-        ("phase1.lr_scale=-.inf", "phase1.lr_scale"),
-        ("phase1.trunk_steps=100000000000000000000000", "phase1.trunk_steps"),
-        ("phase1.trunk_steps=1.0e23", "phase1.trunk_steps"),
-        ("phase5.steps=1e23", "phase5.steps"),
-        ("phase1.train.grad_clip=1.0e300", "phase1.train.grad_clip"),
+        ("cognate.lr_scale=.inf", "cognate.lr_scale"),
+        ("cognate.lr_scale=.nan", "cognate.lr_scale"),
+        ("cognate.lr_scale=-.inf", "cognate.lr_scale"),
+        ("cognate.trunk_steps=100000000000000000000000", "cognate.trunk_steps"),
+        ("cognate.trunk_steps=1.0e23", "cognate.trunk_steps"),
+        ("forge.steps=1e23", "forge.steps"),
+        ("cognate.train.grad_clip=1.0e300", "cognate.train.grad_clip"),
         ("data.seed=-100000000000000", "data.seed"),
         ("model.act_step_cost=.inf", "model.act_step_cost"),
     ],
@@ -37,13 +37,13 @@ def test_non_finite_or_absurd_numbers_name_their_key(override, key):
 
 
 def test_large_but_sane_values_still_load():
-    cfg = load_config("smoke", None, ["phase1.trunk_steps=1000000", "phase1.lr_scale=50.0"])
-    assert cfg.phase1.trunk_steps == 1_000_000 and MAX_MAGNITUDE >= 1_000_000
+    cfg = load_config("smoke", None, ["cognate.trunk_steps=1000000", "cognate.lr_scale=50.0"])
+    assert cfg.cognate.trunk_steps == 1_000_000 and MAX_MAGNITUDE >= 1_000_000
 
 
 @pytest.mark.parametrize("weight", [float("inf"), float("nan"), 1e30])
 def test_numbers_inside_mappings_are_bounded_too(weight):
     data = load_config("smoke", None, None).model_dump(mode="json")
-    data["phase1"]["specialists"][0]["kind_weights"] = {"code": weight}
-    with pytest.raises(ConfigError, match=r"'phase1\.specialists\.0\.kind_weights"):
+    data["cognate"]["specialists"][0]["kind_weights"] = {"code": weight}
+    with pytest.raises(ConfigError, match=r"'cognate\.specialists\.0\.kind_weights"):
         validate_config(data)

@@ -26,7 +26,7 @@ RUNNER = CliRunner()
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ws")
-    config = harness_config("smoke", ["phase7.agreement_tokens=8", "phase7.decode_tokens=4"])
+    config = harness_config("smoke", ["edge.agreement_tokens=8", "edge.decode_tokens=4"])
     ctx = make_context(root, "baking", config)
     torch.manual_seed(0)
     model = ForgeForCausalLM(forge_config(config))

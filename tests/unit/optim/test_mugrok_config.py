@@ -11,7 +11,7 @@ from agent_forge.optim import MuGrokConfig
 # Decision D11 (docs: docs/decisions.md): muon lr, fallback lr, lambda, tau, KL coefficient.
 D11 = {
     "1": (1e-3, 1e-3, 0.3, 30.0, 0.0),
-    "3_bake": (1e-4, 1e-4, 0.2, 30.0, 0.0),
+    "3_thought_sft": (1e-4, 1e-4, 0.2, 30.0, 0.0),
     "3_rl": (5e-4, 5e-4, 0.1, 25.0, 0.1),
     "4": (1e-4, 1e-4, 2.0, 30.0, 0.0),
     "5": (1e-3, 1e-3, 2.0, 30.0, 0.0),
@@ -36,7 +36,8 @@ def test_presets_follow_d11(phase: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("phase", "key"), [(1, "1"), (3, "3_bake"), (4, "4"), (5, "5"), (6, "6"), (" 3_RL ", "3_rl")]
+    ("phase", "key"),
+    [(1, "1"), (3, "3_thought_sft"), ("3_bake", "3_thought_sft"), (4, "4"), (5, "5"), (6, "6"), (" 3_RL ", "3_rl")],
 )
 def test_int_and_loose_string_phases(phase: int | str, key: str) -> None:
     assert MuGrokConfig.from_phase(phase) == MuGrokConfig.from_phase(key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 
@@ -158,7 +159,7 @@ def test_state_dict_round_trip_continues_identically() -> None:
     config = dataclasses.replace(NO_FILTER, grokfast=True, grokfast_lambda=2.0)
     grads = _grad_sequence({**MATRIX_SHAPES, **OTHER_SHAPES}, steps=6)
     original_params, original = _stepped(config, grads[:3])
-    original.set_lr_scale(0.5)
+    original.set_lr_multiplier(0.5)
     buffer = io.BytesIO()
     torch.save(original.state_dict(), buffer)
     buffer.seek(0)
@@ -167,7 +168,7 @@ def test_state_dict_round_trip_continues_identically() -> None:
     restored.load_state_dict(torch.load(buffer, weights_only=True))
     fresh_params = _clone(original_params)
     fresh = MuonGrokfast(fresh_params.items(), config)
-    assert restored.lr_scale == 0.5
+    assert restored.lr_multiplier == 0.5
     for step_grads in grads[3:]:
         _apply(original, original_params, step_grads)
         _apply(restored, restored_params, step_grads)
@@ -179,15 +180,15 @@ def test_state_dict_round_trip_continues_identically() -> None:
     assert {"grokfast_ema", "momentum_buffer", "exp_avg", "exp_avg_sq", "step"} <= keys
 
 
-def test_lambda_lr_and_lr_scale_multiply() -> None:
-    """LambdaLR drives group lr, set_lr_scale multiplies on top: equal to AdamW at the product lr."""
+def test_lambda_lr_and_lr_multiplier_multiply() -> None:
+    """LambdaLR drives group lr, set_lr_multiplier multiplies on top: equal to AdamW at the product lr."""
     ours = _params({"norm.weight": (6,)})
     theirs = _clone(ours)
     optimizer = MuonGrokfast(ours.items(), dataclasses.replace(NO_FILTER, fallback_lr=0.1))
     reference = torch.optim.AdamW(theirs.values(), lr=0.05, weight_decay=0.0, betas=(0.9, 0.95))
     ours_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
     theirs_schedule = torch.optim.lr_scheduler.LambdaLR(reference, lambda step: 1.0 / (1 + step))
-    optimizer.set_lr_scale(0.5)
+    optimizer.set_lr_multiplier(0.5)
     for grads in _grad_sequence({"norm.weight": (6,)}, steps=4):
         _apply(optimizer, ours, grads)
         _apply(reference, theirs, grads)
@@ -195,8 +196,27 @@ def test_lambda_lr_and_lr_scale_multiply() -> None:
         theirs_schedule.step()
         _assert_same(ours, theirs)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 / 5)
-    with pytest.raises(ValueError, match="lr scale"):
-        optimizer.set_lr_scale(0.0)
+    with pytest.raises(ValueError, match="lr multiplier"):
+        optimizer.set_lr_multiplier(0.0)
+
+
+def test_a_state_dict_naming_the_group_multiplier_lr_scale_loads() -> None:
+    """Optimizer states saved before the rename call the group multiplier ``lr_scale``; they load under the new key."""
+    grads = _grad_sequence({**MATRIX_SHAPES, **OTHER_SHAPES}, steps=2)
+    params, original = _stepped(NO_FILTER, grads[:1])
+    original.set_lr_multiplier(0.25)
+    old = copy.deepcopy(original.state_dict())  # as read from a file: no buffer shared with ``original``
+    old["param_groups"] = [{("lr_scale" if k == "lr_multiplier" else k): v for k, v in g.items()}
+                           for g in old["param_groups"]]
+    restored_params = _clone(params)
+    restored = MuonGrokfast(restored_params.items(), NO_FILTER)
+    restored.load_state_dict(old)
+    assert restored.lr_multiplier == 0.25
+    assert all("lr_scale" not in group for group in restored.param_groups)
+    _apply(restored, restored_params, grads[1])  # steps with the renamed key
+    _apply(original, params, grads[1])
+    for name in params:
+        assert torch.equal(params[name], restored_params[name]), name
 
 
 def test_identical_gradients_give_identical_weights() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 
 from agent_forge.config.schema import TrainSection
-from agent_forge.train.loop import StepOutput, TrainingDivergedError, TrainLoop, warmup_cosine
+from agent_forge.train.loop import RECOVERY_LR_FACTOR, StepOutput, TrainingDivergedError, TrainLoop, warmup_cosine
 from support.phase_harness import make_context
 from support.tiny_phases import TinyLM, batch_at, lm_step
 
@@ -65,7 +66,7 @@ def test_nan_reloads_checkpoint_with_half_lr(tmp_path):
     loop = _loop(make_context(tmp_path, "cognate"), 10, step_fn=flaky)
     result = loop.run()
     assert result.recoveries == 1
-    assert result.state.extra["lr_scale"] == pytest.approx(0.5)
+    assert result.state.extra[RECOVERY_LR_FACTOR] == pytest.approx(0.5)
     assert all(math.isfinite(v) for v in result.losses) and len(result.losses) == 10
     names = {row["name"] for row in loop.ctx.registry.metrics(loop.ctx.session_id)}
     assert "recovery/lr_scale" in names
@@ -100,3 +101,18 @@ def test_resume_with_changed_config_records_the_difference(tmp_path):
     _loop(make_context(tmp_path, "cognate"), 5, config={"lr": 1e-2}).run()
     result = _loop(make_context(tmp_path, "cognate"), 8, config={"lr": 5e-3}).run()
     assert result.state.extra["config_diff"] == ["lr"]
+
+
+def test_a_checkpoint_naming_the_recovery_factor_lr_scale_resumes_with_it(tmp_path):
+    """Checkpoints written before the rename keep the factor under "lr_scale": resume reads it under its new name."""
+    _loop(make_context(tmp_path, "cognate"), 5).run()
+    state_files = sorted(tmp_path.rglob("step_*/state.json"))
+    assert state_files
+    for path in state_files:
+        payload = json.loads(path.read_text())
+        payload["trainer"]["extra"].pop(RECOVERY_LR_FACTOR)
+        payload["trainer"]["extra"]["lr_scale"] = 0.5  # as a checkpoint of an old session after one recovery
+        path.write_text(json.dumps(payload))
+    result = _loop(make_context(tmp_path, "cognate"), 8).run()
+    assert result.state.extra[RECOVERY_LR_FACTOR] == pytest.approx(0.5) and "lr_scale" not in result.state.extra
+    assert len(result.losses) == 8

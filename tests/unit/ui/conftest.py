@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent_forge.ui.data import ForgeData
+from agent_forge.ui.data import DashboardData
 from support.ui_workspace import FilledWorkspace, fill_workspace
 
 
@@ -15,6 +15,6 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> FilledWorkspace:
 
 @pytest.fixture()
 def data(filled: FilledWorkspace):
-    view = ForgeData.open(filled.root)
+    view = DashboardData.open(filled.root)
     yield view
     view.close()

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 from agent_forge.pipeline.orchestrator import session_lock
 from agent_forge.storage.registry import ModelRegistry
 from agent_forge.storage.workspace import ENV_WORKSPACE, Workspace
-from agent_forge.ui.data import ForgeData, chart_groups
+from agent_forge.ui.data import DashboardData, chart_groups
 from agent_forge.ui.generate import generate_text, load_for_generation
 from support.ui_workspace import DONE, LIVE
 
@@ -56,7 +56,7 @@ def test_overview_warns_about_an_interrupted_session_and_refreshes_a_live_one(
         assert any("refreshing every 5 s" in c.value for c in live.caption)
 
 
-def test_metrics_page_draws_every_group(filled, data: ForgeData, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_metrics_page_draws_every_group(filled, data: DashboardData, monkeypatch: pytest.MonkeyPatch) -> None:
     app = _app(filled.root, monkeypatch, DONE, "Metrics")
     groups = chart_groups(data.metric_series(DONE))
     assert len(app.get("plotly_chart")) == len(groups)
@@ -90,7 +90,7 @@ def test_compare_page_puts_two_models_side_by_side(filled, monkeypatch: pytest.M
     assert len(app.get("plotly_chart")) >= 2  # train/loss and train/lr overlays
 
 
-def test_generate_page_continues_the_prompt(filled, data: ForgeData, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generate_page_continues_the_prompt(filled, data: DashboardData, monkeypatch: pytest.MonkeyPatch) -> None:
     app = _app(filled.root, monkeypatch, DONE, "Generate")
     model_id = filled.models["baking/baking"]
     app.selectbox(key="generate_model").set_value(model_id)

@@ -12,11 +12,11 @@ from agent_forge.config.schema import PHASE_NAMES
 from agent_forge.errors import RegistryError
 from agent_forge.pipeline.orchestrator import session_lock
 from agent_forge.storage.registry import ModelRegistry
-from agent_forge.ui.data import ForgeData, Series, chart_groups, lock_held, metric_family
+from agent_forge.ui.data import DashboardData, Series, chart_groups, lock_held, metric_family
 from support.ui_workspace import DONE, LIVE, SPECIALISTS
 
 
-def test_opens_read_only_and_never_writes(data: ForgeData) -> None:
+def test_opens_read_only_and_never_writes(data: DashboardData) -> None:
     with pytest.raises(RegistryError, match="read-only"):
         data.registry.update_session(DONE, status="failed")
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
@@ -26,7 +26,7 @@ def test_opens_read_only_and_never_writes(data: ForgeData) -> None:
 
 def test_missing_registry_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="does not exist"):
-        ForgeData.open(tmp_path)
+        DashboardData.open(tmp_path)
     assert not (tmp_path / "registry" / "model_registry.db").exists()
 
 
@@ -34,7 +34,7 @@ def test_reader_in_a_transaction_does_not_block_the_writer(tmp_path: Path) -> No
     (tmp_path / "registry").mkdir()
     writer = ModelRegistry(tmp_path / "registry" / "model_registry.db")
     writer.create_session("s1", "smoke", {})
-    reader = ForgeData.open(tmp_path)
+    reader = DashboardData.open(tmp_path)
     reader.registry.conn.execute("BEGIN")
     assert reader.metric_series("s1") == []  # the read snapshot is now pinned
     started = time.perf_counter()
@@ -45,7 +45,7 @@ def test_reader_in_a_transaction_does_not_block_the_writer(tmp_path: Path) -> No
     assert [s.values for s in reader.metric_series("s1")] == [[3.0]]
 
 
-def test_sessions_with_status_progress_and_counts(data: ForgeData) -> None:
+def test_sessions_with_status_progress_and_counts(data: DashboardData) -> None:
     rows = {r["session_id"]: r for r in data.sessions()}
     assert set(rows) == {DONE, LIVE}
     assert (rows[DONE]["status"], rows[DONE]["progress_percent"]) == ("completed", 100.0)
@@ -56,7 +56,7 @@ def test_sessions_with_status_progress_and_counts(data: ForgeData) -> None:
     assert rows[LIVE]["process_alive"] is False and not data.is_live(LIVE)
 
 
-def test_a_held_session_lock_makes_the_session_live(filled, data: ForgeData) -> None:
+def test_a_held_session_lock_makes_the_session_live(filled, data: DashboardData) -> None:
     with session_lock(filled.workspace.session_dir(LIVE)):
         assert data.process_alive(LIVE) is True
         assert data.is_live(LIVE)
@@ -72,7 +72,7 @@ def test_lock_held_reads_the_kernel_table(tmp_path: Path) -> None:
     assert lock_held(lock) is False
 
 
-def test_timeline_of_a_finished_and_a_running_session(data: ForgeData) -> None:
+def test_timeline_of_a_finished_and_a_running_session(data: DashboardData) -> None:
     done = data.timeline(DONE)
     assert [r.phase for r in done] == list(PHASE_NAMES)
     assert all(r.status == "completed" and r.handoff == "passed" for r in done)
@@ -85,7 +85,7 @@ def test_timeline_of_a_finished_and_a_running_session(data: ForgeData) -> None:
     assert all(live[p].status == "pending" and live[p].duration_s is None for p in PHASE_NAMES[3:])
 
 
-def test_trajectory_says_which_phase_made_what_worse(data: ForgeData) -> None:
+def test_trajectory_says_which_phase_made_what_worse(data: DashboardData) -> None:
     rows = {r["phase"]: r for r in data.trajectory(DONE)}
     assert list(rows) == list(PHASE_NAMES)
     assert rows["cognate"]["before_perplexity"] == 500.0 and rows["cognate"]["perplexity"] == 40.0
@@ -94,7 +94,7 @@ def test_trajectory_says_which_phase_made_what_worse(data: ForgeData) -> None:
     assert all(r["handoff"] == "passed" for r in rows.values())
 
 
-def test_metric_series_and_their_charts(data: ForgeData) -> None:
+def test_metric_series_and_their_charts(data: DashboardData) -> None:
     series = data.metric_series(DONE, phase="cognate")
     loss = {s.model: s for s in series if s.name == "train/loss"}
     assert set(loss) == {"trunk", *SPECIALISTS}
@@ -122,7 +122,7 @@ def test_metric_series_and_their_charts(data: ForgeData) -> None:
     assert not any(g.key.startswith("phase/") for g in chart_groups(data.metric_series(DONE)))
 
 
-def test_long_curves_are_thinned_but_keep_the_last_point(data: ForgeData) -> None:
+def test_long_curves_are_thinned_but_keep_the_last_point(data: DashboardData) -> None:
     full = data.metric_series(DONE, phase="forge", name="curriculum/level")[0]
     thin = data.metric_series(DONE, phase="forge", name="curriculum/level", max_points=7)[0]
     assert len(full.steps) == 40 and 7 <= len(thin.steps) <= 8
@@ -142,7 +142,7 @@ def test_metric_family_grouping() -> None:
     assert [g.key for g in chart_groups(flat)] == ["x/acc"]
 
 
-def test_champion_and_final_values(data: ForgeData) -> None:
+def test_champion_and_final_values(data: DashboardData) -> None:
     champion = data.champion(DONE, "evomerge")
     assert champion["champion_combo_binary"] == "101" and champion["champion_combo_id"] == 5
     assert champion["champion_fitness"] == pytest.approx(0.5 + 0.3 * (1 - 2.718281828 ** (-10 / 3)))
@@ -151,7 +151,7 @@ def test_champion_and_final_values(data: ForgeData) -> None:
     assert finals[("phase", "phase/duration_seconds")]["value"] == 60.0
 
 
-def test_lineage_walks_both_ways(filled, data: ForgeData) -> None:
+def test_lineage_walks_both_ways(filled, data: DashboardData) -> None:
     champion = filled.models["evomerge/champion"]
     lineage = data.lineage(champion)
     trunk = f"{DONE}__cognate__trunk"
@@ -162,7 +162,7 @@ def test_lineage_walks_both_ways(filled, data: ForgeData) -> None:
     assert data.lineage(trunk).ancestors() == []
 
 
-def test_compare_two_models(filled, data: ForgeData) -> None:
+def test_compare_two_models(filled, data: DashboardData) -> None:
     pair = data.compare(filled.models["cognate/reasoning"], filled.models["cognate/memory"])
     rows = {r["field"]: r for r in pair}
     assert rows["parameters"]["same"] and rows["parameters"]["delta"] == 0.0
@@ -171,7 +171,7 @@ def test_compare_two_models(filled, data: ForgeData) -> None:
     assert "metadata.files" not in rows and rows["parents"]["same"]
 
 
-def test_compare_curves_overlays_shared_metrics(filled, data: ForgeData) -> None:
+def test_compare_curves_overlays_shared_metrics(filled, data: DashboardData) -> None:
     groups = data.compare_curves(filled.models["cognate/reasoning"], filled.models["cognate/memory"])
     loss = next(g for g in groups if g.key == "train/loss")
     assert [t.label for t in loss.traces] == ["A reasoning", "B memory"]
@@ -183,7 +183,7 @@ def test_queries_on_a_real_orchestrator_run(tmp_path: Path) -> None:
     from support.run_tiny_pipeline import main as run_tiny
 
     run_tiny(str(tmp_path), "tiny-run")
-    data = ForgeData.open(tmp_path)
+    data = DashboardData.open(tmp_path)
     timeline = {r.phase: r for r in data.timeline("tiny-run")}
     assert timeline["cognate"].status == timeline["evomerge"].status == "completed"
     assert timeline["cognate"].duration_s > 0 and timeline["cognate"].handoff == "passed"
@@ -194,3 +194,9 @@ def test_queries_on_a_real_orchestrator_run(tmp_path: Path) -> None:
     assert set(merged.ancestors()) == {"tiny-run__cognate__lm1", "tiny-run__cognate__lm2"}
     assert data.trajectory("tiny-run")[1]["loss"] is not None
     assert data.sessions()[0]["status"] == "completed"  # the two test phases are its whole sequence
+
+
+def test_the_old_name_of_the_dashboard_data_still_imports() -> None:
+    from agent_forge.ui.data import DashboardData, ForgeData
+
+    assert ForgeData is DashboardData

@@ -11,7 +11,7 @@ import torch
 
 from agent_forge.errors import ArtifactCorruptError
 from agent_forge.storage.registry import ModelRegistry
-from agent_forge.ui.data import ForgeData
+from agent_forge.ui.data import DashboardData
 from agent_forge.ui.generate import generate_text, load_for_generation
 from support.ui_workspace import DONE
 
@@ -31,14 +31,14 @@ def _greedy(loaded, prompt: str, steps: int) -> str:
     return loaded.tokenizer.decode(new)
 
 
-def test_greedy_generation_matches_a_plain_loop(filled, data: ForgeData) -> None:
+def test_greedy_generation_matches_a_plain_loop(filled, data: DashboardData) -> None:
     loaded = load_for_generation(data, filled.models["evomerge/champion"])
     text = generate_text(loaded, PROMPT, max_new_tokens=10)
     assert text == _greedy(loaded, PROMPT, 10)
     assert generate_text(loaded, PROMPT, max_new_tokens=10) == text
 
 
-def test_sampling_is_reproducible_and_leaves_the_global_generator_alone(filled, data: ForgeData) -> None:
+def test_sampling_is_reproducible_and_leaves_the_global_generator_alone(filled, data: DashboardData) -> None:
     loaded = load_for_generation(data, filled.models["cognate/memory"])
     torch.manual_seed(123)
     state = torch.get_rng_state()
@@ -64,7 +64,7 @@ def test_a_tampered_model_is_refused(filled, tmp_path: Path) -> None:
     model_id = filled.models["forge/forge"]
     (Path(registry.get_model(model_id)["model_path"]) / "tokenizer.json").write_text("{}")
     with pytest.raises(ArtifactCorruptError, match="checksum"):
-        load_for_generation(ForgeData.open(root), model_id)
+        load_for_generation(DashboardData.open(root), model_id)
 
 
 def test_an_artifact_without_a_model_config_cannot_generate(filled, tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ def test_an_artifact_without_a_model_config_cannot_generate(filled, tmp_path: Pa
                              "parameters": 0, "metadata": {"kind": "t"},
                              "metadata_sha256": info.metadata_sha256})
     with pytest.raises(ArtifactCorruptError, match="cannot generate"):
-        load_for_generation(ForgeData.open(root), f"{DONE}__edge__table")
+        load_for_generation(DashboardData.open(root), f"{DONE}__edge__table")
 
 
 def test_verifying_a_model_never_touches_a_write_in_progress(filled, tmp_path: Path) -> None:
@@ -89,6 +89,6 @@ def test_verifying_a_model_never_touches_a_write_in_progress(filled, tmp_path: P
     in_progress = folder.with_name(f"{folder.name}.tmp-1234")
     in_progress.mkdir()
     (in_progress / "model.safetensors").write_bytes(b"partial")
-    ref = ForgeData.open(root).model_ref(model_id)
+    ref = DashboardData.open(root).model_ref(model_id)
     assert ref.path == folder and ref.metadata["files"]
     assert (in_progress / "model.safetensors").read_bytes() == b"partial"

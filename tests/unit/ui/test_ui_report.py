@@ -16,7 +16,7 @@ from agent_forge.config.schema import PHASE_NAMES
 from agent_forge.errors import NotFoundError
 from agent_forge.storage.registry import ModelRegistry
 from agent_forge.storage.workspace import Workspace
-from agent_forge.ui.data import ForgeData, chart_groups
+from agent_forge.ui.data import DashboardData, chart_groups
 from agent_forge.ui.report import write_report
 from support.ui_workspace import DONE, LIVE
 
@@ -46,7 +46,7 @@ def test_html_is_self_contained(report) -> None:
     assert "Plotly.newPlot" in html and len(html) > 1_000_000  # the library itself is inline
 
 
-def test_charts_hold_the_registry_numbers(report, data: ForgeData) -> None:
+def test_charts_hold_the_registry_numbers(report, data: DashboardData) -> None:
     html, _ = report
     charts = _charts(html)
     groups = chart_groups(data.metric_series(DONE))
