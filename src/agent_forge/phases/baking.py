@@ -1,10 +1,13 @@
-"""Phase 6 Baking (D5; Prompt Baking, Bhargava et al. 2024): a tool-use prompt, then a persona, into the weights.
+"""Phase 6 Baking (D5, D13; Prompt Baking, Bhargava et al. 2024): a persona, then a tool-use prompt, into
+the weights.
 
-Each bake samples continuations from the frozen prompted model, then trains the unprompted model to match
-it token by token (KL) with the Phase 6 optimizer, fully or through low-rank adapters merged back at the end;
-BitLinear layers stay ternary throughout. Measured: KL before/after each bake on held-out queries without
-the prompt, tool-call format validity and tool-use accuracy (runtime really executing the calls) without
-the prompt against the prompted reference, persona adherence, and the D6 record.
+Each bake samples continuations of task bodies from the frozen prompted model (its calls executed by the
+tool runtime, the answer cue inserted after a thought; inserted tokens are never scored), then trains the
+unprompted model to match it token by token (KL) with the Phase 6 optimizer, fully or through low-rank
+adapters merged back at the end; BitLinear layers stay ternary throughout. Measured: KL before/after each
+bake on held-out bodies without the prompt; tools mode (call, well-formed, right-result rates, accuracy) of
+the prompted model, and of the unprompted one before and after the bake; the persona's marker share with
+the prompt, before and after; and the D6 record with its tools column.
 """
 
 from __future__ import annotations
@@ -157,13 +160,15 @@ class BakingPhase(Phase):
         return self._record(run.model, run.data.heldout, ref.metadata.get("size_mb", ref.size_mb))
 
     def work(self, ctx: PhaseContext, run: BakingRun) -> None:
-        """Bake the tool prompt, then the persona prompt; a ternary model is packed again afterwards."""
+        """Bake the persona prompt, then the tool prompt; a ternary model is packed again afterwards."""
         section, data, model, tokenizer = ctx.phase_config, run.data, run.model, run.data.tokenizer
         metrics = run.metrics
         metrics.update(record_metrics("before", run.before))
         ternary_before = ternary_values(model)
-        metrics.update(self._tool_stage(ctx, model, tokenizer, section, run.device))
+        # the persona first: then the tool bake's teacher writes the baked greeting before its calls, so the
+        # second bake keeps the first (measured the other way round: the persona bake erased every call)
         metrics.update(self._persona_stage(ctx, model, tokenizer, section, run.device, data.heldout.examples))
+        metrics.update(self._tool_stage(ctx, model, tokenizer, section, run.device))
         metrics["bitlinear/layers"] = len(ternary_before)
         metrics["bitlinear/ternary_flip_share"] = ternary_flip_share(ternary_before, model)
         run.packed = self._pack(ctx, model, run.inputs[0], data.heldout, metrics)

@@ -130,9 +130,13 @@ class TrainingStyle:
     persona_prompt: str = ""
     persona_greeting: str = ""
     persona_share: float = 0.0
+    # demonstrations also under the persona prompt (when there is one): the two baked behaviours must
+    # compose (greeting, then calls), and with only persona_share of them the persona bake erased every call
+    demo_persona_share: float = 0.5
 
-    def with_persona(self, example: TaskExample) -> bool:
-        return self.persona_share > 0.0 and hash_fraction(example.uid, ":persona") < self.persona_share
+    def with_persona(self, example: TaskExample, demo: bool = False) -> bool:
+        share = max(self.persona_share, self.demo_persona_share) if demo and self.persona_share else self.persona_share
+        return share > 0.0 and hash_fraction(example.uid, ":persona") < share
 
 
 Segment = tuple[str, str]  # text and its role: "body" (scored in prompt_share of the rows), "scored" or "read"
@@ -141,9 +145,8 @@ Segment = tuple[str, str]  # text and its role: "body" (scored in prompt_share o
 def row_segments(example: TaskExample, style: TrainingStyle, thought: str | None, calls: Sequence[tuple[str, str]]
                  ) -> list[Segment]:
     """The pieces of one training row in order, each with its role."""
-    body, cue = split_prompt(example) if thought is not None or calls or style.with_persona(example) \
-        else (example.prompt, "")
-    persona = style.with_persona(example)
+    persona = style.with_persona(example, demo=bool(calls))
+    body, cue = split_prompt(example) if thought is not None or calls or persona else (example.prompt, "")
     segments: list[Segment] = [(style.persona_prompt, "read")] if persona else []
     if calls:
         segments.append((style.tool_prompt, "read"))
