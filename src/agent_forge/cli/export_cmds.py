@@ -90,14 +90,16 @@ def export_bundle(
     _print_report(report, Path(folder), as_json)
 
 
-def _runtime_answer(bundle_path: Path, max_new: int, think: bool = False) -> Any:
-    from agent_forge.export.runtime import greedy_generate, load_bundle
+def _runtime_answer(bundle_path: Path, max_new: int, think: bool = False, tools: bool = False) -> Any:
+    from agent_forge.export.runtime import greedy_generate, load_bundle, tools_answer
     from agent_forge.export.runtime.bundle import think_answer
 
     bundle = load_bundle(bundle_path)  # verified again: the weights it names must be a listed file
     codec = bundle.codec()
 
     def answer(text: str) -> str:
+        if tools:
+            return tools_answer(bundle, text, max_new)
         if think:
             return think_answer(bundle, text, max_new)
         ids = greedy_generate(bundle.model, codec.encode(text), max_new, bundle.config.eos_token_id)
@@ -125,7 +127,7 @@ def _onnx_answer(bundle_path: Path, max_new: int, manifest: dict[str, Any]) -> A
     return answer
 
 
-def _answer_fn(bundle_path: Path, max_new: int, think: bool = False) -> tuple[Any, str]:
+def _answer_fn(bundle_path: Path, max_new: int, think: bool = False, tools: bool = False) -> tuple[Any, str]:
     from agent_forge.export.bundle import verify_bundle
     from agent_forge.export.runtime.manifest import ManifestError
 
@@ -133,9 +135,10 @@ def _answer_fn(bundle_path: Path, max_new: int, think: bool = False) -> tuple[An
         manifest = verify_bundle(bundle_path)
         settings = json.loads((bundle_path / "runtime.json").read_text(encoding="utf-8"))
         if settings.get("weights"):
-            return _runtime_answer(bundle_path, max_new, think), "ternary runtime"
-        if think:
-            raise ConfigError("think mode needs the bundle's ternary runtime", "export with --format ternary")
+            return _runtime_answer(bundle_path, max_new, think, tools), "ternary runtime"
+        if think or tools:
+            raise ConfigError(f"{'tools' if tools else 'think'} mode needs the bundle's ternary runtime",
+                              "export with --format ternary")
         if settings.get("onnx"):
             return _onnx_answer(bundle_path, max_new, manifest), "onnxruntime"
     except ManifestError as err:
@@ -151,15 +154,19 @@ def serve_bundle(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 32,
     think: Annotated[bool, typer.Option("--think", help="Think mode: the model may think before it answers.")]
     = False,
+    tools: Annotated[bool, typer.Option("--tools", help="Tools mode: think mode with the calculator/converter "
+                                        "calls in the thought really run (thought with calls and results, "
+                                        "then the answer).")] = False,
 ) -> None:
-    """Generate from a bundle with its standalone runtime (greedy); verifies the manifest first."""
+    """Generate from a bundle with its standalone runtime (greedy); verifies the manifest first. --think: the
+    model may think before it answers; --tools: think mode with each tool call run and its result inserted."""
     if not (path / "manifest.json").is_file():
         raise NotFoundError(f"{path} is not a bundle (no manifest.json)", "pass the folder `agent-forge export` wrote")
-    answer, engine = _answer_fn(path, max_new_tokens, think)
+    answer, engine = _answer_fn(path, max_new_tokens, think, tools)
     if prompt is not None:
         start = time.perf_counter()
         text = answer(prompt)
-        out.print(text, markup=False, highlight=False)
+        out.print(text, markup=False, highlight=False, soft_wrap=True)
         if not STATE.quiet:
             out.print(f"[dim]{engine}, {(time.perf_counter() - start) * 1000:.0f} ms[/dim]")
         return
@@ -171,4 +178,4 @@ def serve_bundle(
             break
         if not line.strip():
             break
-        out.print(answer(line), markup=False, highlight=False)
+        out.print(answer(line), markup=False, highlight=False, soft_wrap=True)

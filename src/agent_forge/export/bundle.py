@@ -6,7 +6,9 @@ Layout (names fixed so the runtime finds them):
 - ``runtime.json``: how the formats were written (weights file, activation bits, ONNX length, token ids);
 - ``model.tq2_0.safetensors`` / ``model.tq1_0.safetensors`` (ternary) and ``model.onnx``,
   ``model.int8.onnx`` (ONNX), as exported;
-- ``forge_runtime/``: a copy of ``agent_forge.export.runtime`` (numpy only), so the folder runs on its own;
+- ``forge_runtime/``: a copy of ``agent_forge.export.runtime`` (numpy only), so the folder runs on its own,
+  and in ``forge_runtime/tools/`` byte-identical copies of the tool modules tools mode runs calls with
+  (``agent_forge/tools/{calculator,units,calls}.py``, standard library only);
 - ``README.md`` and ``manifest.json`` (format, profile, agreement and sha256 + size of every other file).
 
 Writing is the caller's business (the phase wraps it in an atomic folder swap); ``verify_bundle`` is the
@@ -36,6 +38,11 @@ TOKENIZER_FILE = "tokenizer.json"
 README_FILE = "README.md"
 ONNX_FP32, ONNX_INT8 = "model.onnx", "model.int8.onnx"
 _RUNTIME_SOURCE = Path(__file__).resolve().parent / "runtime"
+_TOOLS_SOURCE = Path(__file__).resolve().parents[1] / "tools"
+TOOLS_DIR = "tools"
+TOOL_MODULES = ("calculator.py", "units.py", "calls.py")  # stdlib only, importing each other relatively
+_TOOLS_INIT = ('"""The tools of tools mode: copies of agent_forge/tools/{calculator,units,calls}.py '
+               '(standard library only)."""\n')
 _README_TEMPLATE = Path(__file__).resolve().parent / "bundle_readme.md"
 
 __all__ = ["BUNDLE_FORMAT", "MANIFEST", "ManifestError", "copy_runtime", "finalize_bundle", "verify_bundle",
@@ -43,11 +50,17 @@ __all__ = ["BUNDLE_FORMAT", "MANIFEST", "ManifestError", "copy_runtime", "finali
 
 
 def copy_runtime(folder: Path) -> Path:
-    """Copy the runtime's Python files (no caches) into ``folder/forge_runtime``."""
+    """Copy the runtime's Python files (no caches) into ``folder/forge_runtime``, and the tool modules into
+    its ``tools/`` package (their one home stays ``agent_forge/tools``)."""
     target = Path(folder) / RUNTIME_DIR
     target.mkdir(parents=True, exist_ok=True)
     for source in sorted(_RUNTIME_SOURCE.glob("*.py")):
         shutil.copyfile(source, target / source.name)
+    tools = target / TOOLS_DIR
+    tools.mkdir(exist_ok=True)
+    (tools / "__init__.py").write_text(_TOOLS_INIT, encoding="utf-8")
+    for name in TOOL_MODULES:
+        shutil.copyfile(_TOOLS_SOURCE / name, tools / name)
     return target
 
 

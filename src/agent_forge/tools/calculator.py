@@ -3,6 +3,8 @@
 Model output is untrusted text, so nothing here calls ``eval``: only numbers, ``+ - * / // % **`` (or ``^``)
 and parentheses parse, and size limits (input length, nesting, exponent, magnitude) keep a hostile
 expression from exhausting time or memory.
+
+Standard library only, imported relatively: an edge bundle carries a copy (see ``calls``).
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ The tags are special tokens of every session tokenizer (``agent_forge.data.token
 a call is a handful of tokens whatever the tokenizer learned. Parsing is strict and never evaluates
 anything: a malformed call, an unknown tool or arguments a tool refuses give an error result, not an
 exception, so generation always continues safely.
+
+This module, ``calculator`` and ``units`` use the standard library and each other only (relative imports):
+an edge bundle carries byte-identical copies of the three in ``forge_runtime/tools/``, so the torch-free
+runtime executes calls exactly as the package does (``agent_forge.export.bundle.copy_runtime``).
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
-from agent_forge.tools.calculator import ToolError, calculate
-from agent_forge.tools.units import convert
+from .calculator import ToolError, calculate
+from .units import convert
 
 TOOL_OPEN, TOOL_CLOSE, ARGS_OPEN, ARGS_CLOSE = "<tool>", "</tool>", "<args>", "</args>"
 RESULT_OPEN, RESULT_CLOSE = "<result>", "</result>"

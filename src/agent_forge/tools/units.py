@@ -2,6 +2,8 @@
 
 Factors are exact fractions of one base unit per dimension (metre, kilogram, second, litre), so
 conversions such as ``2 km to m`` give exact answers; temperatures are affine and go through kelvin.
+
+Standard library only, imported relatively: an edge bundle carries a copy (see ``calls``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from agent_forge.tools.calculator import ToolError, check_magnitude, format_number
+from .calculator import ToolError, check_magnitude, format_number
 
 _FACTORS: dict[str, dict[str, Fraction]] = {
     "length": {"mm": Fraction(1, 1000), "cm": Fraction(1, 100), "m": Fraction(1), "km": Fraction(1000),

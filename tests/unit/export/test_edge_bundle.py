@@ -74,11 +74,12 @@ def test_flipped_byte_is_detected(bundle, tmp_path: Path) -> None:
         load_bundle(folder)
 
 
-@pytest.mark.parametrize("damage", ["edit_runtime", "remove_tokenizer", "add_file", "bad_manifest"])
+@pytest.mark.parametrize("damage", ["edit_runtime", "edit_tool", "remove_tokenizer", "add_file", "bad_manifest"])
 def test_other_damage_is_detected(bundle, tmp_path: Path, damage: str) -> None:
     folder = _copy(bundle, tmp_path)
-    if damage == "edit_runtime":
-        with open(folder / "forge_runtime" / "layers.py", "a") as handle:
+    if damage in ("edit_runtime", "edit_tool"):
+        name = "layers.py" if damage == "edit_runtime" else "tools/calculator.py"
+        with open(folder / "forge_runtime" / name, "a") as handle:
             handle.write("\n# changed\n")
     elif damage == "remove_tokenizer":
         (folder / "tokenizer.json").unlink()

@@ -53,6 +53,9 @@ def test_export_ternary_then_serve(workspace: Path, tmp_path: Path) -> None:
                        "--max-new-tokens", "6")
     assert thinking.exit_code == 0, thinking.output  # a thought (if the model opens one) then the answer
     assert "</think>" in thinking.output or "<think>" not in thinking.output
+    tools = _invoke(workspace, "serve-bundle", str(out), "--prompt", "What is 3 * 4? Answer:", "--tools",
+                    "--max-new-tokens", "6")
+    assert tools.exit_code == 0, tools.output  # whatever an untrained model writes, calls in it run or refuse
     session = RUNNER.invoke(app, ["serve-bundle", str(out), "--max-new-tokens", "3"], input="hello\n\n")
     assert session.exit_code == 0 and session.output.count("\n") >= 2
 
@@ -71,6 +74,8 @@ def test_export_onnx_then_serve_with_onnxruntime(workspace: Path, tmp_path: Path
     assert not (out / "model.tq2_0.safetensors").exists()
     served = _invoke(workspace, "serve-bundle", str(out), "--prompt", "Question: 1 plus 1?", "--max-new-tokens", "3")
     assert served.exit_code == 0, served.output
+    tools = _invoke(workspace, "serve-bundle", str(out), "--prompt", "What is 1 + 1? Answer:", "--tools")
+    assert isinstance(tools.exception, ConfigError) and "tools mode" in str(tools.exception)
 
 
 def test_bad_arguments_name_the_fix(workspace: Path, tmp_path: Path) -> None:

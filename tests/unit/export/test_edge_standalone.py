@@ -58,3 +58,12 @@ def test_bundle_runs_without_the_training_stack(bit_model, tmp_path: Path) -> No
                            "--max-new-tokens", "4"], cwd=folder, capture_output=True, text=True, env=env,
                           timeout=300)
     assert text.returncode == 0 and "ms/token" in text.stdout, text.stderr
+
+    tools = subprocess.run([str(python), "-m", "forge_runtime", ".", "--prompt", "What is 2 * 2? Answer:", "--tools",
+                            "--max-new-tokens", "4"], cwd=folder, capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert tools.returncode == 0, tools.stderr  # tools mode imports the bundle's own tool copies, stdlib only
+    probe = subprocess.run([str(python), "-c", "import forge_runtime.tools.calls as c; "
+                            "print(c.execute(c.parse_segment('<tool>calculator</tool><args>12 * 7</args>')).value)"],
+                           cwd=folder, capture_output=True, text=True, env=env, timeout=300)
+    assert probe.stdout.strip() == "84", probe.stderr

@@ -1,7 +1,8 @@
 """Standalone runtime of an Agent Forge edge bundle: numpy only (``tokenizers`` for text in and out).
 
 It imports nothing from torch, transformers or agent_forge, so a bundle folder that carries a copy of this
-package runs anywhere numpy does: ``python -m forge_runtime . --prompt "..."`` inside the bundle.
+package runs anywhere numpy does: ``python -m forge_runtime . --prompt "..."`` inside the bundle. Tools
+mode (``--tools``) runs calls with the bundle's copies of the package's tool modules (``tools/``, stdlib only).
 
 Batch-1 decoding multiplies small matrices, where extra BLAS threads only spin and, on a busy machine,
 make every call many times slower; so when this package is the first to load numpy it asks for one BLAS
@@ -20,10 +21,11 @@ from .config import RuntimeConfig
 from .manifest import BUNDLE_FORMAT, MANIFEST, ManifestError, describe_files, verify_manifest
 from .model import Cache, ForgeRuntimeModel
 from .ternary import unpack
+from .tools_mode import ToolsGeneration, tools_answer, tools_generate
 from .weights import Weights, WeightsError, load_weights
 
 __all__ = [
     "BUNDLE_FORMAT", "MANIFEST", "Bundle", "Cache", "ForgeRuntimeModel", "ManifestError",
-    "RuntimeConfig", "TextCodec", "Weights", "WeightsError", "describe_files", "greedy_generate",
-    "load_bundle", "load_weights", "unpack", "verify_manifest",
+    "RuntimeConfig", "TextCodec", "ToolsGeneration", "Weights", "WeightsError", "describe_files",
+    "greedy_generate", "load_bundle", "load_weights", "tools_answer", "tools_generate", "unpack", "verify_manifest",
 ]

@@ -1,7 +1,9 @@
-"""``python -m forge_runtime BUNDLE [--prompt TEXT | --ids 1,2,3] [--max-new-tokens N] [--think]``.
+"""``python -m forge_runtime BUNDLE [--prompt TEXT | --ids 1,2,3] [--max-new-tokens N] [--think | --tools]``.
 
 Without a prompt it reads prompts line by line from standard input until EOF. With ``--think`` a prompt
-ending in ``Answer:`` is answered in think mode: the thought in brackets, then the answer.
+ending in ``Answer:`` is answered in think mode: the thought in brackets, then the answer. ``--tools`` is
+think mode with the calculator and unit converter live: each call in the thought runs and its result is
+inserted; the thought is printed with its calls and results, then the answer.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import sys
 import time
 
 from .bundle import Bundle, greedy_generate, load_bundle, think_answer
+from .tools_mode import tools_answer
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -21,6 +24,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--no-verify", action="store_true", help="skip the manifest checksums")
     parser.add_argument("--think", action="store_true", help="think mode: the model may think before it answers")
+    parser.add_argument("--tools", action="store_true",
+                        help="tools mode: think mode with calculator/converter calls run and their results inserted")
     return parser.parse_args(argv)
 
 
@@ -32,18 +37,23 @@ def _answer(bundle: Bundle, ids: list[int], max_new: int, as_text: bool) -> str:
     return f"{body}\n[{len(out)} tokens, {ms:.2f} ms/token]"
 
 
+def _text_answer(bundle: Bundle, prompt: str, args: argparse.Namespace) -> str:
+    if args.tools:
+        return tools_answer(bundle, prompt, args.max_new_tokens)
+    if args.think:
+        return think_answer(bundle, prompt, args.max_new_tokens)
+    return _answer(bundle, bundle.codec().encode(prompt), args.max_new_tokens, as_text=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     bundle = load_bundle(args.bundle, verify=not args.no_verify)
     if args.ids:
         print(_answer(bundle, [int(t) for t in args.ids.split(",")], args.max_new_tokens, as_text=False))
         return 0
-    codec = bundle.codec()
     prompts = [args.prompt] if args.prompt is not None else (line.rstrip("\n") for line in sys.stdin)
     for prompt in prompts:
-        text = (think_answer(bundle, prompt, args.max_new_tokens) if args.think
-                else _answer(bundle, codec.encode(prompt), args.max_new_tokens, as_text=True))
-        print(text, flush=True)
+        print(_text_answer(bundle, prompt, args), flush=True)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,17 @@ class TextCodec:
         self.tokenizer = Tokenizer.from_file(str(path))
         self.bos_id = bos_id
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, bos: bool = True) -> list[int]:
+        """The ids of ``text``, after ``<bos>`` unless ``bos`` is False (text that continues a sequence)."""
         ids = self.tokenizer.encode(text, add_special_tokens=False).ids
-        return ([self.bos_id] if self.bos_id is not None else []) + ids
+        return ([self.bos_id] if bos and self.bos_id is not None else []) + ids
+
+    def special_id(self, token: str) -> int:
+        """The id of a special token such as ``</think>``; a tokenizer without it cannot run that mode."""
+        found = self.tokenizer.token_to_id(token)
+        if found is None:
+            raise ValueError(f"the bundle's tokenizer has no {token} token; re-export the bundle")
+        return int(found)
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
@@ -138,15 +147,23 @@ def think_generate(model: ForgeRuntimeModel, body_ids: list[int], tokens: ThinkT
 
 
 CUE = "Answer:"
+_CUE = re.compile(r"\s*Answer:\s*$")  # the package's split (agent_forge.reasoning.data.split_prompt)
+
+
+def split_cue(prompt: str) -> tuple[str, str]:
+    """(body, cue) with ``body + cue == prompt``: the cue is the trailing ``Answer:`` with its spaces,
+    which think and tools mode take off the prompt and insert after the thought ("" when there is none)."""
+    match = _CUE.search(prompt)
+    return (prompt[: match.start()], prompt[match.start() :]) if match else (prompt, "")
 
 
 def think_answer(bundle: Bundle, prompt: str, max_new: int) -> str:
     """``<think>thought</think> answer`` for one prompt (the cue ``Answer:`` is taken off and fed after)."""
     codec = bundle.codec()
-    body = prompt.rstrip().removesuffix(CUE).rstrip() if prompt.rstrip().endswith(CUE) else prompt
-    special = [codec.encode(t)[-1] for t in ("<think>", "</think>")]
-    cue = codec.encode(" " + CUE)[1 if codec.bos_id is not None else 0 :]
-    tokens = ThinkTokens(special[0], special[1], cue, bundle.config.eos_token_id)
+    body, cue = split_cue(prompt)
+    cue_ids = codec.encode(cue or " " + CUE, bos=False)
+    tokens = ThinkTokens(codec.special_id("<think>"), codec.special_id("</think>"), cue_ids,
+                         bundle.config.eos_token_id)
     thought, answer = think_generate(bundle.model, codec.encode(body), tokens, max_new, 16)
     shown = f"<think>{codec.decode(thought)}</think>" if thought else ""
     return shown + codec.decode([t for t in answer if t != tokens.eos])
