@@ -144,7 +144,7 @@ class BitNetPhase(Phase):
         model = load_model(inputs[0]).to(device)
         fp32_bytes = _fp32_file_bytes(model, work / "fp32")
         fp32_memory = _module_bytes(model)
-        before = eval_record(model, data.heldout, fp32_bytes / 1e6)
+        before = eval_record(model, data.heldout, inputs[0].size_mb or fp32_bytes / 1e6)  # the input's one size
         bit_config = BitLinearConfig(granularity=section.scale)
         replaced = replace_linears(model, keep=set(section.keep), config=bit_config)
         calib_start = time.perf_counter()

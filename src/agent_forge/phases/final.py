@@ -130,7 +130,7 @@ class FinalPhase(Phase):
         tensors, layout = model_tensors(model, codec)
         packed_mb = sum(t.numel() * t.element_size() for t in tensors.values()) / 1e6
         with ctx.progress.task("final: compress", total=4) as task:
-            before = eval_record(model, data.heldout, packed_mb)
+            before = eval_record(model, data.heldout, inputs[0].size_mb or packed_mb)  # the input's one size
             task.advance()
             plan = self._plan(section, model, tensors, layout, data.heldout, before.loss)
             task.advance()
