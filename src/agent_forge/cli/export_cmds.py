@@ -28,7 +28,7 @@ def _pick_model(registry: Any, session_id: str, model_id: str | None) -> str:
     return max(rows, key=lambda r: (EXPORTABLE.index(r["phase_name"]), r["created_at"]))["model_id"]
 
 
-def _edge_inputs(ref: Any, config: PipelineConfig) -> Any:
+def _edge_inputs(ref: Any, config: PipelineConfig, card: dict[str, Any] | None = None) -> Any:
     from agent_forge.data.sources import heldout_examples
     from agent_forge.eval.heldout import HeldoutSet
     from agent_forge.export.build import EdgeInputs, heldout_inputs
@@ -39,7 +39,7 @@ def _edge_inputs(ref: Any, config: PipelineConfig) -> Any:
                                max_lm_sequences=config.data.heldout_lm_sequences)
     rows, prompts, tokens = heldout_inputs(heldout, config.phase7)
     return EdgeInputs(model, tokenizer.to_json(), rows, prompts, tokens, [ref.path / "model.safetensors"],
-                      lambda: load_model(ref), {"source_model": ref.model_id})
+                      lambda: load_model(ref), {"source_model": ref.model_id, "card": card})
 
 
 def _print_report(report: Any, folder: Path, as_json: bool) -> None:
@@ -72,6 +72,7 @@ def export_bundle(
 
     from agent_forge.export.build import blas_threads, build_edge_bundle, edge_options
     from agent_forge.export.bundle import verify_bundle
+    from agent_forge.export.card import gather_card
     from agent_forge.model_io import load_ref
     from agent_forge.storage.atomic import atomic_dir, recover_dir
 
@@ -82,7 +83,8 @@ def export_bundle(
     section = config.phase7.model_copy(update={"formats": [fmt]})
     threads = torch.get_num_threads()
     with blas_threads(threads):
-        edge_inputs = _edge_inputs(ref, config)
+        edge_inputs = _edge_inputs(ref, config, gather_card(registry, ref.model_id))  # README: the model card
+        edge_inputs.source["bundle_name"] = Path(folder).name  # not the temporary folder it is written in
         recover_dir(Path(folder))
         with atomic_dir(Path(folder)) as tmp:
             report = build_edge_bundle(edge_inputs, edge_options(section, threads), tmp)
