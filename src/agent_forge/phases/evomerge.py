@@ -233,7 +233,7 @@ class Evolution:
         self.ctx.logger.info("generation", generation=generation, best=summary["best_fitness"],
                              mean=summary["avg_fitness"], diversity=summary["diversity_score"],
                              champion=describe_combo(self.champion.combo_id),
-                             champion_fitness=self.champion.fitness)
+                             champion_fitness=self.champion.fitness, console=False)  # the bar shows it
         self.save(generation)
 
     def summary(self, generation: int, loser_combos: list[int]) -> dict[str, float]:
@@ -376,8 +376,8 @@ class EvoMergePhase(Phase):
         with ctx.progress.task("evomerge:generations", total, min(done, total)) as bar:
             for generation in range(done + 1, section.generations + 1):
                 evolution.step(generation)
+                bar.note(f"champion {evolution.champion.fitness:.4f}")  # before advance: its line shows it
                 bar.advance()
-                bar.note(f"champion {evolution.champion.fitness:.4f}")
 
     def _finish(self, ctx: PhaseContext, inputs: list[ModelRef], best_specialist: ForgeForCausalLM,
                 best_fitness: Fitness, evolution: Evolution, started: float) -> PhaseResult:
