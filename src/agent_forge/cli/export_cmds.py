@@ -45,7 +45,8 @@ def _edge_inputs(ref: Any, config: PipelineConfig, card: dict[str, Any] | None =
 def _print_report(report: Any, folder: Path, as_json: bool) -> None:
     if as_json:
         print_json({"bundle": str(folder), "agreement": {k: v.to_dict() for k, v in report.agreement.items()},
-                    "profile": {k: v.to_dict() for k, v in report.profile.items()}})
+                    "profile": {k: v.to_dict() for k, v in report.profile.items()},
+                    "onnx_int8": report.int8_decision})
         return
     if STATE.quiet:
         return
@@ -54,6 +55,9 @@ def _print_report(report: Any, folder: Path, as_json: bool) -> None:
              f"{report.agreement[name].max_abs_diff:.3g}" if name in report.agreement else "reference"]
             for name, p in report.profile.items()]
     print_table("formats", ["format", "file MB", "decode ms/token", "max abs logit diff"], rows)
+    decision = report.int8_decision
+    if decision and not decision["shipped"]:
+        out.print(f"no model.int8.onnx: {decision['reason']}", markup=False, highlight=False)
 
 
 @app.command("export")

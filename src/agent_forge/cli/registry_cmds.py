@@ -20,6 +20,7 @@ from agent_forge.tracking.progress import clock, read_heartbeat
 from agent_forge.ui.data import parse_time
 
 STALE_S = 300.0  # a running session whose progress file is older than this may have died
+STALE_AFTER_S = 10.0  # older than this, the current bar's line says how long ago its last step was
 
 
 def _phase_history(registry: ModelRegistry, preset: str, skip: str) -> dict[str, float]:
@@ -43,8 +44,13 @@ def _current_bar(tasks: list[dict[str, Any]], age: float) -> tuple[str | None, f
     total, done = int(bar.get("total") or 0), int(bar.get("completed") or 0)
     left = None if bar.get("eta_s") is None else max(float(bar["eta_s"]) - age, 0.0)
     share = f" ({100 * done / total:.0f}%)" if total else ""
-    line = (f"now: {bar['description']} {done}/{total}{share}, elapsed {clock(float(bar.get('elapsed_s') or 0) + age)}"
-            f", eta {clock(left)}" + (f" ({bar['info']})" if bar.get("info") else ""))
+    eta = "any moment" if left == 0.0 else clock(left)
+    elapsed = clock(float(bar.get("elapsed_s") or 0.0) + age)
+    line = f"now: {bar['description']} {done}/{total}{share}, elapsed {elapsed}, eta {eta}"
+    if bar.get("info"):
+        line += f" ({bar['info']})"
+    if age > STALE_AFTER_S:  # between two steps of a bar (or between bars) nothing is reported
+        line += f"; last step {clock(age)} ago"
     return line, left
 
 
@@ -70,7 +76,7 @@ def eta_lines(workspace: Workspace, registry: ModelRegistry, session: dict[str, 
     age = max(time.time() - float(beat.get("updated_at") or 0.0), 0.0)
     current = session.get("current_phase")
     line, bar_left = _current_bar(beat["tasks"], age)
-    lines = [line] if line else []
+    lines = [line or f"now: {current or 'between phases'}, preparing (no step count yet)"]
     history = _phase_history(registry, session["preset"], session["session_id"])
     started = next((parse_time(r["started_at"]) for r in runs if r["phase_name"] == current and r.get("started_at")),
                    None)
@@ -88,7 +94,10 @@ def eta_lines(workspace: Workspace, registry: ModelRegistry, session: dict[str, 
             parts.append(f"{len(timed)} later phase(s) {clock(sum(timed))} as earlier {session['preset']} runs took")
         if untimed:
             parts.append(f"{untimed} later phase(s) not yet timed on this workspace")
-        lines.append(f"time left: {'at least ' if untimed else 'about '}{clock(total)} ({'; '.join(parts)})")
+        if untimed and total < 1.0:
+            lines.append(f"time left: unknown ({untimed} later phase(s) not yet timed on this workspace)")
+        else:
+            lines.append(f"time left: {'at least ' if untimed else 'about '}{clock(total)} ({'; '.join(parts)})")
     if age > STALE_S:
         lines.append(f"warning: no progress for {clock(age)}; is the run still alive? (`agent-forge resume` "
                      "continues a dead one)")

@@ -95,4 +95,5 @@ def mc_chance(phase_runs: list[dict[str, Any]]) -> float | None:
 
 
 KIND_COLUMNS = ("arith", "mc", "code")
-TRAJECTORY_COLUMNS = ["phase", "s", "ppl", "acc", *KIND_COLUMNS, "think", "MB", "ms/tok", "hand-off"]
+TRAJECTORY_COLUMNS = ["phase", "s", "ppl", "acc", *KIND_COLUMNS, "think", "MB", "ms", "handoff"]  # 80 columns
+TRAJECTORY_KEY = "s: phase seconds; MB: size (see `agent-forge models`); ms: decode latency per token"

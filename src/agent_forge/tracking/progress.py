@@ -80,11 +80,10 @@ class ProgressTask:
             self.on_change(self)
 
     def note(self, text: str) -> None:
+        """The bar's trailing text; plain lines and the status file show it from the next ``advance``."""
         self.info = text
         if self.progress is not None and self.task_id is not None:
             self.progress.update(self.task_id, info=text)
-        if self.on_change is not None:
-            self.on_change(self)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started

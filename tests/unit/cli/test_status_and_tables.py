@@ -33,8 +33,8 @@ def test_status_of_a_running_session_gives_the_current_bar_and_the_time_left(fil
     heartbeat = filled.workspace.progress_path(LIVE)
     with ProgressReporter(quiet=True, heartbeat=heartbeat, beat_s=0.0) as reporter, \
             reporter.task("phases", 8, completed=2), reporter.task("quietstar:train", 100) as bar:
-        bar.advance(30)
         bar.note("loss 2.10")
+        bar.advance(30)
         text = _words(_run(capsys, filled.root, "status", LIVE))
     assert "now: quietstar:train 30/100 (30%), elapsed " in text and "(loss 2.10)" in text
     assert "time left: about " in text and "5 later phase(s) 11m15s as earlier smoke runs took" in text

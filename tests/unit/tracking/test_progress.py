@@ -24,12 +24,12 @@ def test_without_a_terminal_one_plain_line_per_tenth(tmp_path) -> None:
     assert reporter.plain
     with reporter, reporter.task("cognate:trunk", total=40) as bar:
         for _ in range(40):
-            bar.advance()
             bar.note("loss 2.31")
+            bar.advance()
     lines = buffer.getvalue().splitlines()
     assert lines[0].startswith("[progress] cognate:trunk 0/40 (0%) elapsed 0s eta ?")
     assert [line.split()[2] for line in lines[1:]] == [f"{4 * i}/40" for i in range(1, 11)]
-    assert all(" eta " in line and line.endswith("loss 2.31") for line in lines[2:-1])
+    assert all(" eta " in line and line.endswith("loss 2.31") for line in lines[1:-1])
     assert lines[-1].startswith("[progress] cognate:trunk 40/40 (100%)") and " done " in lines[-1]
 
 
