@@ -96,7 +96,7 @@ def test_a_low_rank_bake_of_a_ternary_model_survives_the_merge_and_stays_ternary
     assert out.metadata["bitlinear"] == ref.metadata["bitlinear"]
     packed = out.path / out.metadata["packed_file"]
     assert result.after.size_mb == pytest.approx(packed.stat().st_size / 1e6)
-    assert result.after.size_mb < out.size_mb
+    assert result.after.size_mb == out.size_mb  # one size: the packed file, in the registry too
     assert metrics["packed/logits_max_abs_diff"] == 0.0
     layers = bitlinear_modules(load_model(out))
     assert sorted(layers) == ref.metadata["bitlinear"]["modules"]

@@ -10,6 +10,7 @@ import typer
 
 from agent_forge.cli.render import (
     TRAJECTORY_COLUMNS,
+    TRAJECTORY_KEY,
     mc_chance,
     out,
     print_table,
@@ -186,7 +187,7 @@ def _print_summary(workspace: Workspace, registry: ModelRegistry, session_id: st
     chance = mc_chance(runs)
     note = f" (mc chance {chance:.3f})" if chance is not None else ""
     print_table(f"D6 held-out trajectory of {session_id}{note}", TRAJECTORY_COLUMNS,
-                trajectory_rows(runs, handoffs), compact=True)
+                trajectory_rows(runs, handoffs), compact=True, caption=TRAJECTORY_KEY)
     bundle = workspace.bundle_dir(session_id)
     report = workspace.report_dir(session_id) / "report.html"
     if bundle.exists():

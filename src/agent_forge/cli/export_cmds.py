@@ -28,7 +28,7 @@ def _pick_model(registry: Any, session_id: str, model_id: str | None) -> str:
     return max(rows, key=lambda r: (EXPORTABLE.index(r["phase_name"]), r["created_at"]))["model_id"]
 
 
-def _edge_inputs(ref: Any, config: PipelineConfig) -> Any:
+def _edge_inputs(ref: Any, config: PipelineConfig, card: dict[str, Any] | None = None) -> Any:
     from agent_forge.data.sources import heldout_examples
     from agent_forge.eval.heldout import HeldoutSet
     from agent_forge.export.build import EdgeInputs, heldout_inputs
@@ -39,13 +39,14 @@ def _edge_inputs(ref: Any, config: PipelineConfig) -> Any:
                                max_lm_sequences=config.data.heldout_lm_sequences)
     rows, prompts, tokens = heldout_inputs(heldout, config.edge)
     return EdgeInputs(model, tokenizer.to_json(), rows, prompts, tokens, [ref.path / "model.safetensors"],
-                      lambda: load_model(ref), {"source_model": ref.model_id})
+                      lambda: load_model(ref), {"source_model": ref.model_id, "card": card})
 
 
 def _print_report(report: Any, folder: Path, as_json: bool) -> None:
     if as_json:
         print_json({"bundle": str(folder), "agreement": {k: v.to_dict() for k, v in report.agreement.items()},
-                    "profile": {k: v.to_dict() for k, v in report.profile.items()}})
+                    "profile": {k: v.to_dict() for k, v in report.profile.items()},
+                    "onnx_int8": report.int8_decision})
         return
     if STATE.quiet:
         return
@@ -54,6 +55,9 @@ def _print_report(report: Any, folder: Path, as_json: bool) -> None:
              f"{report.agreement[name].max_abs_diff:.3g}" if name in report.agreement else "reference"]
             for name, p in report.profile.items()]
     print_table("formats", ["format", "file MB", "decode ms/token", "max abs logit diff"], rows)
+    decision = report.int8_decision
+    if decision and not decision["shipped"]:
+        out.print(f"no model.int8.onnx: {decision['reason']}", markup=False, highlight=False)
 
 
 @app.command("export")
@@ -72,6 +76,7 @@ def export_bundle(
 
     from agent_forge.export.build import blas_threads, build_edge_bundle, edge_options
     from agent_forge.export.bundle import verify_bundle
+    from agent_forge.export.card import gather_card
     from agent_forge.model_io import load_ref
     from agent_forge.storage.atomic import atomic_dir, recover_dir
 
@@ -82,7 +87,8 @@ def export_bundle(
     section = config.edge.model_copy(update={"formats": [fmt]})
     threads = torch.get_num_threads()
     with blas_threads(threads):
-        edge_inputs = _edge_inputs(ref, config)
+        edge_inputs = _edge_inputs(ref, config, gather_card(registry, ref.model_id))  # README: the model card
+        edge_inputs.source["bundle_name"] = Path(folder).name  # not the temporary folder it is written in
         recover_dir(Path(folder))
         with atomic_dir(Path(folder)) as tmp:
             report = build_edge_bundle(edge_inputs, edge_options(section, threads), tmp)

@@ -33,15 +33,37 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], compact: bool = False) -> None:
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], compact: bool = False,
+                caption: str | None = None) -> None:
     """A Rich table; ``compact`` drops the box and keeps one space between columns (80-column terminals)."""
     compact_style = {"box": box.SIMPLE_HEAD, "padding": (0, 1), "collapse_padding": True, "pad_edge": False}
-    table = Table(title=title, show_lines=False, **(compact_style if compact else {}))
+    table = Table(title=title, show_lines=False, caption=caption, caption_justify="left",
+                  **(compact_style if compact else {}))
     for column in columns:
         table.add_column(column, overflow="fold", no_wrap=compact)
     for row in rows:
         table.add_row(*(_cell(v) for v in row))
     out.print(table)
+
+
+def compact_width(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+    """Characters a ``compact`` table needs: its widest cell per column, two spaces between, one at each edge."""
+    widths = [max([len(str(c)), *(len(_cell(row[i])) for row in rows)]) for i, c in enumerate(columns)]
+    return sum(widths) + 2 * (len(widths) - 1) + 2
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters: the middle replaced by ``...`` when longer. Model ids keep
+    their start (the date) and their end (session suffix, phase, name), which tell them apart."""
+    if len(text) <= width or width < 8:
+        return text
+    head = min(9, (width - 3) // 3)
+    return f"{text[:head]}...{text[len(text) - (width - 3 - head):]}"
+
+
+def short_time(stamp: Any) -> str:
+    """``2026-12-04 07:16`` from an ISO timestamp (``-`` when missing)."""
+    return "-" if not stamp else str(stamp).replace("T", " ")[:16]
 
 
 def trajectory_rows(phase_runs: list[dict[str, Any]], handoffs: dict[str, str]) -> list[list[Any]]:
@@ -74,6 +96,7 @@ def mc_chance(phase_runs: list[dict[str, Any]]) -> float | None:
 
 
 KIND_COLUMNS = ("arith", "mc", "code")
-# 80 columns hold no more: latency is in `show` and the report
-TRAJECTORY_COLUMNS = ["phase", "s", "ppl", "acc", *KIND_COLUMNS, "think", "tools", "MB", "hand-off"]
+TRAJECTORY_COLUMNS = ["phase", "s", "ppl", "acc", *KIND_COLUMNS, "think", "tools", "MB", "handoff"]  # 80 columns
+TRAJECTORY_KEY = ("s: phase seconds; think/tools: arithmetic in think/tools mode; MB: size (see `agent-forge "
+                  "models`); decode latency: `agent-forge show` and the report")
 STATUS_WORDS = {"completed": "done"}  # a phase without a hand-off check: its run status, short

@@ -23,6 +23,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from agent_forge.export.card import render_card
 from agent_forge.export.runtime.manifest import (
     BUNDLE_FORMAT,
     MANIFEST,
@@ -102,7 +103,7 @@ def _agreement_table(agreement: dict[str, dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def _onnx_section(settings: dict[str, Any]) -> str:
+def _onnx_section(settings: dict[str, Any], int8: dict[str, Any] | None) -> str:
     onnx = settings.get("onnx")
     if not onnx:
         return ""
@@ -110,7 +111,18 @@ def _onnx_section(settings: dict[str, Any]) -> str:
             "```python\nimport numpy as np, onnxruntime as ort\n"
             f"session = ort.InferenceSession(\"{onnx['fp32']}\")\n"
             f"ids = np.zeros((1, {onnx['seq_len']}), dtype=np.int64)  # right-pad with <pad> = 0\n"
-            "logits = session.run([\"logits\"], {\"input_ids\": ids})[0]\n```\n")
+            "logits = session.run([\"logits\"], {\"input_ids\": ids})[0]\n```\n" + _int8_note(int8))
+
+
+def _int8_note(int8: dict[str, Any] | None) -> str:
+    """Whether the int8 graph shipped, with the measured greedy match that decided it (manifest: onnx_int8)."""
+    if not int8:
+        return ""
+    figures = (f"its greedy decoding reproduced {int8['greedy_match_vs_fp32']:.3f} of the fp32 graph's "
+               f"{int8['greedy_tokens']} tokens (required: {int8['threshold']})")
+    if int8["shipped"]:
+        return f"\n`model.int8.onnx` ({int8['recipe']}): shipped; {figures}.\n"
+    return f"\nNo `model.int8.onnx`: {int8['reason']} ({int8['recipe']}).\n"
 
 
 def render_readme(folder: Path, summary: dict[str, Any], settings: dict[str, Any]) -> str:
@@ -120,7 +132,9 @@ def render_readme(folder: Path, summary: dict[str, Any], settings: dict[str, Any
     return Template(_README_TEMPLATE.read_text(encoding="utf-8")).safe_substitute(
         title=summary.get("source_model", "model"), files=files,
         folder_name=summary.get("bundle_name", Path(folder).name),
-        onnx_section=_onnx_section(settings), ternary_format=settings.get("ternary_format", "-"),
+        card=render_card(summary.get("card"), summary.get("profile", {})),
+        onnx_section=_onnx_section(settings, summary.get("onnx_int8")),
+        ternary_format=settings.get("ternary_format", "-"),
         activation_bits=settings.get("activation_bits", "-"), onnx_seq_len=onnx.get("seq_len", "-"),
         t_max=summary.get("trm_t_max", "-"), threads=summary.get("threads", 1),
         agreement=_agreement_table(summary.get("agreement", {})),

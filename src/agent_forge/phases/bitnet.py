@@ -166,7 +166,8 @@ class BitNetPhase(Phase):
                          fp32_bytes=_fp32_file_bytes(model, work / "fp32"), fp32_memory=_module_bytes(model))
 
     def measure_before(self, ctx: PhaseContext, run: BitNetRun) -> EvalRecord:
-        return eval_record(run.model, run.data.heldout, run.fp32_bytes / 1e6)
+        return eval_record(run.model, run.data.heldout,
+                           run.inputs[0].size_mb or run.fp32_bytes / 1e6)  # the input's one size
 
     def work(self, ctx: PhaseContext, run: BitNetRun) -> None:
         """Ternary layers, calibration, QAT when quality dropped, and the packed file (checked exact)."""

@@ -1,19 +1,20 @@
 """Phase 7, Edge: export the model for edge runtimes and prove the exports compute what PyTorch computes.
 
 Recipe: load the Phase 6 model and measure it (D6 before); export the formats of ``edge.formats`` into
-the session's bundle folder: ONNX (fixed-length full-sequence graph, fp32 and the onnxruntime dynamic int8
-variant) and the packed ternary weights with the standalone numpy runtime; profile every format at batch 1
-(prefill, decode per token, peak RSS delta, file size); compare each with PyTorch on held-out rows (max
-abs logit difference, top-1 and greedy agreement); write README and manifest (sha256 of every file) and
-verify the folder as a loader would.
+the session's bundle folder: ONNX (fixed-length full-sequence graph in fp32, plus a weight-only int8 graph
+shipped only when its greedy decoding follows the fp32 graph's) and the packed ternary weights with the
+standalone numpy runtime; profile every format at batch 1 (prefill, decode per token, peak RSS delta, file
+size); compare each with PyTorch on held-out rows (max abs logit difference, top-1 and greedy agreement);
+write the model card (README, from the registry) and manifest (sha256 of every file) and verify the folder
+as a loader would.
 
-D6 before: PyTorch on the held-out set, with its model file size and the PyTorch decode latency of the
-profile (the same measurement as every format's). D6 after: the held-out evaluation of the ternary runtime
-itself (numpy, from the bundle's packed file, batched through ``eval.evaluate``), with its file size and
-decode latency; without a ternary format, the PyTorch model the ONNX graph was traced from, with the ONNX
-file size and decode latency (``after/source`` says which). The registered "edge" model is the input
-model unchanged (Phase 8 starts from it); the bundle is a derived artifact in
-``workspace.bundle_dir(session)``, replaced atomically.
+D6 before: PyTorch on the held-out set, with the input's size (``storage.artifacts.weights_size``) and
+the PyTorch decode latency of the profile (the same measurement as every format's). D6 after: the
+held-out evaluation of the ternary runtime itself (numpy, from the bundle's packed file, batched through
+``eval.evaluate``), with its file size and decode latency; without a ternary format, the PyTorch model the
+ONNX graph was traced from, with the ONNX file size and decode latency (``after/source`` says which). The
+registered "edge" model is the input model unchanged (Phase 8 starts from it); the bundle is a derived
+artifact in ``workspace.bundle_dir(session)``, replaced atomically.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from agent_forge.export.build import (
     heldout_inputs,
 )
 from agent_forge.export.bundle import bundle_bytes, verify_bundle
+from agent_forge.export.card import gather_card
 from agent_forge.export.evaluation import RuntimeLM
 from agent_forge.export.runtime.manifest import MANIFEST, sha256_file
 from agent_forge.model import ForgeForCausalLM
@@ -74,6 +76,11 @@ def format_metrics(report: EdgeReport) -> dict[str, float]:
         if prof.peak_rss_delta_mb is not None:
             out[f"{name}/peak_rss_delta_mb"] = prof.peak_rss_delta_mb
     out.update({f"time/{k}_seconds": v for k, v in report.seconds.items()})
+    if report.int8_decision is not None:  # the int8 graph's own check against the fp32 graph, shipped or not
+        decision = report.int8_decision
+        out.update({"onnx_int8/shipped": float(decision["shipped"]),
+                    "onnx_int8/greedy_match_vs_fp32": decision["greedy_match_vs_fp32"],
+                    "onnx_int8/top1_agreement_vs_fp32": decision["top1_agreement_vs_fp32"]})
     return out
 
 
@@ -101,7 +108,8 @@ class EdgePhase(Phase):
         """The PyTorch model's record; its decode latency comes from the bundle's profile (in ``work``)."""
         torch_file = run.inputs[0].path / "model.safetensors"
         with blas_threads(run.threads):
-            return eval_record(run.model, run.data.heldout, torch_file.stat().st_size / 1e6, latency=False)
+            return eval_record(run.model, run.data.heldout, run.inputs[0].size_mb or torch_file.stat().st_size / 1e6,
+                               latency=False)  # the input's one size (registry, show, report)
 
     def work(self, ctx: PhaseContext, run: EdgeRun) -> None:
         with blas_threads(run.threads):
@@ -132,8 +140,9 @@ class EdgePhase(Phase):
         rows, prompts, tokens = heldout_inputs(heldout, section)
         target = ctx.workspace.bundle_dir(ctx.session_id)
         recover_dir(target)  # a run killed mid-swap leaves the old or new bundle complete, plus temporaries
+        card = gather_card(ctx.registry, source.model_id)  # the model card: README.md of the bundle
         edge_inputs = EdgeInputs(model, tokenizer_json, rows, prompts, tokens, [source.path / "model.safetensors"],
-                                 lambda: load_model(source), {"source_model": source.model_id,
+                                 lambda: load_model(source), {"source_model": source.model_id, "card": card,
                                                               "session_id": ctx.session_id, "bundle_name": target.name})
         with atomic_dir(target) as tmp:
             report = build_edge_bundle(edge_inputs, edge_options(section, threads), tmp)
@@ -157,7 +166,11 @@ class EdgePhase(Phase):
             "formats": sorted(report.agreement), "bundle_path": str(report.folder),
             "bundle_manifest_sha256": sha256_file(report.folder / MANIFEST), "after_source": after_source,
             "perplexity": after.perplexity, "accuracy": after.accuracy,
+            "size_file": "bundle/" + "+".join(report.format_files.get(report.primary(), [])),
         }
+        if report.int8_decision is not None:
+            metadata["onnx_int8_shipped"] = report.int8_decision["shipped"]
+            metadata["onnx_int8_greedy_match_vs_fp32"] = report.int8_decision["greedy_match_vs_fp32"]
         for name, agreement in report.agreement.items():
             metadata[f"max_abs_diff_{name}"] = agreement.max_abs_diff
             metadata[f"greedy_match_{name}"] = agreement.greedy_match

@@ -234,7 +234,7 @@ class Evolution:
         self.ctx.logger.info("generation", generation=generation, best=summary["best_fitness"],
                              mean=summary["avg_fitness"], diversity=summary["diversity_score"],
                              champion=describe_combo(self.champion.combo_id),
-                             champion_fitness=self.champion.fitness)
+                             champion_fitness=self.champion.fitness, console=False)  # the bar shows it
         self.save(generation)
 
     def summary(self, generation: int, loser_combos: list[int]) -> dict[str, float]:
@@ -398,8 +398,8 @@ class EvoMergePhase(Phase):
         with ctx.progress.task("evomerge:generations", total, min(done, total)) as bar:
             for generation in range(done + 1, section.generations + 1):
                 evolution.step(generation)
+                bar.note(f"champion {evolution.champion.fitness:.4f}")  # before advance: its line shows it
                 bar.advance()
-                bar.note(f"champion {evolution.champion.fitness:.4f}")
 
     def save(self, ctx: PhaseContext, run: EvoMergeRun) -> PhaseResult:
         inputs, evolution, model = run.inputs, run.evolution, run.champion_model

@@ -151,7 +151,7 @@ class FinalPhase(Phase):
     def measure_before(self, ctx: PhaseContext, run: FinalRun) -> EvalRecord:
         """The input's record, its size that of its tensors in the codec's storage types."""
         packed_mb = sum(t.numel() * t.element_size() for t in run.tensors.values()) / 1e6
-        before = eval_record(run.model, run.data.heldout, packed_mb)
+        before = eval_record(run.model, run.data.heldout, run.inputs[0].size_mb or packed_mb)  # the input's one size
         run.bar.advance()
         return before
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from agent_forge.config.schema import PipelineConfig
 from agent_forge.model_io import load_ref
-from agent_forge.storage.artifacts import ModelRef, save_artifact
+from agent_forge.storage.artifacts import ModelRef, save_artifact, weights_size
 from agent_forge.storage.checkpoints import CheckpointManager
 from agent_forge.storage.registry import ModelRegistry
 from agent_forge.storage.workspace import Workspace
@@ -79,14 +79,15 @@ class PhaseContext:
         if not self.is_main:
             return ModelRef(model_id, folder, full_meta, parameters)
         info = save_artifact(folder, write_files, full_meta, metrics)
+        size_mb, _ = weights_size(full_meta, parameters)
         self.registry.register_model(
             {"model_id": model_id, "session_id": self.session_id, "phase_name": self.phase_name,
-             "model_name": model_name, "model_path": str(folder), "size_mb": info.size_mb,
+             "model_name": model_name, "model_path": str(folder), "size_mb": size_mb,
              "parameters": parameters, "metadata": full_meta, "metadata_sha256": info.metadata_sha256,
              "tags": list(tags)},
             parents=list(parents),
         )
-        return ModelRef(model_id, folder, full_meta, parameters, info.size_mb)
+        return ModelRef(model_id, folder, full_meta, parameters, size_mb)
 
     def load_ref(self, model_id: str) -> ModelRef:
         return load_ref(self.registry, model_id)

@@ -47,6 +47,37 @@ class SessionSummary:
     handoffs: list[HandoffOutcome] = field(default_factory=list)
 
 
+class _PhaseShare:
+    """Moves the session's percent during a phase: (phases done + share of the phase's current bar) / phases.
+
+    The share never goes back within a phase (a phase with several bars, like Phase 1's four training runs,
+    holds its percent while a later bar starts over); a failed registry write costs one warning, not the run.
+    """
+
+    def __init__(self, orchestrator: Orchestrator, session_id: str, phases: int, logger: Any) -> None:
+        self.orchestrator, self.session_id, self.phases, self.logger = orchestrator, session_id, phases, logger
+        self.index, self.share, self.warned = 0, 0.0, False
+
+    def start(self, index: int) -> None:
+        self.index, self.share = index, 0.0
+
+    def __call__(self, tasks: list[Any]) -> None:
+        inner = [t for t in tasks if t.description != "phases"]
+        if not inner:
+            return
+        share = max(self.share, min(inner[-1].fraction(), 0.99))  # 100% only when the phase is recorded
+        if share <= self.share:
+            return
+        self.share = share
+        try:
+            self.orchestrator._set_session(self.session_id,
+                                           progress_percent=100.0 * (self.index + share) / self.phases)
+        except ForgeError as exc:
+            if not self.warned:
+                self.logger.warning("could not record progress", error=str(exc))
+                self.warned = True
+
+
 def new_session_id(preset: str) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{preset}-{uuid.uuid4().hex[:6]}"
@@ -173,8 +204,14 @@ class Orchestrator:
                     tracker: MetricsTracker, rerun: set[str]) -> None:
         session_id = summary.session_id
         logger = get_logger("pipeline").bind(session=session_id)
-        with ProgressReporter(quiet=self.quiet) as progress, progress.task("phases", len(window)) as bar:
+        main = is_main_process()
+        heartbeat = self.workspace.progress_path(session_id) if main else None
+        share = _PhaseShare(self, session_id, len(window), logger) if main else None
+        with ProgressReporter(quiet=self.quiet, heartbeat=heartbeat, on_beat=share) as progress, \
+                progress.task("phases", len(window)) as bar:
             for index, name in enumerate(window):
+                if share is not None:
+                    share.start(index)
                 done = self.completed_phases(session_id)
                 if name in done and name not in rerun:
                     logger.info("phase already completed, skipping", phase=name)
@@ -190,6 +227,7 @@ class Orchestrator:
                 self._set_session(session_id, progress_percent=100.0 * (index + 1) / len(window))
 
     def _set_session(self, session_id: str, **fields: Any) -> None:
+        """Update the session row (rank 0 only)."""
         if is_main_process():
             self.registry.update_session(session_id, **fields)
 

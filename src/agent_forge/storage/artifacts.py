@@ -45,6 +45,30 @@ class ArtifactInfo:
         return self.size_bytes / 1e6
 
 
+FLOAT_WEIGHTS = "model.safetensors tensor data (parameters x 4 bytes, fp32)"
+SIZE_DEFINITION = ("size MB counts the model's weights in the form its phase delivers them: the fp32 tensors "
+                   "(phases 1-3), the packed ternary file (4-6), the bundle's primary format file (edge), the "
+                   "compressed file (final); config, tokenizer and metadata files are not counted")
+
+
+def weights_size(metadata: dict[str, Any], parameters: int) -> tuple[float, str]:
+    """The one size of a model, in MB, and the file it counts: what the registry, ``show``, ``models``, the
+    report and the model card all give.
+
+    It is the model's weights in the form its phase delivers them. Phases 4-8 record that file's size
+    (``size_mb``): the packed ternary file (bitnet, forge, baking), the bundle's primary format file (edge),
+    the compressed file (final). A float model (phases 1-3) counts its fp32 parameters, the tensor data of
+    ``model.safetensors``. Config, tokenizer, metadata and files kept only to resume training are not counted.
+    """
+    recorded = metadata.get("size_mb")
+    if isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
+        counted = metadata.get("size_file") or metadata.get("packed_file") or metadata.get("compressed_file")
+        if counted is None and metadata.get("primary_format"):  # an edge model recorded before size_file
+            counted = f"bundle file of {metadata['primary_format']}"
+        return float(recorded), str(counted or "the phase's output file")
+    return int(parameters or 0) * 4 / 1e6, FLOAT_WEIGHTS
+
+
 def save_artifact(
     target: Path,
     write_files: Callable[[Path], None],

@@ -20,6 +20,7 @@ from typing import Any
 from agent_forge.config.loader import validate_config
 from agent_forge.config.schema import PipelineConfig
 from agent_forge.errors import DISK_FULL_FIX, DiskFullError, ForgeError, NotFoundError, RegistryError, disk_full
+from agent_forge.storage.artifacts import weights_size
 from agent_forge.storage.schema_sql import SCHEMA_SQL
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -227,6 +228,8 @@ class ModelRegistry:
     def _decode_model(self, row: dict[str, Any]) -> dict[str, Any]:
         row["model_path"] = str(self.model_folder(row["model_path"], row["session_id"]))
         row["metadata"] = json.loads(row.pop("metadata_json") or "{}")
+        # one size everywhere, also for rows written when the column held the whole folder's bytes
+        row["size_mb"], row["size_counts"] = weights_size(row["metadata"], row.get("parameters") or 0)
         row["tags"] = [t for t in (row.get("tags") or "").split(",") if t]
         row["parents"] = self.parent_ids(row["model_id"])
         return row

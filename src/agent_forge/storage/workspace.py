@@ -91,6 +91,10 @@ class Workspace:
     def log_path(self, session_id: str) -> Path:
         return self.session_dir(session_id) / "logs" / "session.jsonl"
 
+    def progress_path(self, session_id: str) -> Path:
+        """The running pipeline's open progress bars with their ETA (``tracking.progress``), for ``status``."""
+        return self.session_dir(session_id) / "logs" / "progress.json"
+
     def config_path(self, session_id: str) -> Path:
         return self.session_dir(session_id) / "config.yaml"
 

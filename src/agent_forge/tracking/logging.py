@@ -1,4 +1,10 @@
-"""Structured logging with structlog: a console renderer and a JSONL file per session."""
+"""Structured logging with structlog: a console renderer and a JSONL file per session.
+
+Console lines go to whatever ``sys.stderr`` is at the moment of writing (``_CurrentStderr``), not the stream
+it was at configuration: while Rich shows progress bars it swaps in a proxy that prints above them, so a
+log line never runs through a bar. An event logged with ``console=False`` (per-step chatter such as one line
+per Phase 2 generation) reaches the JSONL file only; progress shows the same on the console.
+"""
 
 from __future__ import annotations
 
@@ -29,9 +35,22 @@ class _JsonlFile:
 _files: list[_JsonlFile] = []
 
 
+class _CurrentStderr:
+    """A file that writes to the ``sys.stderr`` of the moment (Rich's proxy while bars are shown)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def _tee_processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     for sink in _files:
-        sink.write(dict(event))
+        sink.write({k: v for k, v in event.items() if k != "console"})
     return event
 
 
@@ -42,7 +61,7 @@ def _console_filter(min_level: int) -> Any:
     """Drop events below the console level after they reached the JSONL file."""
 
     def processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-        if _CONSOLE_RANK.get(event.get("level", "info"), 20) < min_level:
+        if event.pop("console", True) is False or _CONSOLE_RANK.get(event.get("level", "info"), 20) < min_level:
             raise structlog.DropEvent
         return event
 
@@ -67,7 +86,7 @@ def configure_logging(log_file: Path | None = None, quiet: bool = False, verbose
             structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=False,
     )
 

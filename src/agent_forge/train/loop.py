@@ -264,8 +264,8 @@ class TrainLoop:
         self.losses.append(loss)
         self.recent.append(loss)
         self._log_step(loss, out.metrics)
+        bar.note(f"loss {loss:.3f}")  # before advance: the progress line of this step shows this step's loss
         bar.advance()
-        bar.note(f"loss {loss:.3f}")
         self._periodic()
 
     def _log_step(self, loss: float, metrics: dict[str, float]) -> None:

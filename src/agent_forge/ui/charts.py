@@ -1,4 +1,9 @@
-"""Plotly figures of ``ui.data`` results: the same figure in the dashboard, the report and a notebook."""
+"""Plotly figures of ``ui.data`` results: the same figure in the dashboard, the report and a notebook.
+
+Perplexity spans orders of magnitude (an untrained model starts near the vocabulary size), so its axes are
+logarithmic. Figures over categories (phases, compression stages) are bars or markers, never lines: a line
+between two phases suggests values in between that do not exist.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from agent_forge.ui.data import ChartGroup, PhaseRow, parse_time
 
 STATUS_COLOURS = {"completed": "#2e7d32", "running": "#1565c0", "failed": "#c62828", "interrupted": "#ef6c00",
                   "pending": "#9e9e9e"}
-TRAJECTORY_PANELS = (("perplexity", "held-out perplexity"), ("accuracy", "task accuracy"),
+TRAJECTORY_PANELS = (("perplexity", "held-out perplexity (log)"), ("accuracy", "task accuracy"),
                      ("size_mb", "size (MB)"), ("latency_ms", "decode latency (ms/token)"))
 
 
@@ -59,12 +64,18 @@ def _seconds(value: float | None) -> str:
     return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
 
 
+def log_scale(name: str) -> bool:
+    """Quantities drawn on a logarithmic axis: perplexity (exp of the loss)."""
+    return "perplexity" in name.lower() or name.lower().endswith("ppl")
+
+
 def series_figure(group: ChartGroup, champion: dict[str, Any] | None = None) -> go.Figure:
-    """One chart of a group's curves against the step (a generation, a stage, a training step)."""
+    """One chart of a group's curves against the step (a generation, a training step); one value per stage
+    or model as bars."""
     fig = go.Figure()
     if group.kind == "stages":
-        fig.add_trace(go.Scatter(x=[t.label for t in group.traces], y=[t.series.last for t in group.traces],
-                                 mode="lines+markers", name=group.key))
+        fig.add_trace(go.Bar(x=[t.label for t in group.traces], y=[t.series.last for t in group.traces],
+                             name=group.key, marker_color="#1565c0"))
     for trace in group.traces if group.kind == "curve" else []:
         mode = "lines" if len(trace.series.steps) > 30 else "lines+markers"
         fig.add_trace(go.Scatter(x=trace.series.steps, y=trace.series.values, mode=mode, name=trace.label))
@@ -73,6 +84,8 @@ def series_figure(group: ChartGroup, champion: dict[str, Any] | None = None) -> 
         shown = ", ".join(f"{k.rpartition('/')[2]}={_short(v)}" for k, v in champion.items())
         title += f" | champion {shown}"
     fig.update_xaxes(title_text="stage" if group.kind == "stages" else "step")
+    if log_scale(group.key):
+        fig.update_yaxes(type="log")
     return _layout(fig, title)
 
 
@@ -81,19 +94,22 @@ def _short(value: Any) -> str:
 
 
 def trajectory_figure(rows: list[dict[str, Any]]) -> go.Figure:
-    """D6: held-out perplexity, accuracy, size and latency after each phase (before as open markers)."""
+    """D6: held-out perplexity (log axis), accuracy, size and latency after each phase as bars, the value
+    before it as an open marker on the bar."""
     fig = make_subplots(rows=2, cols=2, subplot_titles=[title for _, title in TRAJECTORY_PANELS])
     phases = [r["phase"] for r in rows]
     for index, (name, title) in enumerate(TRAJECTORY_PANELS):
         row, col = index // 2 + 1, index % 2 + 1
-        after = go.Scatter(x=phases, y=[r.get(name) for r in rows], mode="lines+markers",
-                           name=f"{title} after", showlegend=False, marker_color="#1565c0")
+        after = go.Bar(x=phases, y=[r.get(name) for r in rows], name=f"{title} after", showlegend=False,
+                       marker_color="#1565c0")
         before = go.Scatter(x=phases, y=[r.get(f"before_{name}") for r in rows], mode="markers",
                             name=f"{title} before", showlegend=False,
                             marker={"symbol": "circle-open", "size": 9, "color": "#757575"})
         fig.add_trace(after, row=row, col=col)
         fig.add_trace(before, row=row, col=col)
-    return _layout(fig, "held-out trajectory (D6): after each phase (filled), before it (open)", height=560)
+        if log_scale(name):
+            fig.update_yaxes(type="log", row=row, col=col)
+    return _layout(fig, "held-out trajectory (D6): after each phase (bars), before it (open markers)", height=560)
 
 
 def lineage_dot(nodes: dict[str, dict[str, Any]], edges: list[tuple[str, str]], root: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from agent_forge.storage.artifacts import SIZE_DEFINITION
 from agent_forge.storage.atomic import atomic_write_text
 from agent_forge.storage.registry import ModelRegistry
 from agent_forge.storage.workspace import Workspace
@@ -128,6 +129,7 @@ def _html_report(data: DashboardData, session_id: str, generated: str) -> str:
     trajectory = data.trajectory(session_id)
     page.heading("Held-out trajectory (D6)")
     page.table(trajectory_head(trajectory), _trajectory_rows(trajectory))
+    page.para(SIZE_DEFINITION[0].upper() + SIZE_DEFINITION[1:] + " (the same size as `agent-forge show`).")
     if trajectory:
         page.chart(charts.trajectory_figure(trajectory))
     page.heading("Metrics")
@@ -161,7 +163,8 @@ def _markdown_report(data: DashboardData, session_id: str, generated: str) -> st
     timeline = _timeline_rows(data.timeline(session_id))
     lines += ["## Phase timeline", "", _md_table(TIMELINE_HEAD, timeline), "",
               "## Held-out trajectory (D6)", "",
-              _md_table(trajectory_head(trajectory), _trajectory_rows(trajectory)), ""]
+              _md_table(trajectory_head(trajectory), _trajectory_rows(trajectory)), "",
+              SIZE_DEFINITION[0].upper() + SIZE_DEFINITION[1:] + " (the same size as `agent-forge show`).", ""]
     lines += [f"- {r['phase']} made {', '.join(r['worse'])} worse" for r in trajectory if r["worse"]]
     lines += ["", "## Phase results", ""]
     for phase, figures in data.phase_results(session_id).items():

@@ -36,6 +36,9 @@ def test_the_compact_table_fits_80_columns(monkeypatch):
     lines = buffer.getvalue().splitlines()
     assert max(len(line) for line in lines) <= 80
     assert any("cognate" in line and "0.344" in line for line in lines)  # one row, nothing folded
+    assert any(line.split() == render.TRAJECTORY_COLUMNS for line in lines)  # every heading whole
+    wide = render.compact_width(render.TRAJECTORY_COLUMNS, render.trajectory_rows(RUNS, {"cognate": "passed"}))
+    assert wide <= 80
 
 
 def test_accuracy_cells_show_intervals_and_name_the_chance():

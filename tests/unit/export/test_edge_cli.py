@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 import agent_forge.cli.export_cmds  # noqa: F401 - registers the commands on the app
 from agent_forge.cli.app import app
 from agent_forge.errors import ArtifactCorruptError, ConfigError, NotFoundError
+from agent_forge.export.card import project_license
 from agent_forge.export.runtime import describe_files
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.model_io import bitlinear_meta
@@ -72,6 +73,11 @@ def test_export_onnx_then_serve_with_onnxruntime(workspace: Path, tmp_path: Path
     assert result.exit_code == 0, result.output
     assert (out / "model.onnx").is_file() and (out / "model.int8.onnx").is_file()
     assert not (out / "model.tq2_0.safetensors").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["onnx_int8"]["shipped"] and manifest["onnx_int8"]["greedy_match_vs_fp32"] >= 0.9
+    card = (out / "README.md").read_text()
+    assert "## Model card: `" in card and "### Lineage" in card and f"{project_license()} (the license" in card
+    assert "cd onnx &&" in card  # the folder's own name, not the temporary one it was written in
     served = _invoke(workspace, "serve-bundle", str(out), "--prompt", "Question: 1 plus 1?", "--max-new-tokens", "3")
     assert served.exit_code == 0, served.output
     tools = _invoke(workspace, "serve-bundle", str(out), "--prompt", "What is 1 + 1? Answer:", "--tools")

@@ -121,3 +121,21 @@ def test_dashboard_rejects_a_bad_port(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit) as stop:
         main(["dashboard", "--port", "70000"])
     assert stop.value.code == 2 and "--port" in capsys.readouterr().err
+
+
+def test_perplexity_on_log_axes_and_categories_as_bars(report) -> None:
+    """A line between two phases (or stages) suggests values that do not exist; perplexity spans decades."""
+    html, md = report
+    charts = _charts(html)
+    for chart in charts.values():
+        for trace in chart["data"]:
+            x = trace.get("x") or []
+            if x and all(isinstance(v, str) for v in x) and trace.get("type") != "bar":
+                assert "lines" not in trace.get("mode", ""), chart["layout"]["title"]["text"]
+    titles = {c["layout"]["title"]["text"]: c for c in charts.values()}
+    trajectory = next(c for t, c in titles.items() if "trajectory" in t)
+    assert [t["type"] for t in trajectory["data"][:2]] == ["bar", "scatter"]
+    assert trajectory["layout"]["yaxis"]["type"] == "log" and trajectory["layout"]["yaxis2"].get("type") != "log"
+    assert titles["final: ratio per stage"]["data"][0]["type"] == "bar"
+    assert titles["final: perplexity per stage"]["layout"]["yaxis"]["type"] == "log"
+    assert "Size MB counts the model's weights" in md and "Size MB counts the model&#x27;s weights" in html
