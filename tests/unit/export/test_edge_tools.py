@@ -152,7 +152,7 @@ def test_eval_bundle_tools_mode_from_the_cli_equals_the_torch_path(tool_bundle, 
     report = json.loads(result.stdout)
     config = load_config("smoke")
     chosen = select_examples(heldout_examples(config), ["arith"], None, 3)
-    torch_report = tools_report(model, tokenizer, chosen, config.data.seq_len, config.phase3.max_thought_tokens)
+    torch_report = tools_report(model, tokenizer, chosen, config.data.seq_len, config.quietstar.max_thought_tokens)
     for key in ("n", "overall", "kinds", "direct", "corrupted_results", "tools", "samples"):
         assert report[key] == json.loads(json.dumps(torch_report[key])), key  # as JSON: level keys are text
 
