@@ -13,7 +13,8 @@ import importlib.metadata
 from collections.abc import Sequence
 from typing import Any
 
-MODES = (("direct", "accuracy_"), ("think", "think_accuracy_"))  # D6 record keys of each answering mode
+MODES = (("direct", "accuracy_"), ("think", "think_accuracy_"),
+         ("tools", "tools_accuracy_"))  # D6 record keys of each answering mode
 NOT_KINDS = {"rate", "n", "chance", "majority"}  # suffixes under the same prefixes that are not task kinds
 PROJECT = "agent-forge"
 

@@ -20,7 +20,9 @@ EXTRA = {"accuracy_arith": 0.412, "accuracy_arith_ci_low": 0.371, "accuracy_arit
          "accuracy_mc_chance": 0.317, "accuracy_mc_majority": 0.322, "accuracy_level_1": 0.6,
          "accuracy_ci_low": 0.35, "accuracy_ci_high": 0.39, "accuracy_n": 1000,
          "think_accuracy_arith": 0.217, "think_accuracy_arith_ci_low": 0.146, "think_accuracy_arith_ci_high": 0.31,
-         "think_accuracy_arith_n": 100, "think_accuracy_rate": 1.0}
+         "think_accuracy_arith_n": 100, "think_accuracy_rate": 1.0,
+         "tools_accuracy_arith": 0.61, "tools_accuracy_arith_ci_low": 0.52, "tools_accuracy_arith_ci_high": 0.69,
+         "tools_accuracy_arith_n": 50}
 
 
 def _model(registry: ModelRegistry, phase: str, name: str, parents: list[str], metadata: dict) -> str:
@@ -55,8 +57,9 @@ def test_card_holds_lineage_data_accuracy_size_and_license(registry: ModelRegist
     text = render_card(card, profile)
     for name in ("trunk", "champion", "`" + f"{SESSION}__cognate__a" + "`"):
         assert name in text
-    assert "| arith | 0.412 (0.371-0.455), n=500 | 0.217 (0.146-0.310), n=100 | 0.000 | 0.050 |" in text
-    assert "| mc | 0.333 (0.290-0.378), n=500 | not measured | 0.317 | 0.322 |" in text
+    assert ("| arith | 0.412 (0.371-0.455), n=500 | 0.217 (0.146-0.310), n=100 | 0.610 (0.520-0.690), n=50 "
+            "| 0.000 | 0.050 |") in text
+    assert "| mc | 0.333 (0.290-0.378), n=500 | not measured | not measured | 0.317 | 0.322 |" in text
     assert "| all | 0.370 (0.350-0.390), n=1000 |" in text
     assert "Model size 0.210 MB: model.tq1_0.safetensors" in text and "| ternary_runtime | 0.250 | 1.25 |" in text
     assert "mc: accuracy 0.333 (lower 95% bound 0.290) is not distinguishable from the majority baseline" in text
