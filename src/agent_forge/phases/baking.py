@@ -1,4 +1,4 @@
-"""Phase 6 Baking (D5, D13; Prompt Baking, Bhargava et al. 2024): a persona, then a tool-use prompt, into
+"""Phase 6 Baking (D5, D13; Prompt Baking, Bhargava et al. 2024): a tool-use prompt, then a persona, into
 the weights.
 
 Each bake samples continuations of task bodies from the frozen prompted model (its calls executed by the
@@ -160,15 +160,13 @@ class BakingPhase(Phase):
         return self._record(run.model, run.data.heldout, ref.metadata.get("size_mb", ref.size_mb))
 
     def work(self, ctx: PhaseContext, run: BakingRun) -> None:
-        """Bake the persona prompt, then the tool prompt; a ternary model is packed again afterwards."""
+        """Bake the tool prompt, then the persona prompt; a ternary model is packed again afterwards."""
         section, data, model, tokenizer = ctx.phase_config, run.data, run.model, run.data.tokenizer
         metrics = run.metrics
         metrics.update(record_metrics("before", run.before))
         ternary_before = ternary_values(model)
-        # the persona first: then the tool bake's teacher writes the baked greeting before its calls, so the
-        # second bake keeps the first (measured the other way round: the persona bake erased every call)
-        metrics.update(self._persona_stage(ctx, model, tokenizer, section, run.device, data.heldout.examples))
         metrics.update(self._tool_stage(ctx, model, tokenizer, section, run.device))
+        metrics.update(self._persona_stage(ctx, model, tokenizer, section, run.device, data.heldout.examples))
         metrics["bitlinear/layers"] = len(ternary_before)
         metrics["bitlinear/ternary_flip_share"] = ternary_flip_share(ternary_before, model)
         run.packed = self._pack(ctx, model, run.inputs[0], data.heldout, metrics)
@@ -205,14 +203,17 @@ class BakingPhase(Phase):
 
     def _persona_stage(self, ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer, section: Any,
                        device: torch.device, heldout: list[Any]) -> dict[str, Any]:
-        _, persona = baking_prompts(ctx.config)
+        tools_prompt, persona = baking_prompts(ctx.config)
         prompt = tokenizer.encode(persona.text)
+        # the bake's teacher reads the tool prompt after the persona's, as the demonstrations under both
+        # prompts do: with the persona prompt alone its continuations had no calls and the bake erased them
+        teacher_prompt = prompt + tokenizer.encode(tools_prompt.text)
         held_q, held_cues = bodies_and_cues(tokenizer, heldout[: section.eval_examples])
         n, tokens = len(held_q), section.eval_new_tokens
         first = generations(model, tokenizer, [[BOS_ID, *prompt, *q] for q in held_q] + [[BOS_ID, *q] for q in held_q],
                             held_cues * 2, tokens)
         reference, unprompted = first[:n], first[n:]
-        figures = self._bake(ctx, "persona", model, prompt, device)
+        figures = self._bake(ctx, "persona", model, teacher_prompt, device)
         baked = generations(model, tokenizer, [[BOS_ID, *q] for q in held_q], held_cues, tokens)
         text = [tokenizer.decode(g) for g in (*reference, *unprompted, *baked)]
         markers = persona.markers
