@@ -21,7 +21,7 @@ import torch
 
 from agent_forge.data.tasks import TaskExample
 from agent_forge.data.tokenizer import BOS_ID, EOS_ID, ForgeTokenizer
-from agent_forge.engine import decode
+from agent_forge.engine import InsertHook, decode
 from agent_forge.eval.capability import accuracy_table
 from agent_forge.eval.suite import direct_results
 from agent_forge.reasoning.data import split_prompt
@@ -164,27 +164,53 @@ class ThinkingGeneration:
     ended: bool
 
 
+@dataclass(frozen=True)
+class ThinkPrompt:
+    """A prompt made ready for think mode: ``<bos>`` and the body (the answer cue taken off), and the cue
+    to insert after ``</think>`` (``Answer:`` when the prompt had none)."""
+
+    ids: list[int]
+    cue: str
+    cue_ids: list[int]
+
+    def hook(self) -> InsertHook:
+        """The engine hook that inserts the cue once, right after the model closes its thought."""
+
+        def insert_cue(row: int, tokens: list[int], inserts: int) -> list[int] | None:
+            return self.cue_ids if tokens[-1] == END_THINK_ID and inserts == 0 else None
+
+        return insert_cue
+
+
+def think_prompt(tokenizer: ForgeTokenizer, prompt: str) -> ThinkPrompt:
+    body, cue = split_prompt(TaskExample("", "", 0, prompt, ""))
+    cue = cue or " Answer:"
+    return ThinkPrompt([BOS_ID, *tokenizer.encode(body)], cue, tokenizer.encode(cue))
+
+
+def read_thinking(tokenizer: ForgeTokenizer, prompt: ThinkPrompt, generated: list[int],
+                  ended: bool) -> ThinkingGeneration:
+    """Split what think mode generated (``<eos>`` dropped) into the thought and the answer after the cue;
+    a row that did not open a thought answered at once, so all of it is the answer (its cue dropped)."""
+    tokens = [t for t in generated if t != EOS_ID]
+    if tokens[:1] != [THINK_ID]:
+        return ThinkingGeneration("", False, tokenizer.decode(tokens).removeprefix(prompt.cue), ended)
+    closed = END_THINK_ID in tokens
+    end = tokens.index(END_THINK_ID) if closed else len(tokens)
+    answer = tokens[end + 1 + len(prompt.cue_ids) :] if closed else []
+    return ThinkingGeneration(tokenizer.decode(tokens[1:end]), closed, tokenizer.decode(answer), ended)
+
+
 def generate_thinking(model: torch.nn.Module, tokenizer: ForgeTokenizer, prompt: str, max_new_tokens: int = 128,
                       *, temperature: float = 0.0, seed: int = 0) -> ThinkingGeneration:
     """Think mode for one prompt: the answer cue (``Answer:``) is taken off the prompt, the model continues
     the body; if it writes ``</think>`` the cue is inserted (as in training: body, thought, cue, answer)."""
-    body, cue = split_prompt(TaskExample("", "", 0, prompt, ""))
-    cue_ids = tokenizer.encode(cue or " Answer:")
-
-    def insert_cue(row: int, tokens: list[int], inserts: int) -> list[int] | None:
-        return cue_ids if tokens[-1] == END_THINK_ID and inserts == 0 else None
-
+    ready = think_prompt(tokenizer, prompt)
     was_training = model.training
     model.eval()
     try:
-        decoded = decode(model, [[BOS_ID, *tokenizer.encode(body)]], max_new_tokens, temperature=temperature,
-                         generator=torch.Generator().manual_seed(seed), hook=insert_cue)[0]
+        decoded = decode(model, [ready.ids], max_new_tokens, temperature=temperature,
+                         generator=torch.Generator().manual_seed(seed), hook=ready.hook())[0]
     finally:
         model.train(was_training)
-    tokens = [t for t in decoded.tokens if t != EOS_ID]
-    if tokens[:1] != [THINK_ID]:  # answered at once: everything is the answer
-        return ThinkingGeneration("", False, tokenizer.decode(tokens).removeprefix(cue), decoded.ended)
-    closed = END_THINK_ID in tokens
-    end = tokens.index(END_THINK_ID) if closed else len(tokens)
-    answer = tokens[end + 1 + len(cue_ids) :] if closed else []
-    return ThinkingGeneration(tokenizer.decode(tokens[1:end]), closed, tokenizer.decode(answer), decoded.ended)
+    return read_thinking(tokenizer, ready, decoded.tokens, decoded.ended)
