@@ -51,7 +51,7 @@ class ApiError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for, and how many may be in the server at once."""
+    """What one request may ask for, and how many may be in the server at once (D8)."""
 
     max_body_bytes: int = 64 * 1024
     max_tokens: int = 256  # cap on a request's max_tokens

@@ -41,6 +41,7 @@ class Backend:
     tokenizer: ForgeTokenizer
     context: int
     source: str
+    numpy_runtime: bool = False  # a bundle's runtime: its matmuls run on numpy's BLAS, not torch's
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -59,7 +60,7 @@ def bundle_backend(folder: Path, name: str | None = None) -> Backend:
     bundle = load_bundle(folder)
     served = name or f"{bundle.manifest.get('source_model') or folder.name}__bundle"
     return Backend(served, RuntimeLM(bundle.model), ForgeTokenizer.load(folder), bundle.config.max_seq_len,
-                   "bundle (ternary runtime)")
+                   "bundle (ternary runtime)", numpy_runtime=True)
 
 
 @dataclass

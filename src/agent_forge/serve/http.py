@@ -55,6 +55,12 @@ class ForgeServer(ThreadingHTTPServer):
         self.slots = threading.BoundedSemaphore(limits.max_concurrent)
         self.created = int(time.time())
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-request is no error; anything else is logged with its traceback."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        (self.log or sys.stderr.write)(f"error serving {client_address}:\n{traceback.format_exc()}")
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]

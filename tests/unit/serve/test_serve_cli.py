@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 import agent_forge.cli.export_cmds
 import agent_forge.cli.serve_cmds  # noqa: F401 - both register their commands on the app
 from agent_forge.cli.app import app
+from agent_forge.cli.serve_cmds import _threads_for
 from agent_forge.errors import ArtifactCorruptError, ConfigError, NotFoundError
 from agent_forge.export.runtime import greedy_generate, load_bundle
 from agent_forge.model import ForgeForCausalLM
@@ -54,9 +55,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path
 def test_a_bundle_is_served_through_its_runtime(workspace: tuple[Path, str, Path]) -> None:
     _, model_id, folder = workspace
     backend = bundle_backend(folder)
-    assert backend.name == f"{model_id}__bundle" and backend.source.startswith("bundle")
+    assert backend.name == f"{model_id}__bundle" and backend.numpy_runtime
     runtime = load_bundle(folder)
-    with running(backend) as server:
+    with _threads_for(backend), running(backend) as server:  # as the command serves it: one BLAS thread
         client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=60)
         done = client.completions.create(model=backend.name, prompt=PROMPT, max_tokens=6, temperature=0)
         ids = backend.tokenizer.encode(PROMPT, bos=True)

@@ -240,3 +240,14 @@ def test_a_failure_inside_decoding_is_a_500_and_the_server_goes_on(taught) -> No
                 client.completions.create(model="broken", prompt="x", max_tokens=2)
             assert caught.value.body["type"] == "server_error"
     assert any("broken on purpose" in line for line in logged)
+
+
+def test_a_client_gone_mid_request_is_not_logged_as_an_error(taught) -> None:
+    logged: list[str] = []
+    with running(taught, log=logged.append) as server:
+        for error in (ConnectionResetError(104, "Connection reset by peer"), ValueError("something odd")):
+            try:
+                raise error
+            except Exception:
+                server.handle_error(None, ("127.0.0.1", 1))  # what socketserver calls from the handler thread
+    assert len(logged) == 1 and "ValueError: something odd" in logged[0]
