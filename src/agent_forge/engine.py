@@ -9,7 +9,8 @@ against training's and change some greedy choices (measured), while whole padded
 After each token a hook may insert tokens into a row (the tool runtime's executed ``<result>``, think
 mode's answer cue after ``</think>``); such rows leave their group with their slice of the cache and go on
 as a group of their own, so nothing is recomputed. Greedy at temperature 0, else sampled with a seeded
-generator; a row stops at its stop token or after ``max_new_tokens`` model tokens.
+generator (from the top-p nucleus when ``top_p`` < 1); a row stops at its stop token, after
+``max_new_tokens`` model tokens, or when a ``watch`` callback says so (stop strings, a streaming client gone).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import nn
 from agent_forge.data.tokenizer import EOS_ID, PAD_ID
 
 InsertHook = Callable[[int, list[int], int], list[int] | None]  # (row, generated ids, calls so far) -> ids
+Watch = Callable[[int, list[int]], bool]  # (row, generated ids) -> stop this row now
 
 
 @dataclass
@@ -48,12 +50,26 @@ class _Group:
     mask: torch.Tensor | None = None  # (b, n) attention mask of the left-padded prompts, first feed only
 
 
-def pick_tokens(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Greedy at temperature 0, else a sample from softmax(logits / T) drawn with ``generator`` (on CPU)."""
+def pick_tokens(logits: torch.Tensor, temperature: float, generator: torch.Generator | None,
+                top_p: float = 1.0) -> torch.Tensor:
+    """Greedy at temperature 0, else a sample from softmax(logits / T), cut to the top-p nucleus when
+    ``top_p`` < 1, drawn with ``generator`` (on CPU)."""
     if temperature <= 0.0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float().cpu() / temperature, dim=-1)
+    if top_p < 1.0:
+        probs = nucleus(probs, top_p)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1).to(logits.device)
+
+
+def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """``probs`` (rows of distributions) renormalised over each row's nucleus: the most likely tokens, in
+    order, up to and with the first one at which their mass reaches ``top_p`` (the top token always stays)."""
+    ordered, order = probs.sort(dim=-1, descending=True)
+    mass_before = ordered.cumsum(dim=-1) - ordered
+    ordered = ordered.masked_fill(mass_before >= top_p, 0.0)
+    kept = torch.zeros_like(probs).scatter(-1, order, ordered)
+    return kept / kept.sum(dim=-1, keepdim=True)
 
 
 def _select(cache: object, index: list[int], device: torch.device) -> object:
@@ -66,15 +82,35 @@ def _select(cache: object, index: list[int], device: torch.device) -> object:
 @torch.inference_mode()
 def decode(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
            temperature: float = 0.0, generator: torch.Generator | None = None,
-           hook: InsertHook | None = None, eos_id: int = EOS_ID) -> list[Decoded]:
-    """Continue every prompt until ``eos_id`` or ``max_new_tokens`` model tokens; ``hook`` may insert ids."""
+           hook: InsertHook | None = None, eos_id: int = EOS_ID, top_p: float = 1.0,
+           watch: Watch | None = None) -> list[Decoded]:
+    """Continue every prompt until ``eos_id`` or ``max_new_tokens`` model tokens; ``hook`` may insert ids;
+    ``watch`` sees a row after each model token that neither ends nor fills it and may stop the row."""
     results = [Decoded() for _ in prompts]
+    sampling = _Sampling(temperature, top_p, generator)
     for indices in chunk_aligned_groups(model, prompts):
         group = [prompts[i] for i in indices]
-        for index, item in zip(indices, _decode_batch(model, group, max_new_tokens, temperature, generator,
-                                                       _shifted(hook, indices), eos_id), strict=True):
+        rules = _Rows(max_new_tokens, _shifted(hook, indices), _shifted(watch, indices), eos_id)
+        for index, item in zip(indices, _decode_batch(model, group, sampling, rules), strict=True):
             results[index] = item
     return results
+
+
+@dataclass(frozen=True)
+class _Sampling:
+    temperature: float
+    top_p: float
+    generator: torch.Generator | None
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """What decides, per row, when to insert and when to stop."""
+
+    max_new_tokens: int
+    hook: InsertHook | None
+    watch: Watch | None
+    eos_id: int
 
 
 def chunk_aligned_groups(model: nn.Module, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -87,16 +123,17 @@ def chunk_aligned_groups(model: nn.Module, prompts: Sequence[Sequence[int]]) -> 
     return list(groups.values())
 
 
-def _shifted(hook: InsertHook | None, indices: list[int]) -> InsertHook | None:
-    """The hook as seen from a sub-batch: row numbers of the sub-batch mapped back to the caller's."""
-    if hook is None:
+def _shifted(callback: Callable | None, indices: list[int]) -> Callable | None:
+    """A hook or watch as seen from a sub-batch: row numbers of the sub-batch mapped back to the caller's."""
+    if callback is None:
         return None
-    return lambda row, tokens, calls: hook(indices[row], tokens, calls)
+    return lambda row, *rest: callback(indices[row], *rest)
 
 
-def _decode_batch(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int, temperature: float,
-                  generator: torch.Generator | None, hook: InsertHook | None, eos_id: int) -> list[Decoded]:
-    device = next(model.parameters()).device
+def _decode_batch(model: nn.Module, prompts: Sequence[Sequence[int]], sampling: _Sampling,
+                  rules: _Rows) -> list[Decoded]:
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")  # a runtime face has no parameters
     results = [Decoded() for _ in prompts]
     if not prompts:
         return results
@@ -105,19 +142,18 @@ def _decode_batch(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_to
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     queue = [_Group(list(range(len(prompts))), ids, None, mask if not bool(mask.all()) else None)]
     while queue:
-        _run_group(model, queue.pop(0), queue, results, max_new_tokens, temperature, generator, hook, eos_id)
+        _run_group(model, queue.pop(0), queue, results, sampling, rules)
     return results
 
 
 def _run_group(model: nn.Module, group: _Group, queue: list[_Group], results: list[Decoded],
-               max_new_tokens: int, temperature: float, generator: torch.Generator | None,
-               hook: InsertHook | None, eos_id: int) -> None:
+               sampling: _Sampling, rules: _Rows) -> None:
     rows, feed, cache, mask = group.rows, group.feed, group.cache, group.mask
-    device = feed.device
+    device, hook = feed.device, rules.hook
     while rows:
         out = model(input_ids=feed, attention_mask=mask, cache=cache, use_cache=True)
         cache, mask = out.cache, None
-        chosen = pick_tokens(out.logits[:, -1], temperature, generator)
+        chosen = pick_tokens(out.logits[:, -1], sampling.temperature, sampling.generator, sampling.top_p)
         keep: list[int] = []
         inserts: dict[int, list[tuple[int, list[int]]]] = {}
         picked = chosen.tolist()  # one device-to-host copy per step
@@ -125,10 +161,12 @@ def _run_group(model: nn.Module, group: _Group, queue: list[_Group], results: li
             token, result = picked[position], results[row]
             result.tokens.append(token)
             result.sampled.append(True)
-            if token == eos_id:
+            if token == rules.eos_id:
                 result.ended = True
                 continue
-            if result.model_tokens >= max_new_tokens:
+            if result.model_tokens >= rules.max_new_tokens:
+                continue
+            if rules.watch is not None and rules.watch(row, result.tokens):
                 continue
             extra = hook(row, result.tokens, result.inserts) if hook is not None else None
             if extra:

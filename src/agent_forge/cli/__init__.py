@@ -13,7 +13,14 @@ try:  # typer >= 0.20 carries its own copy of click's exceptions
 except ImportError:  # pragma: no cover - older typer re-uses click
     from click.exceptions import NoArgsIsHelpError, UsageError
 
-from agent_forge.cli import eval_cmds, export_cmds, generate_cmds, registry_cmds, ui_cmds  # noqa: F401 - register commands
+from agent_forge.cli import (  # noqa: F401 - register commands
+    eval_cmds,
+    export_cmds,
+    generate_cmds,
+    registry_cmds,
+    serve_cmds,
+    ui_cmds,
+)
 from agent_forge.cli.app import STATE, app
 from agent_forge.cli.render import print_error
 from agent_forge.errors import DISK_FULL_FIX, DiskFullError, ForgeError, disk_full

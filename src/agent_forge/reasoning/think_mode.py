@@ -170,28 +170,58 @@ class ThinkingGeneration:
     calls: list[ToolOutcome] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ThinkPrompt:
+    """A prompt made ready for think mode: ``<bos>`` and the body (the answer cue taken off), and the cue
+    to insert after ``</think>`` (``Answer:`` when the prompt had none)."""
+
+    ids: list[int]
+    cue: str
+    cue_ids: list[int]
+
+    def hook(self) -> InsertHook:
+        """The engine hook that inserts the cue once, right after the model closes its thought."""
+
+        def insert_cue(row: int, tokens: list[int], inserts: int) -> list[int] | None:
+            return self.cue_ids if tokens[-1] == END_THINK_ID and inserts == 0 else None
+
+        return insert_cue
+
+
+def think_prompt(tokenizer: ForgeTokenizer, prompt: str) -> ThinkPrompt:
+    body, cue = split_prompt(TaskExample("", "", 0, prompt, ""))
+    cue = cue or " Answer:"
+    return ThinkPrompt([BOS_ID, *tokenizer.encode(body)], cue, tokenizer.encode(cue))
+
+
+def read_thinking(tokenizer: ForgeTokenizer, prompt: ThinkPrompt, generated: list[int],
+                  ended: bool) -> ThinkingGeneration:
+    """Split what think mode generated (``<eos>`` dropped) into the thought and the answer after the cue;
+    a row that did not open a thought answered at once, so all of it is the answer (its cue dropped)."""
+    tokens = [t for t in generated if t != EOS_ID]
+    if tokens[:1] != [THINK_ID]:
+        return ThinkingGeneration("", False, tokenizer.decode(tokens).removeprefix(prompt.cue), ended)
+    closed = END_THINK_ID in tokens
+    end = tokens.index(END_THINK_ID) if closed else len(tokens)
+    answer = tokens[end + 1 + len(prompt.cue_ids) :] if closed else []
+    return ThinkingGeneration(tokenizer.decode(tokens[1:end]), closed, tokenizer.decode(answer), ended)
+
+
 def generate_thinking(model: torch.nn.Module, tokenizer: ForgeTokenizer, prompt: str, max_new_tokens: int = 128,
                       *, temperature: float = 0.0, seed: int = 0, tools: bool = False) -> ThinkingGeneration:
     """Think mode for one prompt: the answer cue (``Answer:``) is taken off the prompt, the model continues
     the body; if it writes ``</think>`` the cue is inserted (as in training: body, thought, cue, answer).
     With ``tools`` each complete call in the thought runs and its result is inserted (tools mode)."""
-    body, cue = split_prompt(TaskExample("", "", 0, prompt, ""))
-    cue_ids = tokenizer.encode(cue or " Answer:")
+    ready = think_prompt(tokenizer, prompt)
     runtime = ToolRuntime(tokenizer) if tools else None
     was_training = model.training
     model.eval()
-    hook, generator = AnswerCue(tokenizer, [cue_ids], runtime), torch.Generator().manual_seed(seed)
+    hook, generator = AnswerCue(tokenizer, [ready.cue_ids], runtime), torch.Generator().manual_seed(seed)
     try:
-        decoded = decode(model, [[BOS_ID, *tokenizer.encode(body)]], max_new_tokens, temperature=temperature,
-                         generator=generator, hook=hook)[0]
+        decoded = decode(model, [ready.ids], max_new_tokens, temperature=temperature, generator=generator,
+                         hook=hook)[0]
     finally:
         model.train(was_training)
-    calls = runtime.outcomes.get(0, []) if runtime else []
-    tokens = [t for t in decoded.tokens if t != EOS_ID]
-    if tokens[:1] != [THINK_ID]:  # answered at once: everything is the answer
-        return ThinkingGeneration("", False, tokenizer.decode(tokens).removeprefix(cue), decoded.ended, calls)
-    closed = END_THINK_ID in tokens
-    end = tokens.index(END_THINK_ID) if closed else len(tokens)
-    answer = tokens[end + 1 + len(cue_ids) :] if closed else []
-    return ThinkingGeneration(tokenizer.decode(tokens[1:end]), closed, tokenizer.decode(answer), decoded.ended,
-                              calls)
+    result = read_thinking(tokenizer, ready, decoded.tokens, decoded.ended)
+    result.calls = runtime.outcomes.get(0, []) if runtime else []
+    return result

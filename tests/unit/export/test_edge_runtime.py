@@ -147,3 +147,28 @@ def test_runtime_package_imports_no_torch(bit_model, make_runtime, ids, tmp_path
     out = subprocess.run([sys.executable, "-c", code, str(EXPORT_DIR), str(tmp_path)], capture_output=True,
                          text=True, check=True)
     assert "(3, 512)" in out.stdout and "loaded: []" in out.stdout
+
+
+def test_the_engine_decodes_the_runtime_through_its_cache(bit_model, make_runtime, ids, tmp_path: Path) -> None:
+    """RuntimeLM's cached face lets the engine drive a bundle: greedy equals the runtime's own loop, and an
+    inserted token continues from a copied cache exactly as a fresh decode of the longer prompt does."""
+    from agent_forge.engine import decode
+    from agent_forge.export.evaluation import RuntimeLM
+
+    runtime = make_runtime(bit_model, tmp_path)
+    lm, prompt = RuntimeLM(runtime), ids(12, seed=9)
+    assert decode(lm, [prompt], 15, eos_id=-1)[0].tokens == greedy_generate(runtime, prompt, 15)
+    inserted = [7, 8]
+
+    def hook(row: int, tokens: list[int], calls: int) -> list[int] | None:
+        return inserted if len(tokens) == 3 and calls == 0 else None
+
+    with_insert = decode(lm, [prompt], 8, eos_id=-1, hook=hook)[0].tokens
+    head = with_insert[:5]
+    assert head[3:] == inserted
+    assert with_insert[5:] == greedy_generate(runtime, [*prompt, *head], 5)
+    other_row_inserts = lambda row, tokens, calls: [7] if row == 1 and calls == 0 else None  # noqa: E731
+    pair = decode(lm, [prompt, ids(12, seed=10)], 6, eos_id=-1, hook=other_row_inserts)
+    assert pair[0].tokens == greedy_generate(runtime, prompt, 6)  # the other row's insert leaves it alone
+    with pytest.raises(ValueError, match="unpadded"):  # 12 and 4 tokens: one memory-chunk group, padded
+        decode(lm, [prompt, prompt[:4]], 2)

@@ -89,3 +89,31 @@ def test_the_answer_cue_follows_the_first_thought_and_ends_the_calls(tokenizer: 
     assert hook(0, call, 2) is None  # the answer has begun: no more calls
     assert hook(1, [tokenizer.special_id("</think>")], 0) is None  # an empty cue inserts nothing
     assert AnswerCue(tokenizer, [cue])(0, call, 0) is None  # without a tool runtime calls do not run
+
+
+def test_the_nucleus_keeps_the_fewest_top_tokens_reaching_top_p() -> None:
+    from agent_forge.engine import nucleus
+
+    probs = torch.tensor([[0.1, 0.5, 0.15, 0.25], [0.7, 0.1, 0.1, 0.1]])
+    kept = nucleus(probs, 0.7)
+    # row 0: 0.5 + 0.25 = 0.75 reaches 0.7 with two tokens; row 1: the top token alone already holds 0.7
+    torch.testing.assert_close(kept, torch.tensor([[0.0, 0.5 / 0.75, 0.0, 0.25 / 0.75], [1.0, 0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(nucleus(probs, 1.0), probs)
+    assert nucleus(probs, 1e-6).count_nonzero(dim=-1).tolist() == [1, 1]  # the top token always stays
+
+
+def test_a_tiny_nucleus_samples_the_greedy_tokens_and_a_watch_stops_a_row() -> None:
+    model = smoke_model(2)
+    prompts = [[BOS_ID, 30, 31], [BOS_ID, 40, 41]]
+    greedy = [d.tokens for d in decode(model, prompts, 10)]
+    narrow = decode(model, prompts, 10, temperature=1.5, top_p=1e-6, generator=torch.Generator().manual_seed(0))
+    assert [d.tokens for d in narrow] == greedy
+    seen: list[tuple[int, int]] = []
+
+    def watch(row: int, tokens: list[int]) -> bool:
+        seen.append((row, len(tokens)))
+        return row == 1 and len(tokens) == 4
+
+    watched = decode(model, prompts, 10, watch=watch)
+    assert watched[0].tokens == greedy[0] and watched[1].tokens == greedy[1][:4]
+    assert (0, 9) in seen and (0, 10) not in seen  # the token that fills the budget is not watched
