@@ -121,3 +121,9 @@ def same_answer(given: str, expected: str) -> bool:
 def results_in(text: str) -> list[str]:
     """The contents of every ``<result>`` block of ``text``."""
     return _RESULT.findall(text)
+
+
+def final_answer(text: str) -> str:
+    """What the model answered: the text after the last ``</result>`` (or all of it), up to ``<eos>``."""
+    tail = text[text.rfind(RESULT_CLOSE) + len(RESULT_CLOSE) :] if RESULT_CLOSE in text else text
+    return tail.split("<eos>", 1)[0].strip()

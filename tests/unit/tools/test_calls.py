@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from agent_forge.tools import ToolCall, execute, format_call, last_call, parse_calls, same_answer
-from agent_forge.tools.calls import parse_segment, results_in
+from agent_forge.tools.calls import (
+    ToolCall,
+    execute,
+    final_answer,
+    format_call,
+    last_call,
+    parse_calls,
+    parse_segment,
+    results_in,
+    same_answer,
+)
 
 
 def test_a_well_formed_call_parses_and_runs() -> None:
@@ -57,5 +66,5 @@ def test_format_and_answer_helpers() -> None:
     call = ToolCall("convert", "3 km to m")
     assert format_call(call) == "<tool>convert</tool><args>3 km to m</args>"
     text = "Q<tool>convert</tool><args>3 km to m</args><result>3000</result> 3000<eos> junk"
-    assert results_in(text) == ["3000"]
+    assert results_in(text) == ["3000"] and final_answer(text) == "3000" and final_answer(" 12<eos>") == "12"
     assert same_answer(" 2000.0", "2000") and not same_answer("abc", "2000") and same_answer("x", " x")
