@@ -99,8 +99,9 @@ class EdgePhase(Phase):
         metrics.update(_speedup(report))
         metadata = self._metadata(ctx, source, report, after, after_source)
         metrics["phase/duration_seconds"] = time.perf_counter() - start
-        ref = ctx.save_model("edge", self._writer(model, data.tokenizer, report), metadata, metrics,
-                             parameters=parameter_count(model), parents=[source.model_id])
+        writer = self._writer(model, data.tokenizer, report, metadata["bundle_path"])
+        ref = ctx.save_model("edge", writer, metadata, metrics, parameters=parameter_count(model),
+                             parents=[source.model_id])
         return PhaseResult(True, self.name, [ref], metrics, artifacts={"bundle": str(report.folder)},
                            duration_seconds=time.perf_counter() - start, before=before, after=after)
 
@@ -131,7 +132,8 @@ class EdgePhase(Phase):
                   after_source: str) -> dict[str, Any]:
         metadata: dict[str, Any] = {
             "size_mb": after.size_mb, "latency_ms": after.latency_ms, "primary_format": report.primary(),
-            "formats": sorted(report.agreement), "bundle_path": str(report.folder),
+            "formats": sorted(report.agreement),
+            "bundle_path": report.folder.relative_to(ctx.workspace.root).as_posix(),  # the workspace may move
             "bundle_manifest_sha256": sha256_file(report.folder / MANIFEST), "after_source": after_source,
             "perplexity": after.perplexity, "accuracy": after.accuracy,
         }
@@ -142,13 +144,13 @@ class EdgePhase(Phase):
             metadata["bitlinear"] = source.metadata["bitlinear"]
         return metadata
 
-    def _writer(self, model: ForgeForCausalLM, tokenizer: Any, report: EdgeReport) -> Any:
+    def _writer(self, model: ForgeForCausalLM, tokenizer: Any, report: EdgeReport, bundle_path: str) -> Any:
         write_model = model_writer(model, tokenizer)
         summary = {k: v for k, v in report.manifest.items() if k != "files"}
 
         def write(folder: Any) -> None:
             write_model(folder)
-            atomic_write_json(folder / REPORT_FILE, {**summary, "bundle_path": str(report.folder),
+            atomic_write_json(folder / REPORT_FILE, {**summary, "bundle_path": bundle_path,
                                                      "seconds": report.seconds})
 
         return write
