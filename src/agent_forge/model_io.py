@@ -7,10 +7,17 @@ inside an artifact folder (``storage/artifacts.py``: checksums, atomic writes). 
 its BitLinear set-up in its metadata (``bitlinear``) so that ``load_model`` rebuilds the same modules; a
 packed one also carries its packed file (metadata ``packed_file``), whose header names its format.
 Mid-phase training state for resume is another thing: ``storage/checkpoints.py``.
+
+The folder also stands alone (``write_model_folder``): ``config.json`` carries the BitLinear set-up too
+(``bitlinear``, so a ternary model is never rebuilt as float) and an ``auto_map`` to the model's own code,
+written beside the weights (``model/remote_code.py``), so ``AutoModelForCausalLM.from_pretrained(folder,
+trust_remote_code=True)`` and ``AutoTokenizer.from_pretrained(folder)`` work with only torch and transformers
+installed. The tokenizer config holds the chat template and the model's context as ``model_max_length``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +30,8 @@ from transformers.utils import logging as hf_logging
 from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.errors import ArtifactCorruptError, NotFoundError
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
-from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears
+from agent_forge.model.remote_code import AUTO_MAP, write_remote_code
+from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears, ternary_layout
 from agent_forge.quant.packed_io import PackedSaveConfig, read_packed_config
 from agent_forge.quant.packed_model import absorb_storage_precision, packed_logits_gap
 from agent_forge.storage.artifacts import ModelRef, verify_artifact
@@ -96,17 +104,28 @@ def load_tokenizer(ref: ModelRef) -> ForgeTokenizer:
 
 # ---- writing ----------------------------------------------------------------------------------------------
 
-def model_writer(model: nn.Module, tokenizer: ForgeTokenizer) -> Writer:
-    """A ``write_files`` callback for ``PhaseContext.save_model``: HF config + safetensors + tokenizer."""
+def write_model_folder(model: ForgeForCausalLM, tokenizer: ForgeTokenizer, folder: Path) -> None:
+    """The Hugging Face folder of a model: safetensors, config.json with the model's BitLinear set-up and
+    ``auto_map``, the model's code, and the tokenizer (chat template, ``model_max_length`` = context)."""
+    model.save_pretrained(folder, safe_serialization=True)
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.update(bitlinear=ternary_layout(model), auto_map=AUTO_MAP)  # read from the modules, not trusted
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_remote_code(folder)
+    tokenizer.save(folder, model_max_length=int(model.config.max_seq_len))
+
+
+def model_writer(model: ForgeForCausalLM, tokenizer: ForgeTokenizer) -> Writer:
+    """A ``write_files`` callback for ``PhaseContext.save_model``: ``write_model_folder``."""
 
     def write(folder: Path) -> None:
-        model.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save(folder)
+        write_model_folder(model, tokenizer, folder)
 
     return write
 
 
-def packed_writer(model: nn.Module, tokenizer: ForgeTokenizer, packed: Path) -> Writer:
+def packed_writer(model: ForgeForCausalLM, tokenizer: ForgeTokenizer, packed: Path) -> Writer:
     """Writes the HF folder of the model plus its packed file (the deployable form)."""
     base = model_writer(model, tokenizer)
 

@@ -103,7 +103,20 @@ def test_think_mode_of_the_bundle_agrees_with_the_pytorch_model(smoke_run):
     assert low <= report["overall"]["accuracy"] <= high
 
 
+def test_eval_writes_the_items_it_scored_as_an_lm_eval_task(smoke_run, tmp_path):
+    """The lm-evaluation-harness run of that task: test_lm_eval_harness.py (slow)."""
+    workspace, _ = smoke_run
+    model_id = _model_of(workspace, "forge")
+    report = _eval_json(workspace, model_id, "--n", "12", "--lm-eval-task", str(tmp_path / "task"))
+    rows = (tmp_path / "task" / "agent_forge_heldout.jsonl").read_text().splitlines()
+    assert report["lm_eval"]["n"] == report["n"] == len(rows) == 12
+    folder = _read(workspace, lambda r: r.get_model(model_id)["model_path"])
+    assert f"pretrained={folder},trust_remote_code=True" in report["lm_eval"]["command"]
+    assert all(json.loads(row)["target"].endswith("<eos>") for row in rows)
+
+
 @pytest.mark.parametrize("args, words", [
+    (["MODEL", "--mode", "think", "--lm-eval-task", "/tmp/x"], "scores direct answers"),
     (["no-such-model"], "does not exist"),
     (["MODEL", "--kinds", "poetry"], "unknown kind"),
     (["MODEL", "--mode", "dream"], "unknown mode"),

@@ -19,7 +19,7 @@ from agent_forge.cli.render import (
 from agent_forge.config import PHASE_NAMES, config_diff, load_config
 from agent_forge.config.loader import deep_merge, parse_override, validate_config
 from agent_forge.config.schema import PipelineConfig
-from agent_forge.errors import ConfigError, NotFoundError
+from agent_forge.errors import ConfigError, NotFoundError, RegistryError, WorkspaceError
 from agent_forge.storage.registry import ModelRegistry
 from agent_forge.storage.workspace import ENV_WORKSPACE, Workspace, validate_name
 
@@ -54,16 +54,19 @@ def main_options(
     STATE.quiet = quiet
 
 
-def open_workspace(create: bool = True) -> tuple[Workspace, ModelRegistry]:
-    """The workspace and its registry; read commands never create a database in a foreign folder."""
-    workspace = Workspace(STATE.workspace, create=create)
+def open_workspace(create: bool = False) -> tuple[Workspace, ModelRegistry]:
+    """The workspace and its registry. Only ``create`` (commands that may start a session) makes a missing
+    workspace; every other command refuses a folder that is missing or holds no registry in one line (exit 2),
+    so a mistyped --workspace creates nothing."""
+    workspace = Workspace(STATE.workspace, create=True) if create else Workspace.existing(STATE.workspace)
     has_sessions = workspace.sessions_root.is_dir() and any(workspace.sessions_root.iterdir())
     if not workspace.registry_path.exists() and has_sessions:
-        from agent_forge.errors import RegistryError
-
         raise RegistryError(f"registry {workspace.registry_path} is missing but the workspace holds sessions",
                             "restore the registry file; Agent Forge never creates a new one silently")
-    return workspace, ModelRegistry(workspace.registry_path, create=True)
+    if not workspace.registry_path.exists() and not create:
+        raise WorkspaceError(f"{workspace.root} is not an Agent Forge workspace (it has no registry)",
+                             "point --workspace at the folder a run wrote, or start one with `agent-forge run`")
+    return workspace, ModelRegistry(workspace.registry_path, create=create)
 
 
 def _sigterm_as_interrupt() -> None:
@@ -96,7 +99,7 @@ def run(
 ) -> None:
     """Run the pipeline (all eight phases, or --from/--to) on a preset."""
     cfg = load_config(preset, config, set_)
-    workspace, registry = open_workspace()
+    workspace, registry = open_workspace(create=True)
     orch = _orchestrator(workspace, registry)
     orch.phase_window(start, stop)  # argument errors before a session exists (issue 25 F5)
     if name and any(s["session_id"] == name for s in registry.list_sessions()):
@@ -155,7 +158,7 @@ def phase(
     has completed is not run again and the session is left as it was."""
     if name not in PHASE_NAMES:
         raise NotFoundError(f"unknown phase '{name}'", f"use one of: {', '.join(PHASE_NAMES)}")
-    workspace, registry = open_workspace()
+    workspace, registry = open_workspace(create=session is None)
     orch = _orchestrator(workspace, registry)
     if session is None and name != PHASE_NAMES[0]:
         raise ConfigError(f"phase '{name}' needs --session with the output of the previous phase",

@@ -31,6 +31,9 @@ def eval_command(
     data: DataOpt = None,
     preset: PresetOpt = "tiny",
     set_: SetOpt = None,
+    lm_eval_task: Annotated[Path | None, typer.Option(
+        "--lm-eval-task", help="Also write the items scored as an lm-evaluation-harness task into this folder "
+                               "(and print the lm_eval command that scores them the same way).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Exact-match accuracy overall, per kind and per level, with counts, Wilson 95% intervals, the chance
@@ -42,6 +45,8 @@ def eval_command(
         raise ConfigError(f"unknown mode '{mode}'", f"use one of {', '.join(MODES)}")
     if (model_id is None) == (bundle is None):
         raise ConfigError("give a model id or --bundle PATH (one of them)", "see `agent-forge eval --help`")
+    if lm_eval_task is not None and mode != "direct":
+        raise ConfigError("--lm-eval-task scores direct answers", "drop --mode or use --mode direct")
     model, tokenizer, config, label = (_bundle_model(bundle, load_config(preset, overrides=set_)) if bundle
                                        else _registered_model(model_id))
     examples = _examples(config, data)
@@ -50,6 +55,10 @@ def eval_command(
     prefix = _prompt_ids(tokenizer, prompt)
     report = _score(model, tokenizer, config, examples, _kinds(kinds), _levels(levels), n, mode, prefix)
     report = {"model": label, "mode": mode, "prompt": prompt, "data": data or "builtin", **report}
+    if lm_eval_task is not None:
+        report["lm_eval"] = _write_lm_eval_task(lm_eval_task, tokenizer, config, report.pop("scored"), bundle,
+                                                label)
+    report.pop("scored", None)
     if as_json:
         print_json(report)
     else:
@@ -61,6 +70,10 @@ def eval_command(
                        f"where it thought: {figures['own_thought_accuracy']:.3f} right with its own thought, "
                        f"{figures['corrupted_thought_accuracy']:.3f} with the digits corrupted; "
                        f"direct on all: {report['direct']['overall']['accuracy']:.3f}")
+        if lm_eval_task is not None:
+            typer.echo(f"lm-eval task ({report['lm_eval']['n']} items): {report['lm_eval']['task']}")
+            if report["lm_eval"]["command"]:
+                typer.echo(f"score it with lm-evaluation-harness: {report['lm_eval']['command']}")
         if mode == "tools":
             typer.echo(tool_summary(report))
 
@@ -173,4 +186,20 @@ def _score(model: Any, tokenizer: Any, config: PipelineConfig, examples: list[An
     if mode == "tools":
         return tools_report(model, tokenizer, chosen, config.data.seq_len, config.quietstar.max_thought_tokens,
                             prefix=prefix or ())
-    return score_examples(model, tokenizer, chosen, config.data.seq_len)
+    return {**score_examples(model, tokenizer, chosen, config.data.seq_len), "scored": chosen}
+
+
+def _write_lm_eval_task(folder: Path, tokenizer: Any, config: PipelineConfig, chosen: list[Any],
+                        bundle: Path | None, model_id: str) -> dict[str, Any]:
+    """The lm-eval task of the items ``score_examples`` scored (those the held-out set keeps) and the
+    command that scores a registered model's folder on it."""
+    from agent_forge.eval.heldout import HeldoutSet
+    from agent_forge.eval.lm_eval_task import lm_eval_command, write_lm_eval_task
+
+    scored = HeldoutSet.build(tokenizer, chosen, config.data.seq_len, max_lm_sequences=1).examples
+    task = write_lm_eval_task(scored, folder)
+    command = None
+    if bundle is None:  # a bundle has no Hugging Face folder for lm_eval's `hf` model
+        _, registry = open_workspace(create=False)
+        command = lm_eval_command(Path(registry.get_model(model_id)["model_path"]), folder, config.data.seq_len)
+    return {"task": str(task), "n": len(scored), "command": command}

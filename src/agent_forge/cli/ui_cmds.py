@@ -46,7 +46,7 @@ def dashboard(
     """Open the local dashboard (Streamlit) on the workspace: live while a pipeline runs."""
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port must be 1-65535, got {port}", "pick a free port, e.g. --port 8502")
-    workspace = Workspace(STATE.workspace, create=False)
+    workspace = Workspace.existing(STATE.workspace)
     if not workspace.registry_path.exists():
         out.print(f"[yellow]note:[/yellow] {workspace.root} has no registry yet; the dashboard fills in once "
                   "`agent-forge run` starts")
@@ -69,7 +69,7 @@ def report(
     """Write a self-contained HTML report (charts inline) and a Markdown summary of a session."""
     from agent_forge.ui.report import write_report
 
-    workspace = Workspace(STATE.workspace, create=False)
+    workspace = Workspace.existing(STATE.workspace)
     registry = ModelRegistry(workspace.registry_path, readonly=True)
     try:
         html_path, md_path = write_report(workspace, registry, session_id, out_dir)

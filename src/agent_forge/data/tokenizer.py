@@ -30,6 +30,22 @@ MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + 256  # every byte must have a token
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"
 _SPECIAL_PATTERN = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
+UNBOUNDED_LENGTH = 1 << 30  # model_max_length of a tokenizer saved without a model (the session's)
+# The chat template, in the format of every task the models learn (a prompt, then the answer cue): <bos>, the
+# system and user texts one per line, each assistant turn as "\nAnswer: text<eos>", and with
+# add_generation_prompt the answer cue "\nAnswer:" at the end, so the model writes the answer next:
+# [{"role": "user", "content": "What is 2 + 3?"}] -> "<bos>What is 2 + 3?\nAnswer:".
+CHAT_TEMPLATE = (
+    "{{- bos_token -}}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{{- '\\nAnswer: ' + (message['content'] | trim) + eos_token -}}"
+    "{%- else -%}"
+    "{{- ('' if loop.first else '\\n') + (message['content'] | trim) -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt %}{{ '\\nAnswer:' }}{% endif -%}"
+)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -132,12 +148,14 @@ class ForgeTokenizer:
     def to_json(self) -> str:
         return self._tokenizer.to_str(pretty=True)
 
-    def save(self, directory: str | Path) -> Path:
-        """Write ``tokenizer.json`` (and a config so ``AutoTokenizer.from_pretrained`` works); returns it."""
+    def save(self, directory: str | Path, model_max_length: int | None = None) -> Path:
+        """Write ``tokenizer.json`` (and a config so ``AutoTokenizer.from_pretrained`` works, with the chat
+        template and, beside a model, its context length as ``model_max_length``); returns it."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         _write_atomic(directory / TOKENIZER_FILE, self.to_json())
-        _write_atomic(directory / CONFIG_FILE, json.dumps(_hf_config(), indent=2, sort_keys=True))
+        config = _hf_config(model_max_length or UNBOUNDED_LENGTH)
+        _write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True))
         return directory / TOKENIZER_FILE
 
     @classmethod
@@ -158,16 +176,17 @@ class ForgeTokenizer:
         return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(self.to_json()), **config)
 
 
-def _hf_config() -> dict:
+def _hf_config(model_max_length: int = UNBOUNDED_LENGTH) -> dict:
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
+        "chat_template": CHAT_TEMPLATE,
         "bos_token": "<bos>",
         "eos_token": "<eos>",
         "pad_token": "<pad>",
         "unk_token": "<unk>",
         "extra_special_tokens": list(SPECIAL_TOKENS[4:]),
         "padding_side": "left",
-        "model_max_length": 1 << 30,
+        "model_max_length": model_max_length,
     }
 
 

@@ -114,6 +114,7 @@ class ForgeConfig(PreTrainedConfig):
     pad_token_id: int | None = 0
     bos_token_id: int | None = 1
     eos_token_id: int | list[int] | None = 2
+    bitlinear: dict[str, Any] | None = None  # the ternary layers (quant.bitlinear.ternary_layout); None: float
 
     def __post_init__(self, **kwargs: Any) -> None:
         self._check_values()

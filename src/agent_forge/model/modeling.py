@@ -44,6 +44,7 @@ from agent_forge.model.trm import (
     run_early_exit,
     run_masked,
 )
+from agent_forge.quant.bitlinear import make_ternary
 
 SPARSE_TARGET_SHARE = 0.5  # below this share of scored positions, recursion and head run on those alone
 SPARSE_BUCKET = 128  # the scored positions are padded to a multiple of this (see scored_positions)
@@ -109,6 +110,8 @@ class ForgeForCausalLM(ForgePreTrainedModel, GenerationMixin):
         self.norm_out = nn.RMSNorm(config.hidden_size, eps=float(config.rms_norm_eps))
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+        if config.bitlinear:  # a ternary model (Phases 4-8) is built with its BitLinear layers, never as float
+            make_ternary(self, config.bitlinear)
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:

@@ -130,8 +130,9 @@ class EdgePhase(Phase):
         metrics.update(_speedup(report))
         metadata = self._metadata(ctx, source, report, after, run.after_source)
         metrics["phase/duration_seconds"] = run.seconds
-        ref = ctx.save_model("edge", self._writer(run.model, run.data.tokenizer, report), metadata, metrics,
-                             parameters=parameter_count(run.model), parents=[source.model_id])
+        writer = self._writer(run.model, run.data.tokenizer, report, metadata["bundle_path"])
+        ref = ctx.save_model("edge", writer, metadata, metrics, parameters=parameter_count(run.model),
+                             parents=[source.model_id])
         return PhaseResult(True, self.name, [ref], metrics, artifacts={"bundle": str(report.folder)},
                            duration_seconds=run.seconds, before=run.before, after=after)
 
@@ -163,7 +164,8 @@ class EdgePhase(Phase):
                   after_source: str) -> dict[str, Any]:
         metadata: dict[str, Any] = {
             "size_mb": after.size_mb, "latency_ms": after.latency_ms, "primary_format": report.primary(),
-            "formats": sorted(report.agreement), "bundle_path": str(report.folder),
+            "formats": sorted(report.agreement),
+            "bundle_path": report.folder.relative_to(ctx.workspace.root).as_posix(),  # the workspace may move
             "bundle_manifest_sha256": sha256_file(report.folder / MANIFEST), "after_source": after_source,
             "perplexity": after.perplexity, "accuracy": after.accuracy,
             "size_file": "bundle/" + "+".join(report.format_files.get(report.primary(), [])),
@@ -178,13 +180,13 @@ class EdgePhase(Phase):
             metadata["bitlinear"] = source.metadata["bitlinear"]
         return metadata
 
-    def _writer(self, model: ForgeForCausalLM, tokenizer: Any, report: EdgeReport) -> Any:
+    def _writer(self, model: ForgeForCausalLM, tokenizer: Any, report: EdgeReport, bundle_path: str) -> Any:
         write_model = model_writer(model, tokenizer)
         summary = {k: v for k, v in report.manifest.items() if k != "files"}
 
         def write(folder: Any) -> None:
             write_model(folder)
-            atomic_write_json(folder / REPORT_FILE, {**summary, "bundle_path": str(report.folder),
+            atomic_write_json(folder / REPORT_FILE, {**summary, "bundle_path": bundle_path,
                                                      "seconds": report.seconds})
 
         return write

@@ -24,7 +24,7 @@ from agent_forge.config.schema import FinalSection
 from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.eval.heldout import HeldoutSet, heldout_loss
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
-from agent_forge.model_io import bitlinear_meta, load_model
+from agent_forge.model_io import bitlinear_meta, load_model, write_model_folder
 from agent_forge.phases.common import (
     SessionData,
     add_think_record,
@@ -112,8 +112,7 @@ def _report(plan: PlanResult, stages: dict, entropy_saved: int) -> dict[str, Any
 def _writer(data: bytes, model: ForgeForCausalLM, tokenizer: ForgeTokenizer, report: dict) -> Any:
     def write(folder: Path) -> None:
         write_model(folder / COMPRESSED_FILE, data)
-        model.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save(folder)
+        write_model_folder(model, tokenizer, folder)
         (folder / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True))
 
     return write

@@ -27,7 +27,7 @@ from agent_forge.data.dataset import PackedDataset, encode_examples, pack_tokens
 from agent_forge.data.sources import training_examples
 from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.model import ForgeForCausalLM
-from agent_forge.model_io import load_model
+from agent_forge.model_io import load_model, write_model_folder
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import (
     SessionData,
@@ -341,8 +341,7 @@ class QuietStarPhase(Phase):
         ]
 
         def write(folder: Path) -> None:
-            model.save_pretrained(folder, safe_serialization=True)
-            tokenizer.save(folder)
+            write_model_folder(model, tokenizer, folder)
             mixer.save(folder)
             report = {
                 "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},

@@ -276,3 +276,30 @@ def freeze_ternary(model: nn.Module) -> list[str]:
 def ternary_state(model: nn.Module) -> dict[str, TernaryWeight]:
     """The int8 ternary values and scale of every BitLinear, keyed by module name."""
     return {name: layer.ternary_weight() for name, layer in bitlinear_modules(model).items()}
+
+
+def ternary_layout(model: nn.Module) -> dict[str, Any] | None:
+    """What rebuilds ``model``'s BitLinear layers on a fresh copy (``make_ternary``): their names, the scale
+    granularity, the activation bits and whether they are frozen; None for a model without any."""
+    layers = bitlinear_modules(model)
+    if not layers:
+        return None
+    configs = {(m.config.granularity, m.config.activation_bits) for m in layers.values()}
+    frozen = {m.frozen for m in layers.values()}
+    if len(configs) > 1 or len(frozen) > 1:
+        raise ValueError("the BitLinear layers of one model must share one set-up and be all frozen or none")
+    (granularity, activation_bits), = configs
+    return {"modules": sorted(layers), "granularity": granularity, "activation_bits": activation_bits,
+            "frozen": frozen.pop()}
+
+
+def make_ternary(model: nn.Module, layout: dict[str, Any]) -> None:
+    """Swap the linears that ``layout`` (``ternary_layout``'s dict) names for BitLinear, frozen when it says so."""
+    wanted = set(layout["modules"])
+    config = BitLinearConfig(granularity=layout["granularity"], activation_bits=int(layout["activation_bits"]))
+    replace_linears(model, keep=lambda name: name not in wanted, config=config)
+    missing = wanted - set(bitlinear_modules(model))
+    if missing:
+        raise ValueError(f"the ternary layout names linears this model lacks: {sorted(missing)[:3]}")
+    if layout.get("frozen"):
+        freeze_ternary(model)

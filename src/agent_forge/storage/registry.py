@@ -3,6 +3,10 @@
 WAL lets the CLI and the dashboard read while the pipeline writes: readers never block the writer. Only the
 pipeline process (rank 0 under torchrun) writes. A registry that is locked or corrupt raises a
 ``RegistryError`` with the fix; a missing registry is only created for a workspace without sessions.
+
+Paths inside the workspace are stored relative to its root (``sessions/<session>/...``), so a workspace that
+is moved or copied keeps working; readers get them back absolute, under the workspace the registry is in.
+Registries of schema version 0 (absolute paths) are migrated when first opened for writing.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from agent_forge.storage.schema_sql import SCHEMA_SQL
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 10_000
+SCHEMA_VERSION = 1  # PRAGMA user_version; 1: paths relative to the workspace root (0 stored them absolute)
 
 
 def utc_now() -> str:
@@ -75,10 +80,31 @@ class ModelRegistry:
     def _init_schema(self) -> None:
         with self._lock:
             try:
-                self.conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA_SQL}COMMIT;")
+                self.conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA_SQL}")
+                if self.conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    self._relativize_paths()
+                    self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self.conn.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 self._rollback()
                 raise self._translate(exc) from None
+
+    def _relativize_paths(self) -> None:
+        """Migration 0 -> 1 (inside the caller's transaction): every stored path under the workspace,
+        here or where the workspace was when it was written, becomes relative to its root."""
+        models = self.conn.execute("SELECT model_id, session_id, model_path, metadata_json FROM models").fetchall()
+        for row in models:
+            metadata = self._stored_paths(json.loads(row["metadata_json"] or "{}"), row["session_id"])
+            self.conn.execute("UPDATE models SET model_path = ?, metadata_json = ? WHERE model_id = ?",
+                              (self._stored_path(row["model_path"], row["session_id"]),
+                               json.dumps(metadata, sort_keys=True, default=str), row["model_id"]))
+        runs = self.conn.execute("SELECT session_id, phase_name, artifacts_json FROM phase_runs").fetchall()
+        for row in runs:
+            if row["artifacts_json"]:
+                artifacts = self._stored_paths(json.loads(row["artifacts_json"]), row["session_id"])
+                self.conn.execute("UPDATE phase_runs SET artifacts_json = ? WHERE session_id = ? AND phase_name = ?",
+                                  (json.dumps(artifacts, sort_keys=True, default=str), row["session_id"],
+                                   row["phase_name"]))
 
     def _probe(self) -> None:
         try:
@@ -185,7 +211,9 @@ class ModelRegistry:
     def register_model(self, record: dict[str, Any], parents: Iterable[str] = ()) -> str:
         """Insert or replace one model row; ``record`` holds the columns of the models table."""
         row = {**record, "created_at": record.get("created_at") or utc_now()}
-        row["metadata_json"] = json.dumps(row.pop("metadata", {}), sort_keys=True, default=str)
+        row["model_path"] = self._stored_path(row["model_path"], row["session_id"])
+        metadata = self._stored_paths(row.pop("metadata", {}), row["session_id"])
+        row["metadata_json"] = json.dumps(metadata, sort_keys=True, default=str)
         row["tags"] = ",".join(row.get("tags") or [])
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
@@ -204,17 +232,22 @@ class ModelRegistry:
             raise NotFoundError(f"model '{model_id}' does not exist", "list models with `agent-forge models`")
         return self._decode_model(rows[0])
 
+    @property
+    def workspace_root(self) -> Path | None:
+        """The root of the workspace this registry belongs to (``<root>/registry/<file>``), else None."""
+        return self.path.parent.parent if self.path.parent.name == "registry" else None
+
     def model_folder(self, stored: str, session_id: str) -> Path:
         """Where a model row's artifact lives in the workspace that holds this registry.
 
-        A path stored under another workspace root (one that was moved or copied) is read at the same
+        A relative path is taken from this root. An absolute one stored under another workspace root (a
+        registry of schema 0 opened read-only in a moved or copied workspace) is read at the same
         ``sessions/<session>/...`` place under this one, so the files verified and loaded are this
-        workspace's; a relative path is taken from this root. Other paths are returned unchanged.
+        workspace's. Other paths are returned unchanged.
         """
-        path = Path(stored)
-        if self.path.parent.name != "registry":
+        path, root = Path(stored), self.workspace_root
+        if root is None:
             return path
-        root = self.path.parent.parent
         if not path.is_absolute():
             return root / path
         if path.resolve() == root.resolve() or root.resolve() in path.resolve().parents:
@@ -225,9 +258,31 @@ class ModelRegistry:
                 return root.joinpath(*parts[i:])
         return path
 
+    def _stored_path(self, path: str, session_id: str) -> str:
+        """What the registry stores for a path: relative to the workspace root when it lies inside the
+        workspace (now, or where it was when written), else the path unchanged."""
+        root = self.workspace_root
+        if root is None or not Path(path).is_absolute():
+            return path
+        located = self.model_folder(path, session_id).resolve()
+        if root.resolve() not in located.parents:
+            return path
+        return located.relative_to(root.resolve()).as_posix()
+
+    def _stored_paths(self, values: dict[str, Any], session_id: str) -> dict[str, Any]:
+        """``_stored_path`` applied to the absolute-path strings among a dict's values."""
+        return {k: self._stored_path(v, session_id) if isinstance(v, str) and Path(v).is_absolute() else v
+                for k, v in values.items()}
+
+    def _read_paths(self, values: dict[str, Any], session_id: str) -> dict[str, Any]:
+        """The stored relative paths of a dict's values (``sessions/<session>/...``) made absolute again."""
+        prefix = f"sessions/{session_id}/"
+        return {k: str(self.model_folder(v, session_id)) if isinstance(v, str) and v.startswith(prefix) else v
+                for k, v in values.items()}
+
     def _decode_model(self, row: dict[str, Any]) -> dict[str, Any]:
         row["model_path"] = str(self.model_folder(row["model_path"], row["session_id"]))
-        row["metadata"] = json.loads(row.pop("metadata_json") or "{}")
+        row["metadata"] = self._read_paths(json.loads(row.pop("metadata_json") or "{}"), row["session_id"])
         # one size everywhere, also for rows written when the column held the whole folder's bytes
         row["size_mb"], row["size_counts"] = weights_size(row["metadata"], row.get("parameters") or 0)
         row["tags"] = [t for t in (row.get("tags") or "").split(",") if t]
@@ -288,6 +343,8 @@ class ModelRegistry:
         existing = self._query("SELECT * FROM phase_runs WHERE session_id = ? AND phase_name = ?",
                                (session_id, phase_name))
         row = existing[0] if existing else {"session_id": session_id, "phase_name": phase_name}
+        if isinstance(fields.get("artifacts_json"), dict):
+            fields["artifacts_json"] = self._stored_paths(fields["artifacts_json"], session_id)
         for key, value in fields.items():
             row[key] = json.dumps(value, sort_keys=True, default=str) if key.endswith("_json") else value
         cols = ", ".join(row)
@@ -300,6 +357,8 @@ class ModelRegistry:
         for row in rows:
             for key in [k for k in row if k.endswith("_json")]:
                 row[key[: -len("_json")]] = json.loads(row.pop(key) or "null")
+            if isinstance(row.get("artifacts"), dict):
+                row["artifacts"] = self._read_paths(row["artifacts"], session_id)
         return rows
 
     # metrics ------------------------------------------------------------------------------------------

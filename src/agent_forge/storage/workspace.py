@@ -55,6 +55,16 @@ class Workspace:
         if create:
             self._ensure_writable()
 
+    @classmethod
+    def existing(cls, root: str | Path | None = None) -> Workspace:
+        """The workspace of a command that needs one already there: a missing folder (a mistyped
+        --workspace) is a WorkspaceError, and nothing is created."""
+        workspace = cls(root, create=False)
+        if not workspace.root.is_dir():
+            raise WorkspaceError(f"workspace {workspace.root} does not exist",
+                                 f"check --workspace (or ${ENV_WORKSPACE}); `agent-forge run` creates a new one")
+        return workspace
+
     def _ensure_writable(self) -> None:
         try:
             self.sessions_root.mkdir(parents=True, exist_ok=True)

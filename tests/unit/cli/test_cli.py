@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from agent_forge.cli import main
+from agent_forge.storage.registry import ModelRegistry
+from agent_forge.storage.workspace import Workspace
 from support.run_tiny_pipeline import main as run_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -47,10 +49,16 @@ def test_bad_override_names_the_key(tmp_path, capsys):
     assert code == 2 and "cognate.trunk_steps" in text and "Traceback" not in text
 
 
+def _empty_workspace(root: Path) -> Path:
+    """What `agent-forge run` leaves before its first session: the folders and an empty registry."""
+    ModelRegistry(Workspace(root).registry_path).close()
+    return root
+
+
 def test_unknown_phase_and_missing_session(tmp_path, capsys):
     code, out, err = _cli(capsys, "--workspace", str(tmp_path), "phase", "warp")
     assert code == 2 and "warp" in out + err
-    code, out, err = _cli(capsys, "--workspace", str(tmp_path), "resume", "no-such-session")
+    code, out, err = _cli(capsys, "--workspace", str(_empty_workspace(tmp_path)), "resume", "no-such-session")
     assert code == 2 and "no-such-session" in out + err
 
 
@@ -85,19 +93,41 @@ def test_workspace_under_a_file_is_a_clear_error(tmp_path, capsys):
 
 
 def test_console_entry_points_run(tmp_path):
-    env = {**os.environ, "AGENT_FORGE_WORKSPACE": str(tmp_path)}
+    env = {**os.environ, "AGENT_FORGE_WORKSPACE": str(_empty_workspace(tmp_path))}
     for cmd in ([sys.executable, "-m", "agent_forge", "--help"], [sys.executable, "-m", "agent_forge", "sessions"]):
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
         assert proc.returncode == 0, proc.stderr
 
 
 def test_registry_commands_on_an_empty_workspace(tmp_path, capsys):
-    ws = str(tmp_path / "empty")
+    ws = str(_empty_workspace(tmp_path / "empty"))
     for args in (["status"], ["sessions", "--json"], ["models", "--json"], ["vacuum"], ["clean", "--all"]):
         code, out, err = _cli(capsys, "--workspace", ws, *args)
         assert code == 0, (args, out, err)
     code, out, err = _cli(capsys, "--workspace", ws, "clean")
     assert code == 2 and "--age" in out + err
+
+
+NEEDS_A_WORKSPACE = (["status"], ["sessions"], ["models", "--json"], ["show", "m"], ["eval", "m"], ["report", "s"],
+                     ["dashboard"], ["generate", "-m", "m", "hi"], ["export", "s"], ["resume", "s"],
+                     ["phase", "evomerge", "--session", "s"], ["vacuum"], ["clean", "--all"])
+
+
+@pytest.mark.parametrize("args", NEEDS_A_WORKSPACE, ids=lambda a: a[0])
+def test_a_missing_workspace_is_refused_and_not_created(tmp_path, capsys, args):
+    """A mistyped --workspace: one line naming the folder, exit 2, and the folder is still not there."""
+    missing = tmp_path / "typo"
+    code, out, err = _cli(capsys, "--workspace", str(missing), *args)
+    text = (out + err).strip()
+    assert code == 2 and len(text.splitlines()) == 1 and f"workspace {missing} does not exist" in text, text
+    assert not missing.exists()
+
+
+def test_a_folder_without_a_registry_is_refused_and_left_alone(tmp_path, capsys):
+    for args in (["sessions"], ["show", "m"], ["generate", "-m", "m", "hi"]):
+        code, out, err = _cli(capsys, "--workspace", str(tmp_path), *args)
+        assert code == 2 and "is not an Agent Forge workspace" in out + err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_clean_and_vacuum_on_a_populated_workspace(tmp_path, capsys):
