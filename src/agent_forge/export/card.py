@@ -31,15 +31,17 @@ def project_license() -> str:
 def _ancestors(registry: Any, model_id: str) -> list[dict[str, Any]]:
     """Every model the given one came from, through the registry's parent links (breadth first)."""
     seen: dict[str, dict[str, Any]] = {}
-    frontier = list(registry.parent_ids(model_id))
+    distance: dict[str, int] = {}
+    frontier = [(parent, 1) for parent in registry.parent_ids(model_id)]
     while frontier:
-        parent = frontier.pop(0)
+        parent, steps = frontier.pop(0)
         if parent in seen or parent == model_id:
             continue
         row = registry.get_model(parent)
-        seen[parent] = _lineage_row(row)
-        frontier.extend(row["parents"])
-    return sorted(seen.values(), key=lambda r: (str(r["created_at"]), r["model_id"]))
+        seen[parent], distance[parent] = _lineage_row(row), steps
+        frontier.extend((grand, steps + 1) for grand in row["parents"])
+    # oldest first; models written within the same millisecond: the farther ancestor first
+    return sorted(seen.values(), key=lambda r: (str(r["created_at"]), -distance[r["model_id"]], r["model_id"]))
 
 
 def _lineage_row(row: dict[str, Any]) -> dict[str, Any]:
