@@ -84,9 +84,14 @@ def optimizer_config(section: Any, device: torch.device) -> MuGrokConfig:
     return base.scaled(section.lr_scale, ns_dtype="float32" if device.type == "cpu" else base.ns_dtype)
 
 
-def bake_tasks(config: Any, n: int, seed: int) -> list[TaskExample]:
-    """The tasks whose bodies a bake reads: half the training mix, half tool demonstration tasks (arithmetic
-    of every level, bare calculations and conversions), so a bake sees where calls belong and where not."""
+def bake_tasks(config: Any, n: int, seed: int, name: str) -> list[TaskExample]:
+    """The tasks whose bodies a bake reads. The tool bake: half the training mix, half tool demonstration
+    tasks (arithmetic of every level, bare calculations and conversions), so it sees where calls belong and
+    where not. The persona bake: the kinds that make no calls (multiple choice, code), so it cannot teach the
+    tool-baked model to stop calling (measured: on every kind it erased every call, whatever the order)."""
+    if name == "persona":
+        weights = {kind: float(kind != "arith") for kind in config.data.kinds}
+        return training_examples(config, n, seed, kind_weights=weights if any(weights.values()) else None)
     demos = demo_tasks(n // 2, seed, levels=tuple(range(1, config.data.max_level + 1)))
     return [*training_examples(config, n - len(demos), seed), *demos]
 
@@ -203,17 +208,14 @@ class BakingPhase(Phase):
 
     def _persona_stage(self, ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer, section: Any,
                        device: torch.device, heldout: list[Any]) -> dict[str, Any]:
-        tools_prompt, persona = baking_prompts(ctx.config)
+        _, persona = baking_prompts(ctx.config)
         prompt = tokenizer.encode(persona.text)
-        # the bake's teacher reads the tool prompt after the persona's, as the demonstrations under both
-        # prompts do: with the persona prompt alone its continuations had no calls and the bake erased them
-        teacher_prompt = prompt + tokenizer.encode(tools_prompt.text)
         held_q, held_cues = bodies_and_cues(tokenizer, heldout[: section.eval_examples])
         n, tokens = len(held_q), section.eval_new_tokens
         first = generations(model, tokenizer, [[BOS_ID, *prompt, *q] for q in held_q] + [[BOS_ID, *q] for q in held_q],
                             held_cues * 2, tokens)
         reference, unprompted = first[:n], first[n:]
-        figures = self._bake(ctx, "persona", model, teacher_prompt, device)
+        figures = self._bake(ctx, "persona", model, prompt, device)
         baked = generations(model, tokenizer, [[BOS_ID, *q] for q in held_q], held_cues, tokens)
         text = [tokenizer.decode(g) for g in (*reference, *unprompted, *baked)]
         markers = persona.markers
@@ -236,7 +238,7 @@ class BakingPhase(Phase):
         started, section, tokenizer = time.perf_counter(), ctx.phase_config, session_data(ctx).tokenizer
         batch, seed = section.train.batch_size, ctx.config.data.seed + BAKE_SEEDS[name]
         train_q, train_cues = bodies_and_cues(tokenizer, bake_tasks(ctx.config, -(-section.continuations //
-                                                                               section.samples_per_query), seed))
+                                                                               section.samples_per_query), seed, name))
         held_q, held_cues = bodies_and_cues(tokenizer, session_data(ctx).heldout.examples[: section.eval_examples])
         cue_of = {tuple(q): c for q, c in zip([*train_q, *held_q], [*train_cues, *held_cues], strict=True)}
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
