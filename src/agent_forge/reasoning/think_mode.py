@@ -25,10 +25,12 @@ from agent_forge.engine import InsertHook, decode
 from agent_forge.eval.capability import accuracy_table
 from agent_forge.eval.suite import direct_results
 from agent_forge.reasoning.data import split_prompt
-from agent_forge.reasoning.generation import greedy_continue, next_tokens, score_continuations
+from agent_forge.reasoning.generation import greedy_continue, score_continuations
 from agent_forge.reasoning.thoughts import END_THINK_ID, THINK_ID
 from agent_forge.tools.calls import ToolOutcome
 from agent_forge.tools.runtime import AnswerCue, ToolRuntime
+
+PREAMBLE_TOKENS = 6  # what a model may write after the body before it opens a thought (" Nova here." is 3)
 
 
 @dataclass
@@ -88,7 +90,10 @@ def _think_batch(model: torch.nn.Module, tokenizer: ForgeTokenizer, tasks: Seque
                  prefix: Sequence[int] = (), hook: InsertHook | None = None) -> ThinkModeResult:
     parts = [split_prompt(t) for t in tasks]
     bodies = [[BOS_ID, *prefix, *ids] for ids in tokenizer.encode_batch([body for body, _ in parts])]
-    opened = [token == THINK_ID for token in next_tokens(model, bodies)]
+    # the model may write a short preamble (a persona's greeting) before it opens a thought
+    lead = greedy_continue(model, bodies, PREAMBLE_TOKENS + 1, THINK_ID).tokens
+    opened = [bool(row) and row[-1] == THINK_ID for row in lead]
+    bodies = [[*body, *row[:-1]] if o else body for body, row, o in zip(bodies, lead, opened, strict=True)]
     result = ThinkModeResult(opened=opened, closed=[False] * len(tasks), correct=list(direct),
                              corrupted_correct=list(direct), thought_tokens=[0] * len(tasks),
                              thoughts=[""] * len(tasks))
@@ -199,12 +204,13 @@ def read_thinking(tokenizer: ForgeTokenizer, prompt: ThinkPrompt, generated: lis
     """Split what think mode generated (``<eos>`` dropped) into the thought and the answer after the cue;
     a row that did not open a thought answered at once, so all of it is the answer (its cue dropped)."""
     tokens = [t for t in generated if t != EOS_ID]
-    if tokens[:1] != [THINK_ID]:
+    if THINK_ID not in tokens[: PREAMBLE_TOKENS + 1]:
         return ThinkingGeneration("", False, tokenizer.decode(tokens).removeprefix(prompt.cue), ended)
-    closed = END_THINK_ID in tokens
-    end = tokens.index(END_THINK_ID) if closed else len(tokens)
+    start = tokens.index(THINK_ID) + 1  # after a preamble, if any (a persona's greeting)
+    closed = END_THINK_ID in tokens[start:]
+    end = tokens.index(END_THINK_ID, start) if closed else len(tokens)
     answer = tokens[end + 1 + len(prompt.cue_ids) :] if closed else []
-    return ThinkingGeneration(tokenizer.decode(tokens[1:end]), closed, tokenizer.decode(answer), ended)
+    return ThinkingGeneration(tokenizer.decode(tokens[start:end]), closed, tokenizer.decode(answer), ended)
 
 
 def generate_thinking(model: torch.nn.Module, tokenizer: ForgeTokenizer, prompt: str, max_new_tokens: int = 128,
