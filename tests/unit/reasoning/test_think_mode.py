@@ -89,3 +89,17 @@ def test_generation_in_think_mode_shows_the_thought_then_the_answer(thinker):
         result = generate_thinking(model, tokenizer, example.task.prompt, max_new_tokens=48)
         assert result.thought == example.thought and result.closed and result.ended
         assert result.answer == example.task.answer
+
+
+def test_reading_a_thought_after_a_short_preamble():
+    from agent_forge.reasoning.think_mode import PREAMBLE_TOKENS, read_thinking, think_prompt
+
+    tokenizer = reasoning_tokenizer()
+    ready = think_prompt(tokenizer, "Tom has 3 apples. How many apples does Tom have?\nAnswer:")
+    greeting = tokenizer.encode(" so")  # a short preamble, as a persona's greeting
+    thought = tokenizer.encode("<think><step>3 + 0 = 3</think>")
+    generated = [*greeting, *thought, *ready.cue_ids, *tokenizer.encode(" 3"), 2]
+    result = read_thinking(tokenizer, ready, generated, ended=True)
+    assert result.thought == "<step>3 + 0 = 3" and result.closed and result.answer == " 3"
+    late = [*tokenizer.encode(" word" * (PREAMBLE_TOKENS + 1)), *thought]  # a thought too late is no thought
+    assert read_thinking(tokenizer, ready, late, ended=False).thought == ""
