@@ -120,7 +120,7 @@ def test_eval_writes_the_items_it_scored_as_an_lm_eval_task(smoke_run, tmp_path)
     (["no-such-model"], "does not exist"),
     (["MODEL", "--kinds", "poetry"], "unknown kind"),
     (["MODEL", "--mode", "dream"], "unknown mode"),
-    (["MODEL", "--mode", "tools"], "not available yet"),
+    (["MODEL", "--prompt", "builtin:tools"], "--prompt needs --mode"),
     (["MODEL", "--data", "gsm8k:/no/such/file.jsonl"], "no"),
     (["MODEL", "--data", "poems.txt"], "KIND:PATH"),
     (["--bundle", "/no/such/bundle"], "not a bundle"),

@@ -85,6 +85,7 @@ def _serve_process(root: Path, *args: str) -> tuple[subprocess.Popen, str]:
     return process, match.group(1)
 
 
+@pytest.mark.slow  # a real process: 8 s on a quiet machine, past its 60 s limit under load (CI ran it so)
 def test_the_command_serves_a_registered_model_until_ctrl_c(workspace: tuple[Path, str, Path]) -> None:
     root, model_id, _ = workspace
     process, url = _serve_process(root, model_id, "--port", "0", "--max-tokens", "8", "--name", "smoke")
