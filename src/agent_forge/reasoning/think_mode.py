@@ -14,7 +14,7 @@ own-thought accuracy; a decorative one leaves it where it was.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -143,16 +143,24 @@ def think_report(model: torch.nn.Module, tokenizer: ForgeTokenizer, examples: Se
     the corrupted-thought one, and the thinking figures overall and per kind (``prefix``: a prompt)."""
     scored, direct = direct_results(model, tokenizer, examples, seq_len)
     result = evaluate_think_mode(model, tokenizer, scored, direct, max_tokens, prefix=prefix)
-    figures = {"overall": think_mode_figures(scored, result)}
+    return mode_report(scored, direct, result, max_tokens, ("corrupted_thoughts", "thinking"), think_mode_figures)
+
+
+def mode_report(scored: Sequence[TaskExample], direct: Sequence[bool], result: ThinkModeResult, max_tokens: int,
+                names: tuple[str, str], figures_of: Callable[[Sequence[TaskExample], ThinkModeResult], dict]
+                ) -> dict:
+    """A think- or tools-mode report: its accuracy table, the direct and the corrupted ones of the same tasks
+    (``names[0]``), and ``figures_of`` overall and per kind (``names[1]``)."""
+    figures = {"overall": figures_of(scored, result)}
     for kind in sorted({e.kind for e in scored}):
         chosen = [i for i, e in enumerate(scored) if e.kind == kind]
-        figures[kind] = think_mode_figures([scored[i] for i in chosen], subset_result(result, chosen))
+        figures[kind] = figures_of([scored[i] for i in chosen], subset_result(result, chosen))
     return {
         "n": len(scored),
         **accuracy_table(scored, result.correct),
         "direct": accuracy_table(scored, direct),
-        "corrupted_thoughts": accuracy_table(scored, result.corrupted_correct),
-        "thinking": figures,
+        names[0]: accuracy_table(scored, result.corrupted_correct),
+        names[1]: figures,
         "max_thought_tokens": max_tokens,
         "samples": [t for t in result.thoughts if t][:5],
     }

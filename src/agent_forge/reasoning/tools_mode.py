@@ -17,9 +17,9 @@ import torch
 
 from agent_forge.data.tasks import TaskExample
 from agent_forge.data.tokenizer import ForgeTokenizer
-from agent_forge.eval.capability import accuracy_table, group_accuracy
+from agent_forge.eval.capability import group_accuracy
 from agent_forge.eval.suite import direct_results
-from agent_forge.reasoning.think_mode import ThinkModeResult, evaluate_think_mode, subset_result
+from agent_forge.reasoning.think_mode import ThinkModeResult, evaluate_think_mode, mode_report
 from agent_forge.tools.calls import parse_calls, results_in, same_answer
 
 TOOL_FIGURES = ("call_rate", "well_formed_rate", "result_correct_rate", "accuracy")
@@ -48,16 +48,4 @@ def tools_report(model: torch.nn.Module, tokenizer: ForgeTokenizer, examples: Se
     and the tool figures overall and per kind (after ``prefix``, when given: a prompted model)."""
     scored, direct = direct_results(model, tokenizer, examples, seq_len)
     result = evaluate_think_mode(model, tokenizer, scored, direct, max_tokens, prefix=prefix, tools=True)
-    figures = {"overall": tool_figures(scored, result)}
-    for kind in sorted({e.kind for e in scored}):
-        chosen = [i for i, e in enumerate(scored) if e.kind == kind]
-        figures[kind] = tool_figures([scored[i] for i in chosen], subset_result(result, chosen))
-    return {
-        "n": len(scored),
-        **accuracy_table(scored, result.correct),
-        "direct": accuracy_table(scored, direct),
-        "corrupted_results": accuracy_table(scored, result.corrupted_correct),
-        "tools": figures,
-        "max_thought_tokens": max_tokens,
-        "samples": [t for t in result.thoughts if t][:5],
-    }
+    return mode_report(scored, direct, result, max_tokens, ("corrupted_results", "tools"), tool_figures)
