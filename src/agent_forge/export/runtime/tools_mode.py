@@ -76,6 +76,9 @@ class ToolsGeneration:
         return f"<think>{self.thought}{'</think>' if self.closed else ' ...'}\n{self.answer}"
 
 
+PREAMBLE_TOKENS = 6  # as agent_forge.reasoning.think_mode (the runtime imports nothing of the package)
+
+
 def tools_generate(bundle: Bundle, prompt: str, max_new: int) -> ToolsGeneration:
     """Tools mode for one prompt, greedy, ``max_new`` tokens of the model's own (inserts do not count)."""
     codec = bundle.codec()
@@ -83,12 +86,14 @@ def tools_generate(bundle: Bundle, prompt: str, max_new: int) -> ToolsGeneration
     hook = ToolHook(codec, codec.encode(cue or " " + CUE, bos=False))
     eos = bundle.config.eos_token_id
     tokens = [t for t in greedy_generate(bundle.model, codec.encode(body), max_new, eos, hook) if t != eos]
-    if tokens[:1] != [codec.special_id("<think>")]:  # answered at once: everything is the answer
+    think = codec.special_id("<think>")
+    if think not in tokens[: PREAMBLE_TOKENS + 1]:  # answered at once: everything is the answer
         return ToolsGeneration("", False, codec.decode(tokens).removeprefix(cue), hook.outcomes)
-    closed = hook.end_think in tokens
-    end = tokens.index(hook.end_think) if closed else len(tokens)
+    start = tokens.index(think) + 1  # after a preamble, if any (a persona's greeting)
+    closed = hook.end_think in tokens[start:]
+    end = tokens.index(hook.end_think, start) if closed else len(tokens)
     answer = tokens[end + 1 + len(hook.cue) :] if closed else []
-    return ToolsGeneration(codec.decode(tokens[1:end]), closed, codec.decode(answer), hook.outcomes)
+    return ToolsGeneration(codec.decode(tokens[start:end]), closed, codec.decode(answer), hook.outcomes)
 
 
 def tools_answer(bundle: Bundle, prompt: str, max_new: int) -> str:
