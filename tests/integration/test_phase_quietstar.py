@@ -8,8 +8,10 @@ import math
 import torch
 
 from agent_forge.config import load_config
+from agent_forge.data.dataset import IGNORE_LABEL
 from agent_forge.model_io import load_model, load_tokenizer
-from agent_forge.phases.quietstar import THINKING_TOKENS, QuietStarPhase
+from agent_forge.phases.common import session_data
+from agent_forge.phases.quietstar import THINKING_TOKENS, QuietStarPhase, thought_sft_token_lists
 from agent_forge.pipeline.handoff import validate_handoff
 from agent_forge.reasoning.mixing import MixingHead
 from support.phase_harness import make_context, seed_model
@@ -77,3 +79,23 @@ def test_quietstar_rerun_resumes_to_the_same_reasoner(tmp_path):
     again = QuietStarPhase().run(make_context(tmp_path, "quietstar"), [parent])
     assert again.models[0].model_id == first.models[0].model_id
     assert again.metrics["rl/final_loss"] == first.metrics["rl/final_loss"]
+
+
+def test_thought_training_rows_keep_the_tool_demonstrations(tmp_path):
+    """The thought SFT data holds the session's tool demonstrations (calls scored, tool results not) beside
+    the thoughts, so Phase 3 does not teach thoughts over calls."""
+    ctx = make_context(tmp_path, "quietstar")
+    tokenizer = session_data(ctx).tokenizer
+    ids, labels, counts = thought_sft_token_lists(ctx, tokenizer, ctx.phase_config)
+    expected = round((counts["bake/reasoning_examples"] + counts["bake/plain_examples"]) * 0.1)
+    assert counts["bake/tool_demos"] == expected > 0
+    tool, result = tokenizer.special_id("<tool>"), tokenizer.special_id("<result>")
+    demos = [(row, lab) for row, lab in zip(ids, labels, strict=True) if tool in row]
+    assert len(demos) >= expected
+    think = tokenizer.special_id("<think>")
+    for row, lab in demos:  # the prompt's own <tool> example is read; the call after <think> is scored
+        call = row.index(tool, row.index(think))
+        assert lab[row.index(tool)] == IGNORE_LABEL and lab[call] == tool
+        assert lab[row.index(result, call)] == IGNORE_LABEL
+    thoughts = [(row, lab) for row, lab in zip(ids, labels, strict=True) if tool not in row and row == lab]
+    assert len(thoughts) >= counts["bake/reasoning_examples"]

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from agent_forge.config.schema import QuietStarSection
-from agent_forge.data.dataset import PackedDataset, encode_examples, pack_tokens
+from agent_forge.data.dataset import PackedDataset, pack_tokens
 from agent_forge.data.sources import training_examples
 from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.model import ForgeForCausalLM
@@ -41,10 +41,12 @@ from agent_forge.phases.common import (
     session_data,
     think_metrics,
     thinking_kinds,
+    tool_demos,
+    training_style,
 )
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, PhaseRun
-from agent_forge.reasoning.data import build_reasoning_examples, encode_reasoning, select_examples
+from agent_forge.reasoning.data import build_reasoning_examples, encode_reasoning, select_examples, training_rows
 from agent_forge.reasoning.evaluation import ThinkingReport, evaluate_thinking
 from agent_forge.reasoning.evidence import has_evidence
 from agent_forge.reasoning.mixing import MixingHead
@@ -189,11 +191,11 @@ class QuietStarPhase(Phase):
         self, ctx: PhaseContext, model: ForgeForCausalLM, tokenizer: ForgeTokenizer, device: torch.device
     ) -> dict[str, float]:
         section: QuietStarSection = ctx.phase_config
-        lists, counts = thought_sft_token_lists(ctx, tokenizer, section)
+        lists, labels, counts = thought_sft_token_lists(ctx, tokenizer, section)
         rank, size = world()
-        dataset = PackedDataset(
-            pack_tokens(lists, ctx.config.data.seq_len), section.train.batch_size, section.seed, rank, size
-        )
+        seq_len = ctx.config.data.seq_len
+        dataset = PackedDataset(pack_tokens(lists, seq_len), section.train.batch_size, section.seed, rank, size,
+                                pack_tokens(labels, seq_len))
         # "phase3": the checkpoint's config key from before the sections took phase names (resume compares it)
         settings = {"run": "bake", "phase3": section.model_dump(mode="json"), "rows": len(dataset)}
         loop = TrainLoop(
@@ -370,8 +372,12 @@ def check_thinking_tokens(tokenizer: ForgeTokenizer, model: ForgeForCausalLM) ->
 
 def thought_sft_token_lists(
     ctx: PhaseContext, tokenizer: ForgeTokenizer, section: QuietStarSection
-) -> tuple[list[list[int]], dict[str, float]]:
-    """Reasoning examples that fit one row, plus plain rows, shuffled (all from the training split)."""
+) -> tuple[list[list[int]], list[list[int]], dict[str, float]]:
+    """Reasoning examples that fit one row, plus plain rows written as every phase's mix writes them (a
+    ``data.persona_share`` under the persona prompt) and ``data.tool_demo_share`` more tool demonstrations,
+    shuffled (all from the training split); returns token ids, labels and counts. Without the
+    demonstrations this stage taught thoughts over calls: measured on a default-run model, prompted tool
+    calls fell from 1.00 to 0.21 of arithmetic tasks."""
     seq_len = ctx.config.data.seq_len
     tasks = [t for t in training_examples(ctx.config, 2 * section.thought_sft_examples, section.seed)
              if t.kind in thinking_kinds(ctx.config)]
@@ -386,14 +392,18 @@ def thought_sft_token_lists(
             seq_len=seq_len,
         )
     plain = training_examples(ctx.config, int(section.thought_sft_examples * section.plain_share), section.seed + 2)
-    lists = [e.tokens for _, e in kept] + encode_examples(tokenizer, plain)
-    random.Random(section.seed).shuffle(lists)
+    demos = tool_demos(ctx.config, round((len(kept) + len(plain)) * ctx.config.data.tool_demo_share), section.seed + 3)
+    # plain rows and demonstrations keep their own labels (prompts and tool results unscored); thoughts score all
+    mix_ids, mix_labels = training_rows(tokenizer, plain, training_style(ctx.config), 1.0, section.seed + 2, demos)
+    pairs = [(e.tokens, e.tokens) for _, e in kept] + list(zip(mix_ids, mix_labels, strict=True))
+    random.Random(section.seed).shuffle(pairs)
     counts = {f"bake/examples_{name}": float(sum(r.strategy == name for r, _ in kept)) for name in STRATEGY_NAMES}
     counts.update(
         {
             "bake/reasoning_examples": float(len(kept)),
             "bake/plain_examples": float(len(plain)),
+            "bake/tool_demos": float(len(demos)),
             "bake/fit_share": sum(len(e.tokens) <= seq_len for e in encoded) / max(1, len(encoded)),
         }
     )
-    return lists, counts
+    return [ids for ids, _ in pairs], [labels for _, labels in pairs], counts
