@@ -22,15 +22,15 @@ import torch
 from torch import Tensor
 
 from agent_forge.quant.container import EncodedTensor
-from agent_forge.quant.entropy import decode_symbols, pack_uint
+from agent_forge.quant.entropy import decode_symbols, pack_uint, xz_filters
 
 Q4_0_BLOCK = 32
 Q4_0_BLOCK_BYTES = 18
 
 
 def xz_9e_size(data: bytes) -> int:
-    """Bytes of ``data`` after ``xz -9e`` (the whole .xz file)."""
-    return len(lzma.compress(data, format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME))
+    """Bytes of ``data`` after ``xz -9e`` (the whole .xz file, CRC64 check as the tool writes it)."""
+    return len(lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, filters=xz_filters(len(data))))
 
 
 def _blocks(weight: Tensor) -> Tensor:

@@ -8,6 +8,7 @@ import struct
 import numpy as np
 import pytest
 
+from agent_forge.quant.baselines import xz_9e_size
 from agent_forge.quant.entropy import (
     RANS_SCALE_BITS,
     blob_header,
@@ -21,6 +22,8 @@ from agent_forge.quant.entropy import (
     rans_encode,
     read_blob_header,
     unpack_uint,
+    xz_encode,
+    xz_filters,
 )
 
 
@@ -97,6 +100,17 @@ def test_lz_coders_win_on_repetitive_bytes() -> None:
     assert stream.codec in ("zstd", "xz") and len(stream.blob) < len(data) // 50
     assert len(stream.blob) == min(stream.candidate_bytes.values())
     assert decode_bytes(stream.blob) == data
+
+
+@pytest.mark.parametrize("size", [0, 100, 5000, 70_000])
+def test_xz_dictionary_cut_to_the_input_gives_the_same_bytes(size: int) -> None:
+    rng = np.random.default_rng(size)
+    data = bytes(rng.choice([0, 1, 2, 200], size=size, p=[0.4, 0.3, 0.2, 0.1]).astype(np.uint8)) + bytes(size // 3)
+    full = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]  # xz -9e's 64 MiB dictionary
+    assert xz_encode(data) == lzma.compress(data, format=lzma.FORMAT_RAW, filters=full)
+    assert xz_9e_size(data) == len(lzma.compress(data, format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME))
+    assert xz_filters(size)[0]["dict_size"] == max(size, 4096)
+    assert lzma.decompress(xz_encode(data), format=lzma.FORMAT_RAW, filters=full) == data  # the full decoder reads it
 
 
 def test_xz_stream_is_what_xz_9e_makes_without_its_framing() -> None:
