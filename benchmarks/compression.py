@@ -1,25 +1,26 @@
-"""Phase 8 measured: bytes, ratio against fp32 and held-out quality at every compression stage.
+"""Phase 8 measured against the plain baselines, on the same model in the same run.
 
-Stages, each with its size, its ratio against the fp32 parameters and the held-out perplexity and accuracy
-of the model rebuilt from exactly what that stage stores:
+The model is a default run's Phase 7 output (``--session`` names the session folder: its ``config.yaml``,
+``tokenizer/`` and ``phase7_edge/edge``), the one Phase 8 compresses; without ``--session`` a tiny model is
+trained for a few steps first (``--quick``: the CI smoke of this script, whose figures mean little). Every
+row is a whole model file, rebuilt from exactly what it stores and evaluated on the D6 held-out set
+(perplexity, accuracy overall and per kind) and on the selection split (the split Phase 8's planner
+decides on):
 
-1. ``fp32``: the trained fp32 model;
-2. ``ternary (in memory)``: the same model after BitNet conversion and a short QAT run (Phase 4's method);
-3. ``ternary packed``: TQ1_0 blocks + fp16 for the remaining floats (Phase 4's file, without its header);
-4. ``+ entropy``: that, entropy coded (zstd / rANS, the smaller per stream), nothing lossy added;
-5. ``+ <method>``: one lossy method on the large fp tensors (the tied embedding/head), before and after
-   entropy coding, for VPTQ (with and without a residual codebook) and SeedLM;
-6. ``planner``: Phase 8's choice under the preset's quality budget (what ``FinalPhase`` writes).
+1. the baselines: the packed file (TQ1_0 ternary blocks + fp16 floats) through ``xz -9e``; the same with
+   the large float tensors (the tied embedding) in GGUF Q4_0 blocks, through ``xz -9e``;
+2. our lossless stage alone (entropy only) against ``xz -9e`` on the same bytes;
+3. each lossy method on the embedding (usq at several grid steps; SeedLM; VPTQ with and without a residual
+   codebook): the file's bytes, and its lossless stage against ``xz -9e`` over the very streams it coded
+   (streams against streams: our container's header, which holds what rebuilds the model, is left out);
+4. the planner as the preset sets it (Phase 8's own choice under its budget, decided on the selection
+   split).
 
-The tiny model is trained for ``--train-steps`` fp32 steps and ``--qat-steps`` ternary steps first (at the
-preset's Phase 1 and Phase 4 learning-rate scales and ramp setting), so the
-perplexities mean something (a fresh model's are ~vocab size whatever is done to it). ``--spec25m`` adds
-sizes for spec25m shapes with fresh weights (no quality: sizes only, VPTQ only, SeedLM's exhaustive search
-over 12.6M embedding weights takes minutes).
+Ratios are against Q4_0 + xz in the same run: below 1 is smaller. A method "beats" the baseline when its file
+is smaller and its D6 perplexity and every kind's accuracy are no worse than the baseline's.
 
-    python benchmarks/compression.py                    # tiny, trained, all methods
-    python benchmarks/compression.py --quick            # fewer steps, SeedLM at 10-bit seeds
-    python benchmarks/compression.py --spec25m --json out.json
+    python benchmarks/compression.py --session /path/to/forge_workspace/sessions/<id> --json out.json
+    python benchmarks/compression.py --quick
 """
 
 from __future__ import annotations
@@ -28,228 +29,245 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from torch import Tensor
 
 from agent_forge.config import load_config
+from agent_forge.config.loader import validate_config
 from agent_forge.config.schema import PipelineConfig
 from agent_forge.data.dataset import PackedDataset
-from agent_forge.data.sources import heldout_examples, training_examples
-from agent_forge.eval.heldout import HeldoutSet, evaluate, heldout_loss
+from agent_forge.data.sources import heldout_examples, load_mixture, source_configs, training_examples
+from agent_forge.data.tokenizer import ForgeTokenizer
+from agent_forge.eval.heldout import HeldoutSet, evaluate
 from agent_forge.model import ForgeForCausalLM
+from agent_forge.model_io import load_model
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import build_tokenizer, forge_config, lm_step
-from agent_forge.phases.final import candidates
-from agent_forge.quant.bitlinear import replace_linears, set_ramp
-from agent_forge.quant.container import (
-    CompressionPlan,
-    MethodSpec,
-    compress_tensors,
-    decode_container,
-    describe,
-)
+from agent_forge.phases.final import candidates, embedding_key, measure, token_importance
+from agent_forge.quant.baselines import q4_0_file, stage_input, xz_9e_size
+from agent_forge.quant.bitlinear import replace_linears
+from agent_forge.quant.container import CompressionPlan, MethodSpec, compress_tensors, decode_container
 from agent_forge.quant.model_codec import ModelCodecConfig, load_tensors_into, model_tensors
 from agent_forge.quant.planner import PlannerConfig, classify_tensor, plan_compression
 from agent_forge.quant.seedlm import SeedLMConfig
+from agent_forge.quant.uniform import UniformConfig
 from agent_forge.quant.vptq import VPTQConfig
+from agent_forge.storage.artifacts import ModelRef
 
 
 @dataclass
 class Row:
-    stage: str
+    name: str
     bytes: int
-    ratio: float
-    perplexity: float | None
-    accuracy: float | None
+    perplexity: float
+    accuracy: dict[str, float]
+    selection_perplexity: float
+    selection_accuracy: dict[str, float]
     encode_s: float = 0.0
-    decode_s: float = 0.0
+    lossless: dict[str, int] = field(default_factory=dict)  # ours against xz -9e on the same streams
+    vs_q4_0: float = math.nan
+    beats_q4_0: bool | None = None
 
 
-def train(model: ForgeForCausalLM, data: PackedDataset, steps: int, phase: str, lr_scale: float = 1.0,
-          ramp_steps: int = 0) -> float:
-    """``steps`` optimizer steps of the model's own objective at the D11 preset of ``phase`` times the
-    preset's ``lr_scale``; returns the last loss. With ``ramp_steps`` the BitLinear layers blend from full
-    precision into ternary over those steps, as Phase 4 does with ``ramp: true``."""
-    optimizer = build_optimizer(model, MuGrokConfig.from_phase(phase).scaled(lr_scale))
-    model.train()
-    loss = math.nan
-    for step in range(steps):
-        if ramp_steps:
-            set_ramp(model, min(1.0, (step + 1) / ramp_steps))
-        out = lm_step(model, data.batch(step))
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        loss = float(out.loss.detach())
-    return loss
-
-
-def quality(model: ForgeForCausalLM, heldout: HeldoutSet | None) -> tuple[float | None, float | None]:
-    if heldout is None:
-        return None, None
-    result = evaluate(model.eval(), heldout)
-    return result.perplexity, result.accuracy
+def _quality(model: ForgeForCausalLM, held: HeldoutSet) -> tuple[float, dict[str, float]]:
+    result = evaluate(model.eval(), held)
+    return result.perplexity, {"overall": result.accuracy, **result.accuracy_by_kind}
 
 
 class Bench:
-    """The tensors of one ternary model and how to measure a container built from them."""
+    """One model's tensors, its two evaluation sets, and the rows measured so far."""
 
-    def __init__(self, model: ForgeForCausalLM, heldout: HeldoutSet | None, fp32_bytes: int, level: int):
-        self.model, self.heldout, self.fp32_bytes, self.level = model, heldout, fp32_bytes, level
+    def __init__(self, model: ForgeForCausalLM, heldout: HeldoutSet, selection: HeldoutSet):
+        self.model, self.heldout, self.selection = model, heldout, selection
         self.tensors, self.layout = model_tensors(model, ModelCodecConfig("tq1_0", "float16"))
+        self.skeleton = ForgeForCausalLM(model.config).eval()
         self.rows: list[Row] = []
 
     def rebuilt(self, tensors: Mapping[str, Tensor]) -> ForgeForCausalLM:
-        return load_tensors_into(ForgeForCausalLM(self.model.config), tensors, self.layout).eval()
+        return load_tensors_into(self.skeleton, tensors, self.layout)
 
-    def add(self, stage: str, nbytes: int, tensors: Mapping[str, Tensor] | None, enc: float = 0.0,
-            dec: float = 0.0) -> None:
-        ppl, acc = quality(self.rebuilt(tensors), self.heldout) if tensors is not None else (None, None)
-        self.rows.append(Row(stage, nbytes, self.fp32_bytes / nbytes, ppl, acc, enc, dec))
-        print(f"  {stage:<48} {nbytes:>10} B  x{self.fp32_bytes / nbytes:6.2f}  ppl {_fmt(ppl)}  acc {_fmt(acc)}"
-              f"  enc {enc:.2f}s dec {dec:.2f}s", flush=True)
+    def add(self, name: str, nbytes: int, tensors: Mapping[str, Tensor], encode_s: float = 0.0,
+            lossless: dict[str, int] | None = None) -> Row:
+        model = self.rebuilt(tensors)
+        ppl, acc = _quality(model, self.heldout)
+        sel_ppl, sel_acc = _quality(model, self.selection)
+        row = Row(name, nbytes, ppl, acc, sel_ppl, sel_acc, encode_s, lossless or {})
+        self.rows.append(row)
+        print(f"  {name:<44} {nbytes:>9} B  ppl {ppl:7.4f}  acc {_acc(acc)}  sel ppl {sel_ppl:7.4f}"
+              f"  {_lossless(row.lossless)}", flush=True)
+        return row
 
-    def container(self, stage: str, methods: dict[str, MethodSpec]) -> None:
-        """Encode under ``methods`` (others raw), then report the method's bytes and the file's bytes."""
+    def container(self, name: str, methods: dict[str, MethodSpec], importance: dict[str, Tensor]) -> Row:
         start = time.perf_counter()
-        compressed = compress_tensors(self.tensors, CompressionPlan(methods, zstd_level=self.level))
-        encode_s = time.perf_counter() - start
-        start = time.perf_counter()
-        decoded = decode_container(compressed.data)
-        decode_s = time.perf_counter() - start
-        if methods:
-            packed = sum(item.packed_bytes for item in compressed.tensors.values())
-            self.add(f"{stage} (before entropy)", packed, compressed.reconstruction)
-        self.add(f"{stage} + entropy", len(compressed.data), decoded, encode_s, decode_s)
+        compressed = compress_tensors(self.tensors, CompressionPlan(methods), importance)
+        seconds = time.perf_counter() - start
+        streams = sum(item.stored_bytes for item in compressed.tensors.values())  # without the header
+        lossless = {"ours": streams, "xz_9e": xz_9e_size(stage_input(compressed.tensors.values()))}
+        return self.add(name, len(compressed.data), decode_container(compressed.data), seconds, lossless)
 
 
-def _fmt(value: float | None) -> str:
-    return "   n/a  " if value is None else f"{value:8.4g}"
+def _acc(acc: dict[str, float]) -> str:
+    return " ".join(f"{k} {v:.3f}" for k, v in acc.items())
 
 
-def large_tensors(tensors: Mapping[str, Tensor]) -> list[str]:
-    return [name for name, t in tensors.items() if classify_tensor(name, t) == "matrix"]
+def _lossless(lossless: dict[str, int]) -> str:
+    if not lossless:
+        return ""
+    ours, xz = lossless["ours"], lossless["xz_9e"]
+    return f"lossless stage {ours} vs xz -9e {xz} ({ours / xz:.3f})"
+
+
+def raw_bytes(tensors: Mapping[str, Tensor]) -> bytes:
+    return b"".join(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() for t in tensors.values())
+
+
+def baseline_rows(bench: Bench, lossy: set[str]) -> Row:
+    raw = raw_bytes(bench.tensors)
+    bench.add("packed (TQ1_0 + fp16), no entropy stage", len(raw), bench.tensors)
+    bench.add("packed + xz -9e", xz_9e_size(raw), bench.tensors)
+    start = time.perf_counter()
+    q4_bytes, q4_tensors = q4_0_file(bench.tensors, lossy)
+    size = xz_9e_size(q4_bytes)
+    return bench.add("Q4_0 embedding + xz -9e (baseline)", size, q4_tensors, time.perf_counter() - start)
+
+
+def method_rows(bench: Bench, lossy: set[str], methods: list[MethodSpec], importance: dict[str, Tensor]) -> None:
+    bench.container("ours, lossless (entropy only)", {}, importance)
+    for spec in methods:
+        bench.container(label(spec), dict.fromkeys(lossy, spec), importance)
 
 
 def label(spec: MethodSpec) -> str:
+    if isinstance(spec, UniformConfig):
+        return f"usq step {spec.step} (k={spec.clusters}, e<={spec.max_exponent})"
     if isinstance(spec, VPTQConfig):
         residual = f"+{spec.residual}" if spec.residual else ""
-        return f"vptq(v={spec.vector}, k={spec.codebook}{residual})"
+        return f"vptq v={spec.vector} k={spec.codebook}{residual}"
     if isinstance(spec, SeedLMConfig):
-        return f"seedlm(K={spec.lfsr_bits}, C={spec.block}, P={spec.coeffs}, Q={spec.coeff_bits})"
-    return describe(spec)
+        return f"seedlm K={spec.lfsr_bits} C={spec.block} P={spec.coeffs} Q={spec.coeff_bits}"
+    return type(spec).__name__
 
 
-def method_rows(bench: Bench, methods: list[MethodSpec]) -> None:
-    names = large_tensors(bench.tensors)
-    for spec in methods:
-        bench.container(f"+ {label(spec)}", dict.fromkeys(names, spec))
-
-
-def planner_row(bench: Bench, config: PipelineConfig) -> None:
+def planner_row(bench: Bench, config: PipelineConfig, importance: dict[str, Tensor]) -> Row:
+    """Phase 8's own choice: the preset's candidates and budget, decided on the selection split."""
     section = config.final
-    skeleton = ForgeForCausalLM(bench.model.config).eval()
-    evaluate_loss: Callable[[Mapping[str, Tensor]], float] = lambda t: heldout_loss(  # noqa: E731
-        load_tensors_into(skeleton, t, bench.layout), bench.heldout)
+
+    def measure_tensors(tensors: Mapping[str, Tensor]):
+        return measure(bench.rebuilt(tensors), bench.selection)
+
     start = time.perf_counter()
-    plan = plan_compression(bench.tensors, evaluate_loss, candidates(section),
-                            PlannerConfig(max_increase=section.max_ppl_increase, zstd_level=bench.level),
-                            reference=heldout_loss(bench.model, bench.heldout),
+    plan = plan_compression(bench.tensors, measure_tensors, candidates(section),
+                            PlannerConfig(max_increase=section.max_ppl_increase,
+                                          max_accuracy_drop=section.max_accuracy_drop,
+                                          min_lossy_numel=section.min_lossy_numel),
+                            importance=importance, reference=measure(bench.model, bench.selection),
                             metadata={"layout": bench.layout.to_json()})
     seconds = time.perf_counter() - start
-    chosen = {d.name: d.chosen.split("(")[0] for d in plan.decisions if d.chosen != "raw"}
-    bench.add(f"planner (<= +{section.max_ppl_increase:.0%} ppl) {chosen}", len(plan.compressed.data),
-              decode_container(plan.compressed.data), seconds, 0.0)
+    chosen = ", ".join(d.chosen.split(", clusters")[0] for d in plan.decisions if d.chosen != "raw") or "raw"
+    lossless = {"ours": plan.stream_bytes, "xz_9e": xz_9e_size(stage_input(plan.compressed.tensors.values()))}
+    return bench.add(f"Phase 8 planner: {chosen}", len(plan.compressed.data),
+                     decode_container(plan.compressed.data), seconds, lossless)
 
 
-def tiny_session(config: PipelineConfig, args: argparse.Namespace) -> tuple[ForgeForCausalLM, HeldoutSet, Bench]:
+def compare(rows: list[Row], baseline: Row) -> None:
+    """Ratio against Q4_0 + xz, and whether the row is smaller at no worse quality on D6."""
+    for row in rows:
+        row.vs_q4_0 = row.bytes / baseline.bytes
+        no_worse = row.perplexity <= baseline.perplexity and all(
+            row.accuracy.get(k, -1.0) >= v for k, v in baseline.accuracy.items())
+        row.beats_q4_0 = row is not baseline and row.bytes < baseline.bytes and no_worse
+
+
+# ---- the model ----------------------------------------------------------------------------------------------
+
+def session_model(folder: Path) -> tuple[PipelineConfig, ForgeTokenizer, ForgeForCausalLM]:
+    """A finished session's config, tokenizer and Phase 7 model (read only)."""
+    config = validate_config(yaml.safe_load((folder / "config.yaml").read_text()))
+    edge = folder / "phase7_edge" / "edge"
+    model = load_model(ModelRef("edge", edge, json.loads((edge / "metadata.json").read_text())))
+    return config, ForgeTokenizer.load(folder / "tokenizer"), model
+
+
+def trained_tiny(steps: int) -> tuple[PipelineConfig, ForgeTokenizer, ForgeForCausalLM]:
+    """Without a session: the tiny model, ``steps`` fp32 steps then ``steps // 2`` ternary steps."""
+    config = load_config("tiny")
     tokenizer = build_tokenizer(config)
-    heldout = HeldoutSet.build(tokenizer, heldout_examples(config), config.data.seq_len,
-                               max_lm_sequences=config.data.heldout_lm_sequences)
-    examples = training_examples(config, args.examples, seed=config.data.seed)
-    data = PackedDataset.from_examples(tokenizer, examples, config.data.seq_len, args.batch, seed=0)
+    data = PackedDataset.from_examples(tokenizer, training_examples(config, 800, seed=0), config.data.seq_len, 16,
+                                       seed=0)
     torch.manual_seed(0)
     model = ForgeForCausalLM(forge_config(config))
-    start = time.perf_counter()
-    loss = train(model, data, args.train_steps, "1", config.cognate.lr_scale)
-    print(f"fp32: {args.train_steps} steps, last loss {loss:.3f} ({time.perf_counter() - start:.0f}s)")
-    fp32_bytes = sum(p.numel() for p in model.parameters()) * 4
-    ppl, acc = quality(model, heldout)
-    fp32_row = Row("fp32", fp32_bytes, 1.0, ppl, acc)
+    _train(model, data, steps, "1", config.cognate.lr_scale)
     replace_linears(model)
-    ramp_steps = max(1, round(config.bitnet.ramp_fraction * args.qat_steps)) if config.bitnet.ramp else 0
-    loss = train(model, data, args.qat_steps, "4", config.bitnet.lr_scale, ramp_steps)
-    print(f"ternary QAT: {args.qat_steps} steps, last loss {loss:.3f}")
-    bench = Bench(model, heldout, fp32_bytes, args.zstd_level)
-    bench.rows.append(fp32_row)
-    print(f"  {'fp32':<48} {fp32_bytes:>10} B  x  1.00  ppl {_fmt(ppl)}  acc {_fmt(acc)}")
-    ppl, acc = quality(model, heldout)
-    bench.rows.append(Row("ternary (in memory)", fp32_bytes, 1.0, ppl, acc))
-    print(f"  {'ternary (in memory, fp32 shadow weights)':<48} {'':>10}    ppl {_fmt(ppl)}  acc {_fmt(acc)}")
-    return model, heldout, bench
+    _train(model, data, steps // 2, "4", config.bitnet.lr_scale)
+    return config, tokenizer, model.eval()
 
 
-def stage_rows(bench: Bench, methods: list[MethodSpec]) -> None:
-    raw = sum(t.numel() * t.element_size() for t in bench.tensors.values())
-    bench.add("ternary packed (TQ1_0 + fp16)", raw, bench.tensors)
-    bench.container("ternary packed", {})
-    method_rows(bench, methods)
+def _train(model: ForgeForCausalLM, data: PackedDataset, steps: int, phase: str, lr_scale: float) -> None:
+    optimizer = build_optimizer(model, MuGrokConfig.from_phase(phase).scaled(lr_scale))
+    model.train()
+    for step in range(steps):
+        loss = lm_step(model, data.batch(step)).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
 
 
-def spec25m_rows(level: int) -> list[Row]:
-    """Sizes only: a fresh spec25m-shaped model through the same stages (VPTQ on the embedding)."""
-    config = load_config("spec25m")
-    torch.manual_seed(0)
-    model = ForgeForCausalLM(forge_config(config))
-    fp32_bytes = sum(p.numel() for p in model.parameters()) * 4
-    replace_linears(model)
-    bench = Bench(model.eval(), None, fp32_bytes, level)
-    bench.rows.append(Row("fp32", fp32_bytes, 1.0, None, None))
-    print(f"  {'fp32':<48} {fp32_bytes:>10} B  x  1.00")
-    raw = sum(t.numel() * t.element_size() for t in bench.tensors.values())
-    bench.add("ternary packed (TQ1_0 + fp16)", raw, None)
-    for stage, methods in (("ternary packed", None), (f"+ {label(VPTQConfig())}", VPTQConfig())):
-        start = time.perf_counter()
-        spec = dict.fromkeys(large_tensors(bench.tensors), methods) if methods is not None else {}
-        compressed = compress_tensors(bench.tensors, CompressionPlan(spec, zstd_level=level))
-        bench.add(f"{stage} + entropy", len(compressed.data), None, time.perf_counter() - start)
-    return bench.rows
+def evaluation_sets(config: PipelineConfig, tokenizer: ForgeTokenizer) -> tuple[HeldoutSet, HeldoutSet]:
+    data = config.data
+    heldout = HeldoutSet.build(tokenizer, heldout_examples(config), data.seq_len,
+                               max_lm_sequences=data.heldout_lm_sequences)
+    chosen = load_mixture(source_configs(config), data.seed, n_examples=data.selection_examples, split="selection",
+                          kinds=data.kinds, max_level=data.max_level)
+    return heldout, HeldoutSet.build(tokenizer, chosen, data.seq_len, max_lm_sequences=data.heldout_lm_sequences)
+
+
+def lossy_methods(quick: bool, section_steps: list[float]) -> list[MethodSpec]:
+    steps = sorted({*section_steps, 0.1, 0.15, 1.0}) if not quick else section_steps[:2]
+    methods: list[MethodSpec] = [UniformConfig(step=s) for s in steps]
+    if not quick:
+        methods += [UniformConfig(step=0.3, max_exponent=0), UniformConfig(step=0.3, clusters=1)]
+        methods += [VPTQConfig(codebook=256), VPTQConfig(codebook=256, residual=256)]
+        methods += [SeedLMConfig(lfsr_bits=12), SeedLMConfig(lfsr_bits=16)]
+    return methods
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps and cheaper SeedLM, for CI")
-    parser.add_argument("--train-steps", type=int, default=200)
-    parser.add_argument("--qat-steps", type=int, default=80)
-    parser.add_argument("--examples", type=int, default=4000)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--zstd-level", type=int, default=19)
+    parser.add_argument("--session", type=Path, help="a finished session folder (its Phase 7 model is used)")
+    parser.add_argument("--quick", action="store_true", help="no session needed: a briefly trained tiny model")
+    parser.add_argument("--train-steps", type=int, default=200, help="fp32 steps without --session")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--spec25m", action="store_true", help="also sizes for spec25m shapes")
     parser.add_argument("--json", type=Path, help="write every row to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.quick:
-        args.train_steps, args.qat_steps, args.examples = min(args.train_steps, 40), min(args.qat_steps, 10), 800
-    config = load_config("tiny")
-    print(f"tiny: {config.model.hidden_size}d x {config.model.num_layers} layers, vocab {config.model.vocab_size}")
-    _, _, bench = tiny_session(config, args)
-    seedlm_bits = (10,) if args.quick else (12, 16)
-    methods: list[MethodSpec] = [VPTQConfig(codebook=256), VPTQConfig(codebook=256, residual=256)]
-    methods += [SeedLMConfig(lfsr_bits=bits) for bits in seedlm_bits]
-    stage_rows(bench, methods)
-    planner_row(bench, config)
-    results = {"tiny": [asdict(r) for r in bench.rows], "args": vars(args) | {"json": str(args.json)}}
-    if args.spec25m:
-        print("spec25m (fresh weights, sizes only):")
-        results["spec25m"] = [asdict(r) for r in spec25m_rows(args.zstd_level)]
+    start = time.perf_counter()
+    if args.session is not None:
+        config, tokenizer, model = session_model(args.session)
+    else:
+        config, tokenizer, model = trained_tiny(20 if args.quick else args.train_steps)
+    heldout, selection = evaluation_sets(config, tokenizer)
+    bench = Bench(model, heldout, selection)
+    lossy = {n for n, t in bench.tensors.items() if classify_tensor(n, t, config.final.min_lossy_numel) == "matrix"}
+    counts = token_importance(config, tokenizer, config.final.importance_examples)
+    importance = {embedding_key(model, bench.layout): counts} if counts is not None else {}
+    print(f"model: {sum(p.numel() for p in model.parameters())} parameters; lossy tensors {sorted(lossy)}")
+    baseline = baseline_rows(bench, lossy)
+    method_rows(bench, lossy, lossy_methods(args.quick, config.final.usq_steps), importance)
+    planner_row(bench, config, importance)
+    compare(bench.rows, baseline)
+    print("\nagainst Q4_0 + xz -9e (bytes ratio; beats = smaller at no worse D6 perplexity and accuracy per kind):")
+    for row in bench.rows:
+        print(f"  {row.name:<44} x{row.vs_q4_0:5.3f}  {'beats' if row.beats_q4_0 else ''}")
+    print(f"({time.perf_counter() - start:.0f} s)")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({"rows": [asdict(r) for r in bench.rows], "args": {
+            k: str(v) for k, v in vars(args).items()}}, indent=2))
 
 
 if __name__ == "__main__":

@@ -54,10 +54,24 @@ def test_status_json_after_the_run(smoke_run):
     assert json.loads(proc.stdout)["session"]["status"] == "completed"
 
 
+def expected_checks(rule) -> set[str]:
+    """The check every field a rule sets must produce: a set field without its check would be skipped."""
+    expected = set()
+    for name, value in rule.model_dump(exclude_defaults=True).items():
+        if name == "required_metadata":
+            expected |= {f"metadata:{key}" for key in value}
+        elif name == "min_accuracy_by_kind":
+            expected |= {f"min_accuracy_by_kind:{kind}" for kind in value}
+        else:
+            expected.add(name)
+    return expected
+
+
 @pytest.mark.parametrize("preset", ["tiny", "smoke", "spec25m"])
 def test_every_presets_handoff_rules_are_evaluable_on_a_real_run(smoke_run, preset):
     """Each rule of each preset reads keys that the phases really write (metadata or metrics): none
-    would fail as 'not measured' or be skipped, whatever its threshold."""
+    would fail as 'not measured', and none is skipped (every field a rule sets yields a check on every
+    model, and every rule sits between two consecutive phases), whatever its threshold."""
     from agent_forge.config import load_config
     from agent_forge.pipeline.handoff import validate_handoff
     from agent_forge.pipeline.phase import PhaseResult
@@ -66,7 +80,10 @@ def test_every_presets_handoff_rules_are_evaluable_on_a_real_run(smoke_run, pres
     workspace, _ = smoke_run
     registry = ModelRegistry(workspace / "registry" / "model_registry.db", readonly=True)
     runs = {r["phase_name"]: r for r in registry.phase_runs(SESSION)}
-    for edge, rule in load_config(preset).handoff.items():
+    edges = {f"{a}->{b}" for a, b in zip(PHASE_NAMES, [*PHASE_NAMES[1:], "output"], strict=True)}
+    rules = load_config(preset).handoff
+    assert set(rules) <= edges, (preset, set(rules) - edges)  # a misspelt edge would never be applied
+    for edge, rule in rules.items():
         source = edge.split("->")[0]
         outputs = [m for m in registry.search_models(session=SESSION, phase=source) if "trunk" not in m["tags"]]
         refs = [ModelRef(m["model_id"], workspace, m["metadata"], m["parameters"] or 0) for m in outputs]
@@ -76,3 +93,7 @@ def test_every_presets_handoff_rules_are_evaluable_on_a_real_run(smoke_run, pres
                       if "not measured" in c["message"] or (c["check"].startswith("metadata:") and not c["passed"])]
         assert not unmeasured, (preset, edge, unmeasured)
         assert outcome.checks, (preset, edge)
+        for i in range(len(refs)):  # every set field of the rule was checked on every model
+            checked = {c["check"] for c in outcome.checks
+                       if c["check"] == "num_models" or c["message"].startswith(f"model {i}:")}
+            assert expected_checks(rule) <= checked, (preset, edge, i, expected_checks(rule) - checked)

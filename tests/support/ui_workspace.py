@@ -112,10 +112,21 @@ def _curves(ctx: PhaseContext, rng: np.random.Generator) -> None:
     ctx.log(0, {"phase/duration_seconds": 60.0 + 10 * PHASE_NAMES.index(phase), "phase/success": True})
 
 
+# as Phase 8 records its size/quality curve: candidates, its own file, the plain baselines
+SIZE_QUALITY = [
+    {"label": "usq step 0.3", "role": "candidate", "bytes": 250_000, "perplexity": 29.4, "accuracy": {"mc": 0.4}},
+    {"label": "usq step 0.6", "role": "candidate", "bytes": 230_000, "perplexity": 30.9, "accuracy": {"mc": 0.3}},
+    {"label": "Phase 8 file", "role": "chosen", "bytes": 250_000, "perplexity": 29.4, "accuracy": {"mc": 0.4}},
+    {"label": "Q4_0 blocks + xz -9e", "role": "baseline", "bytes": 280_000, "perplexity": 29.3,
+     "accuracy": {"mc": 0.4}},
+]
+
+
 def _save(ctx: PhaseContext, name: str, model: ForgeForCausalLM, tokenizer: ForgeTokenizer,
           parents: list[str], extra: dict) -> ModelRef:
     params = sum(p.numel() for p in model.parameters())
-    return ctx.save_model(name, model_writer(model, tokenizer), {"role": name, **extra}, metrics=extra,
+    metadata = {"role": name, **extra, **({"size_quality": SIZE_QUALITY} if ctx.phase_name == "final" else {})}
+    return ctx.save_model(name, model_writer(model, tokenizer), metadata, metrics=extra,
                           parameters=params, parents=parents, tags=[ctx.phase_name])
 
 

@@ -7,7 +7,7 @@ value fails at load time with the key named, never halfway through a run.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -358,9 +358,18 @@ class EdgeSection(Strict):
 
 
 class FinalSection(Strict):
-    """Final compression: SeedLM / VPTQ / entropy coding under a quality budget."""
+    """Final compression: usq / SeedLM / VPTQ and entropy coding under a quality budget (measured on the
+    selection split: perplexity and every kind's accuracy)."""
 
     max_ppl_increase: float = Field(0.10, ge=0.0)
+    max_accuracy_drop: float | None = Field(0.02, ge=0.0, le=1.0)  # per kind, absolute; None: not bounded
+    methods: list[Literal["usq", "vptq", "seedlm"]] = Field(default_factory=lambda: ["usq"])
+    usq_steps: list[Annotated[float, Field(gt=0.0)]] = Field(default_factory=lambda: [0.2, 0.3, 0.45, 0.65],
+                                                           min_length=1)  # grid steps tried
+    usq_clusters: int = Field(4, ge=1)
+    usq_max_exponent: int = Field(4, ge=0, le=15)
+    importance_examples: int = Field(4000, ge=0)  # training examples read for the embedding's token counts
+    baselines: bool = True  # also measure Q4_0 + xz -9e and xz -9e alone on the same model
     seedlm_block: int = Field(8, ge=2)
     seedlm_coeffs: int = Field(4, ge=1)
     seedlm_bits: int = Field(4, ge=2, le=8)
@@ -381,6 +390,7 @@ class HandoffRule(Strict):
     required_metadata: list[str] = Field(default_factory=list)
     min_fitness: float | None = None
     min_accuracy: float | None = None
+    min_accuracy_by_kind: dict[str, float] = Field(default_factory=dict)  # kind -> least D6 accuracy
     max_size_mb: float | None = Field(None, gt=0.0)
     min_compression_ratio: float | None = Field(None, gt=0.0)
     max_latency_ms: float | None = Field(None, gt=0.0)

@@ -20,6 +20,7 @@ from agent_forge.model_io import model_writer
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import (
     SessionData,
+    accuracy_metadata,
     eval_record,
     forge_config,
     fp32_size_mb,
@@ -131,7 +132,7 @@ class CognatePhase(Phase):
                     "initial_loss": before.loss, "loss_drop": drop, "final_train_loss": loop.losses[-1],
                     "halting": halting,
                     "trunk_model_id": trunk_ref.model_id, "param_breakdown": model.param_breakdown(),
-                    **specialist_values(spec)}
+                    **accuracy_metadata(record), **specialist_values(spec)}
         ref = ctx.save_model(spec.name, model_writer(model, data.tokenizer), metadata,
                              metrics=record_metrics("heldout", record), parameters=parameter_count(model),
                              parents=[trunk_ref.model_id], tags=["specialist"])

@@ -216,6 +216,14 @@ def fp32_size_mb(model: nn.Module) -> float:
     return parameter_count(model) * 4 / 1e6
 
 
+def accuracy_metadata(record: EvalRecord) -> dict[str, float]:
+    """A model's D6 accuracy, overall and per kind (``accuracy``, ``accuracy_<kind>``): the keys the
+    hand-off rules ``min_accuracy`` and ``min_accuracy_by_kind`` read from a model's metadata."""
+    kinds = [k[len("accuracy_"):-len("_n")] for k in record.extra
+             if k.startswith("accuracy_") and k.endswith("_n") and k != "accuracy_n"]
+    return {"accuracy": record.accuracy, **{f"accuracy_{kind}": record.extra[f"accuracy_{kind}"] for kind in kinds}}
+
+
 def record_metrics(prefix: str, record: EvalRecord) -> dict[str, float]:
     """Flatten an EvalRecord into registry metrics named ``prefix/field``."""
     values = {k: v for k, v in record.to_dict().items() if k != "extra" and v is not None}

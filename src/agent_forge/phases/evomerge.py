@@ -58,6 +58,7 @@ from agent_forge.model.modeling import NON_SHAPE_FIELDS
 from agent_forge.model_io import load_model, model_writer
 from agent_forge.phases.common import (
     SessionData,
+    accuracy_metadata,
     eval_record,
     fp32_size_mb,
     parameter_count,
@@ -415,7 +416,8 @@ class EvoMergePhase(Phase):
                                             if not k.endswith("_score")},
                     "generations": len(evolution.history) - 1,
                     "trunk_model_id": inputs[0].metadata["trunk_model_id"],
-                    "specializations": [ref.metadata.get("specialization") for ref in inputs]}
+                    "specializations": [ref.metadata.get("specialization") for ref in inputs],
+                    **accuracy_metadata(run.after)}
         metrics = {**record_metrics("before", run.before), **record_metrics("after", run.after), **figures}
         parents = [*(r.model_id for r in inputs), metadata["trunk_model_id"]]
         ref = ctx.save_model("champion", model_writer(model, run.data.tokenizer), metadata, metrics=metrics,

@@ -65,6 +65,19 @@ def _bound_checks(rule: HandoffRule, metadata: dict[str, Any], metrics: dict[str
     return checks
 
 
+def _kind_checks(rule: HandoffRule, metadata: dict[str, Any], metrics: dict[str, Any], i: int) -> list[dict]:
+    """``min_accuracy_by_kind``: the model's D6 accuracy on each named task kind (``accuracy_<kind>``)."""
+    checks = []
+    for kind, limit in rule.min_accuracy_by_kind.items():
+        key, name = f"accuracy_{kind}", f"min_accuracy_by_kind:{kind}"
+        value = _lookup(key, metadata, metrics)
+        if not isinstance(value, (int, float)):
+            checks.append(_check(name, None, limit, False, f"model {i}: '{key}' was not measured"))
+            continue
+        checks.append(_check(name, value, limit, value >= limit, f"model {i}: {key} {value:.4g} must be >= {limit}"))
+    return checks
+
+
 def validate_handoff(source: str, target: str, rule: HandoffRule | None, result: PhaseResult) -> HandoffOutcome:
     """Apply ``rule`` to the phase's output models and metrics."""
     outcome = HandoffOutcome(source, target)
@@ -85,4 +98,5 @@ def validate_handoff(source: str, target: str, rule: HandoffRule | None, result:
                                          low <= model.parameters <= high,
                                          f"model {i}: {model.parameters} parameters outside [{low}, {high}]"))
         outcome.checks.extend(_bound_checks(rule, model.metadata, result.metrics, i))
+        outcome.checks.extend(_kind_checks(rule, model.metadata, result.metrics, i))
     return outcome

@@ -1,10 +1,16 @@
 """One compressed file holding a whole model's tensors, each under its own method.
 
-A tensor is stored ``raw`` (its exact bytes: fp16/fp32 tensors, uint8 packed ternary blocks), as ``seedlm``
-or as ``vptq``. Every method yields named symbol streams (bytes, seeds, indices, codebooks...); each stream
-goes through the entropy stage (:mod:`agent_forge.quant.entropy`).
+A tensor is stored ``raw`` (lossless: fp16/fp32 tensors, uint8 packed ternary blocks), as ``usq``
+(:mod:`agent_forge.quant.uniform`), ``seedlm`` or ``vptq``. Every method yields named symbol streams (bytes,
+seeds, indices, codebooks...); each stream goes through the entropy stage
+(:mod:`agent_forge.quant.entropy`). A raw tensor is cut into streams whichever of three ways codes smallest
+(its ``layout``): its bytes as one stream; byte planes (byte ``i`` of every element in stream ``i``: the
+sign-and-exponent byte of fp16 weights is far more predictable than the low mantissa byte, and mixed in one
+stream each spoils the other's statistics); or, for TQ1_0 blocks, the trits themselves (2-bit symbols the
+rANS coder brings to their entropy, about 1.58 bits against the 1.6 of the five-trits-a-byte packing) and
+the blocks' scale bytes apart (one repeated value per layer, which LZ coding all but removes).
 
-Layout: ``b"AFQZ" | version u16 | header length u32 | sha256(header) | zstd(header JSON) | stream blobs``.
+File layout: ``b"AFQZ" | version u16 | header length u32 | sha256(header) | zstd(header JSON) | stream blobs``.
 The header lists, per tensor, its name, method, shape, dtype, method parameters and, per stream, the blob's
 length and CRC32 (blobs follow each other in header order), plus the sha256 of the whole blob section and
 free-form metadata. The sha256s detect any damage; the CRC32s name the damaged stream. The header is
@@ -32,12 +38,22 @@ import torch
 from torch import Tensor
 
 from agent_forge.errors import ArtifactCorruptError
-from agent_forge.quant.entropy import EncodedStream, decode_symbols, encode_symbols, zstd_decode, zstd_encode
+from agent_forge.quant.entropy import (
+    DEFAULT_CODECS,
+    EncodedStream,
+    decode_symbols,
+    encode_symbols,
+    zstd_decode,
+    zstd_encode,
+)
 from agent_forge.quant.seedlm import SeedLMConfig, SeedLMEncoded, seedlm_decode, seedlm_encode
+from agent_forge.quant.ternary_pack import TQ1_0_BLOCK_BYTES, tq1_0_codes, tq1_0_from_codes
+from agent_forge.quant.uniform import UniformConfig, UniformEncoded, uniform_decode, uniform_encode
 from agent_forge.quant.vptq import VPTQConfig, VPTQEncoded, vptq_decode, vptq_encode
 
 MAGIC = b"AFQZ"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)  # version 2: raw tensors as one byte stream, no usq (still decoded)
 _PREAMBLE = struct.Struct("<4sHI32s")
 _HEADER_LEVEL = 19
 
@@ -47,10 +63,13 @@ class RawSpec:
     """Lossless: the tensor's own bytes, through the entropy stage only."""
 
 
-MethodSpec = RawSpec | SeedLMConfig | VPTQConfig
+MethodSpec = RawSpec | UniformConfig | SeedLMConfig | VPTQConfig
+LossyEncoded = UniformEncoded | SeedLMEncoded | VPTQEncoded
 
 
 def method_name(spec: MethodSpec) -> str:
+    if isinstance(spec, UniformConfig):
+        return "usq"
     if isinstance(spec, SeedLMConfig):
         return "seedlm"
     if isinstance(spec, VPTQConfig):
@@ -70,7 +89,7 @@ class CompressionPlan:
 
     methods: dict[str, MethodSpec] = field(default_factory=dict)
     zstd_level: int = 19
-    codecs: tuple[str, ...] = ("zstd", "rans")
+    codecs: tuple[str, ...] = DEFAULT_CODECS
 
     def spec_for(self, name: str) -> MethodSpec:
         return self.methods.get(name, RawSpec())
@@ -105,29 +124,74 @@ class EncodedTensor:
         return self.reconstruction.numel() * self.reconstruction.element_size()
 
 
-def _raw_symbols(tensor: Tensor) -> dict[str, tuple[np.ndarray, int]]:
-    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-    return {"data": (data, 8)}
+Symbols = dict[str, tuple[np.ndarray, int]]
 
 
-def _raw_tensor(streams: Mapping[str, np.ndarray], shape: Sequence[int], dtype: torch.dtype) -> Tensor:
-    raw = np.ascontiguousarray(streams["data"], dtype=np.uint8)
+def _tensor_bytes(tensor: Tensor) -> np.ndarray:
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+
+
+def raw_layouts(tensor: Tensor) -> dict[str, Symbols]:
+    """Every lossless way to cut ``tensor`` into streams (see the module docstring), by layout name."""
+    data = _tensor_bytes(tensor)
+    layouts: dict[str, Symbols] = {"bytes": {"data": (data, 8)}}
+    size = tensor.element_size()
+    if size > 1 and data.size:
+        planes = data.reshape(-1, size)
+        layouts["planes"] = {f"plane{i}": (np.ascontiguousarray(planes[:, i]), 8) for i in range(size)}
+    if tensor.dtype == torch.uint8 and tensor.dim() == 2 and tensor.shape[1] == TQ1_0_BLOCK_BYTES and data.size:
+        codes, scale_bytes = tq1_0_codes(data)
+        if np.array_equal(tq1_0_from_codes(codes, scale_bytes).reshape(-1), data):  # only blocks we packed
+            layouts["tq1_0"] = {"trits": (codes.reshape(-1), 2), "scales": (scale_bytes.reshape(-1), 8)}
+    return layouts
+
+
+def _raw_bytes(streams: Mapping[str, np.ndarray], layout: str) -> np.ndarray:
+    """The tensor's bytes from the streams of a raw ``layout``."""
+    if layout == "bytes":
+        return np.ascontiguousarray(streams["data"], dtype=np.uint8)
+    if layout == "planes":
+        planes = [np.asarray(streams[f"plane{i}"], dtype=np.uint8) for i in range(len(streams))]
+        return np.stack(planes, axis=1).reshape(-1)
+    if layout == "tq1_0":
+        return tq1_0_from_codes(streams["trits"], streams["scales"]).reshape(-1)
+    raise ArtifactCorruptError(f"unknown raw layout {layout!r}", "re-run Phase 8 to rebuild it")
+
+
+def _raw_tensor(streams: Mapping[str, np.ndarray], shape: Sequence[int], dtype: torch.dtype,
+                layout: str = "bytes") -> Tensor:
+    raw = _raw_bytes(streams, layout)
     if raw.size == 0:
         return torch.empty(tuple(shape), dtype=dtype)
     return torch.from_numpy(raw.copy()).view(dtype).reshape(tuple(shape))
 
 
-def _lossy(tensor: Tensor, spec: MethodSpec, importance: Tensor | None) -> SeedLMEncoded | VPTQEncoded:
+def _lossy(tensor: Tensor, spec: MethodSpec, importance: Tensor | None) -> LossyEncoded:
     if not tensor.is_floating_point():
         raise ValueError(f"{method_name(spec)} needs a floating-point tensor, got {tensor.dtype}")
+    if isinstance(spec, UniformConfig):
+        return uniform_encode(tensor, spec, importance)
     if isinstance(spec, SeedLMConfig):
         return seedlm_encode(tensor, spec)
     return vptq_encode(tensor, spec, importance)
 
 
-def _decode_lossy(encoded: SeedLMEncoded | VPTQEncoded, dtype: torch.dtype) -> Tensor:
+def _decode_lossy(encoded: LossyEncoded, dtype: torch.dtype) -> Tensor:
+    if isinstance(encoded, UniformEncoded):
+        return uniform_decode(encoded).to(dtype)
     decoded = seedlm_decode(encoded) if isinstance(encoded, SeedLMEncoded) else vptq_decode(encoded)
     return decoded.to(dtype)
+
+
+def _encode_streams(symbols: Symbols, level: int, codecs: tuple[str, ...]) -> dict[str, EncodedStream]:
+    return {key: encode_symbols(values, width, level, codecs) for key, (values, width) in symbols.items()}
+
+
+def _smallest_raw(tensor: Tensor, level: int, codecs: tuple[str, ...]) -> tuple[dict, dict[str, EncodedStream]]:
+    """The raw layout whose streams code smallest: (its params, its streams)."""
+    coded = {name: _encode_streams(symbols, level, codecs) for name, symbols in raw_layouts(tensor).items()}
+    best = min(coded, key=lambda name: sum(len(s.blob) for s in coded[name].values()))
+    return {"layout": best}, coded[best]
 
 
 def encode_tensor(
@@ -135,19 +199,18 @@ def encode_tensor(
     tensor: Tensor,
     spec: MethodSpec,
     level: int = 19,
-    codecs: tuple[str, ...] = ("zstd", "rans"),
+    codecs: tuple[str, ...] = DEFAULT_CODECS,
     importance: Tensor | None = None,
 ) -> EncodedTensor:
     """Apply ``spec`` to one tensor and entropy-code its streams; keep the reconstruction the file gives."""
     tensor = tensor.detach().cpu()
     start = time.perf_counter()
-    if isinstance(spec, RawSpec):
-        symbols, params, encoded = _raw_symbols(tensor), {}, None
-    else:
-        encoded = _lossy(tensor, spec, importance)
-        symbols, params = encoded.symbol_streams(), encoded.params()
+    encoded = None if isinstance(spec, RawSpec) else _lossy(tensor, spec, importance)
     method_seconds = time.perf_counter() - start
-    streams = {key: encode_symbols(values, width, level, codecs) for key, (values, width) in symbols.items()}
+    if encoded is None:
+        params, streams = _smallest_raw(tensor, level, codecs)
+    else:
+        params, streams = encoded.params(), _encode_streams(encoded.symbol_streams(), level, codecs)
     entropy_seconds = time.perf_counter() - start - method_seconds
     start = time.perf_counter()
     reconstruction = tensor.clone() if encoded is None else _decode_lossy(encoded, tensor.dtype)
@@ -216,7 +279,8 @@ def compress_tensors(
     importance: Mapping[str, Tensor] | None = None,
     metadata: Mapping | None = None,
 ) -> CompressedModel:
-    """Encode every tensor under ``plan``; ``importance`` (per-column, by tensor name) feeds VPTQ."""
+    """Encode every tensor under ``plan``. ``importance`` (by tensor name) feeds the methods that weigh
+    their error: one value per row for ``usq`` (an embedding's token frequencies), per column for VPTQ."""
     importance = importance or {}
     encoded = {
         name: encode_tensor(
@@ -259,7 +323,7 @@ def _split(data: bytes) -> tuple[dict, memoryview]:
     if len(data) < _PREAMBLE.size:
         raise ArtifactCorruptError("compressed model is truncated", "re-run Phase 8 to rebuild it")
     magic, version, length, digest = _PREAMBLE.unpack_from(data)
-    if magic != MAGIC or version != FORMAT_VERSION:
+    if magic != MAGIC or version not in READABLE_VERSIONS:
         raise ArtifactCorruptError(
             f"not an Agent Forge compressed model (magic {magic!r}, version {version})"
         )
@@ -301,7 +365,9 @@ def _stream_blobs(header: dict, blobs: memoryview) -> list[tuple[str, str, bytes
 def _decode_entry(entry: dict, streams: Mapping[str, np.ndarray]) -> Tensor:
     dtype = getattr(torch, entry["dtype"])
     if entry["method"] == "raw":
-        return _raw_tensor(streams, entry["shape"], dtype)
+        return _raw_tensor(streams, entry["shape"], dtype, entry["params"].get("layout", "bytes"))
+    if entry["method"] == "usq":
+        return _decode_lossy(UniformEncoded.from_streams(entry["shape"], entry["params"], streams), dtype)
     if entry["method"] == "seedlm":
         return _decode_lossy(SeedLMEncoded.from_streams(entry["shape"], entry["params"], streams), dtype)
     if entry["method"] == "vptq":

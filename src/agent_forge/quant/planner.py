@@ -4,8 +4,10 @@ Greedy, largest tensor first: every candidate method of the tensor's class is en
 (after the entropy stage) measured; candidates are then tried from the smallest up, each by evaluating the
 model with that tensor replaced by its reconstruction on top of the choices already kept. The first one
 whose measured quality stays within the budget is kept; if none does, the tensor stays lossless (entropy
-coding only). Quality is whatever the caller's ``evaluate(tensors)`` measures (lower is better), so the
-planner loads no model and knows no data. The result carries the container bytes and a per-stage table.
+coding only). Quality is whatever the caller's ``evaluate(tensors)`` measures, so the planner loads no model
+and knows no data: a number (lower is better: a loss or a metric), or a :class:`Quality`, that number with
+accuracies per kind, when the budget also bounds how many points each kind may lose. The result carries the
+container bytes and a per-stage table.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from torch import Tensor
@@ -29,9 +31,23 @@ from agent_forge.quant.container import (
     describe,
     encode_tensor,
 )
+from agent_forge.quant.entropy import DEFAULT_CODECS
 
-Evaluator = Callable[[Mapping[str, Tensor]], float]
+
+@dataclass(frozen=True)
+class Quality:
+    """One measurement: ``value`` (lower is better) and accuracy per kind (higher is better)."""
+
+    value: float
+    accuracy: Mapping[str, float] = field(default_factory=dict)
+
+
+Evaluator = Callable[[Mapping[str, Tensor]], "float | Quality"]
 Classifier = Callable[[str, Tensor], str]
+
+
+def as_quality(measured: float | Quality) -> Quality:
+    return measured if isinstance(measured, Quality) else Quality(float(measured))
 
 
 @dataclass(frozen=True)
@@ -40,13 +56,15 @@ class PlannerConfig:
 
     ``evaluator_kind="loss"``: ``evaluate`` returns a mean cross-entropy in nats and the budget bounds the
     perplexity ``exp(loss)``; ``"metric"``: the budget bounds the returned figure itself.
+    ``max_accuracy_drop``: every kind's accuracy may fall at most this much (absolute) below the reference's.
     """
 
     max_increase: float = 0.10
     evaluator_kind: Literal["loss", "metric"] = "loss"
     zstd_level: int = 19
-    codecs: tuple[str, ...] = ("zstd", "rans")
+    codecs: tuple[str, ...] = DEFAULT_CODECS
     min_lossy_numel: int = 4096
+    max_accuracy_drop: float | None = None
 
 
 def classify_tensor(name: str, tensor: Tensor, min_lossy_numel: int = 4096) -> str:
@@ -63,6 +81,17 @@ def quality_limit(baseline: float, config: PlannerConfig) -> float:
     return baseline + abs(baseline) * config.max_increase
 
 
+def within_budget(measured: Quality, limit: float, reference: Quality, config: PlannerConfig) -> bool:
+    """Is ``measured`` inside the budget: value at most ``limit`` and, when the budget bounds accuracy,
+    every kind of the reference within ``max_accuracy_drop`` of it (a kind not measured fails)?"""
+    if not measured.value <= limit:
+        return False
+    if config.max_accuracy_drop is None:
+        return True
+    floor = {kind: value - config.max_accuracy_drop for kind, value in reference.accuracy.items()}
+    return all(measured.accuracy.get(kind, -math.inf) >= low - 1e-12 for kind, low in floor.items())
+
+
 @dataclass(frozen=True)
 class Attempt:
     method: str
@@ -70,6 +99,7 @@ class Attempt:
     value: float | None  # None: not evaluated (no smaller than lossless, or a smaller one was kept)
     accepted: bool
     encode_seconds: float
+    accuracy: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -91,6 +121,7 @@ class StageRow:
     value: float
     encode_seconds: float
     decode_seconds: float
+    accuracy: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,9 +130,17 @@ class PlanResult:
     baseline: float
     limit: float
     final: float
+    reference: Quality
+    final_quality: Quality
     compressed: CompressedModel
     decisions: tuple[TensorDecision, ...]
     stages: tuple[StageRow, ...]
+    lossless_stream_bytes: int = 0  # the entropy-only stage's streams, without the container's header
+
+    @property
+    def stream_bytes(self) -> int:
+        """The written file's streams, without the container's header (metadata, lengths, checksums)."""
+        return sum(item.stored_bytes for item in self.compressed.tensors.values())
 
     def stage_table(self) -> str:
         """The per-stage table as Markdown."""
@@ -119,11 +158,15 @@ class _Search:
     """What the greedy pass needs at every step."""
 
     state: dict[str, Tensor]
-    value: float
+    quality: Quality
     limit: float
+    reference: Quality
     evaluate: Evaluator
     config: PlannerConfig
     importance: Mapping[str, Tensor]
+
+    def measure(self, tensors: Mapping[str, Tensor]) -> Quality:
+        return as_quality(self.evaluate(tensors))
 
     def encode(self, name: str, tensor: Tensor, spec: MethodSpec) -> EncodedTensor:
         cfg = self.config
@@ -146,16 +189,15 @@ def _choose(
     attempts: list[Attempt] = []
     chosen, chosen_spec = lossless, RawSpec()
     for encoded, spec in trials:
-        value = None
+        measured = None
         if encoded.stored_bytes < lossless.stored_bytes and isinstance(chosen_spec, RawSpec):
-            value = search.evaluate({**search.state, name: encoded.reconstruction})
-        accepted = value is not None and value <= search.limit
-        attempts.append(
-            Attempt(describe(spec), encoded.stored_bytes, value, accepted, _encode_seconds(encoded))
-        )
-        if accepted:
+            measured = search.measure({**search.state, name: encoded.reconstruction})
+        accepted = measured is not None and within_budget(measured, search.limit, search.reference, search.config)
+        attempts.append(Attempt(describe(spec), encoded.stored_bytes, None if measured is None else measured.value,
+                                accepted, _encode_seconds(encoded), {} if measured is None else measured.accuracy))
+        if accepted and measured is not None:
             chosen, chosen_spec = encoded, spec
-            search.state[name], search.value = encoded.reconstruction, value
+            search.state[name], search.quality = encoded.reconstruction, measured
     decision = TensorDecision(
         name=name,
         tensor_class=tensor_class,
@@ -169,7 +211,7 @@ def _choose(
 
 
 def _container_stage(
-    stage: str, items: Sequence[EncodedTensor], evaluate: Evaluator, original: int, metadata: Mapping | None
+    stage: str, items: Sequence[EncodedTensor], search: _Search, original: int, metadata: Mapping | None
 ) -> tuple[StageRow, bytes]:
     """Assemble a container, decode it back and evaluate what came out (the figure a user would get)."""
     start = time.perf_counter()
@@ -179,7 +221,9 @@ def _container_stage(
     decoded = decode_container(data)
     decode_seconds = time.perf_counter() - start
     encode_seconds = sum(_encode_seconds(item) for item in items) + assemble_seconds
-    row = StageRow(stage, len(data), original / len(data), evaluate(decoded), encode_seconds, decode_seconds)
+    measured = search.measure(decoded)
+    row = StageRow(stage, len(data), original / len(data), measured.value, encode_seconds, decode_seconds,
+                   measured.accuracy)
     return row, data
 
 
@@ -187,22 +231,23 @@ def _stages(
     chosen: Sequence[EncodedTensor],
     lossless: Sequence[EncodedTensor],
     search: _Search,
-    baseline: float,
+    baseline: Quality,
     metadata: Mapping | None,
 ) -> tuple[tuple[StageRow, ...], bytes]:
     original = sum(item.original_bytes for item in lossless)
-    entropy_row, _ = _container_stage("entropy only", lossless, search.evaluate, original, metadata)
+    entropy_row, _ = _container_stage("entropy only", lossless, search, original, metadata)
     packed = sum(item.packed_bytes for item in chosen)
     methods_row = StageRow(
         "methods, before entropy",
         packed,
         original / max(1, packed),
-        search.value,
+        search.quality.value,
         sum(item.method_seconds for item in chosen),
         sum(item.decode_seconds for item in chosen),
+        search.quality.accuracy,
     )
-    final_row, data = _container_stage("methods + entropy", chosen, search.evaluate, original, metadata)
-    original_row = StageRow("original", original, 1.0, baseline, 0.0, 0.0)
+    final_row, data = _container_stage("methods + entropy", chosen, search, original, metadata)
+    original_row = StageRow("original", original, 1.0, baseline.value, 0.0, 0.0, baseline.accuracy)
     return (original_row, entropy_row, methods_row, final_row), data
 
 
@@ -213,22 +258,23 @@ def plan_compression(
     config: PlannerConfig | None = None,
     classify: Classifier | None = None,
     importance: Mapping[str, Tensor] | None = None,
-    reference: float | None = None,
+    reference: float | Quality | None = None,
     metadata: Mapping | None = None,
 ) -> PlanResult:
     """Choose a method per tensor under the quality budget and build the container.
 
     ``candidates`` maps a tensor class (see :func:`classify_tensor`, or the caller's ``classify``) to the
     lossy methods worth trying; every tensor is entropy coded whatever its method. ``importance`` holds
-    per-column weights by tensor name for VPTQ. The budget is measured from ``reference`` (e.g. the
-    uncompressed model's loss, when ``tensors`` are already a step away from it), else from ``tensors``.
-    ``metadata`` is stored in the container's header.
+    weights by tensor name for the methods that use them (see ``compress_tensors``). The budget is
+    measured from ``reference`` (e.g. the uncompressed model's quality, when ``tensors`` are already a step
+    away from it), else from ``tensors``. ``metadata`` is stored in the container's header.
     """
     cfg = config or PlannerConfig()
     classify = classify or (lambda name, tensor: classify_tensor(name, tensor, cfg.min_lossy_numel))
-    baseline = float(evaluate(tensors))
-    limit = quality_limit(baseline if reference is None else float(reference), cfg)
-    search = _Search(dict(tensors), baseline, limit, evaluate, cfg, importance or {})
+    baseline = as_quality(evaluate(tensors))
+    anchor = baseline if reference is None else as_quality(reference)
+    limit = quality_limit(anchor.value, cfg)
+    search = _Search(dict(tensors), baseline, limit, anchor, evaluate, cfg, importance or {})
     picked: dict[str, tuple[MethodSpec, EncodedTensor, EncodedTensor, TensorDecision]] = {}
     for name in sorted(tensors, key=lambda n: -tensors[n].numel() * tensors[n].element_size()):
         tensor_class = classify(name, tensors[name])
@@ -239,10 +285,13 @@ def plan_compression(
     methods = {name: p[0] for name, p in picked.items() if not isinstance(p[0], RawSpec)}
     return PlanResult(
         plan=CompressionPlan(methods, cfg.zstd_level, cfg.codecs),
-        baseline=baseline,
+        baseline=baseline.value,
         limit=search.limit,
         final=stages[-1].value,
+        reference=anchor,
+        final_quality=Quality(stages[-1].value, stages[-1].accuracy),
         compressed=CompressedModel(data, {item.name: item for item in chosen}),
         decisions=tuple(picked[name][3] for name in picked),
         stages=stages,
+        lossless_stream_bytes=sum(picked[name][2].stored_bytes for name in tensors),
     )

@@ -143,11 +143,7 @@ def pack_tq1_0(ternary: np.ndarray, scales: float | np.ndarray, row_aligned: boo
     """Pack ternary values and their scale(s) into TQ1_0 blocks, ``(n_blocks, 54)`` uint8."""
     blocks = to_blocks(ternary, row_aligned)
     _check_ternary(blocks)
-    codes = (blocks + 1).astype(np.uint8)
-    qs0 = _base3_bytes(codes[:, :160], _TRIT_WEIGHTS5, 32)
-    qs1 = _base3_bytes(codes[:, 160:240], _TRIT_WEIGHTS5, 16)
-    qh = _base3_bytes(codes[:, 240:], _TRIT_WEIGHTS4, 4)
-    return np.concatenate([qs0, qs1, qh, _block_scales_fp16(blocks, scales)], axis=1)
+    return tq1_0_from_codes((blocks + 1).astype(np.uint8), _block_scales_fp16(blocks, scales))
 
 
 def _read_trits(packed_bytes: np.ndarray, powers: np.ndarray, group: int) -> np.ndarray:
@@ -161,6 +157,15 @@ def unpack_tq1_0(
     packed: np.ndarray, shape: Sequence[int], row_aligned: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read TQ1_0 blocks back: (int8 ternary values of ``shape``, float32 scale of each block)."""
+    codes, scale_bytes = tq1_0_codes(packed)
+    values = codes.astype(np.int8) - np.int8(1)
+    return from_blocks(values, shape, row_aligned), scale_bytes.view(np.float16).astype(np.float32).reshape(-1)
+
+
+def tq1_0_codes(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """TQ1_0 blocks as their parts: trit codes ``(n_blocks, 256)`` uint8 in 0..2 (padding included) and the
+    raw fp16 scale bytes ``(n_blocks, 2)``. :func:`tq1_0_from_codes` rebuilds the blocks from them; blocks
+    not written by :func:`pack_tq1_0` (bytes outside its base-3 mapping) do not survive the round trip."""
     blocks = _split_blocks(packed, TQ1_0_BLOCK_BYTES)
     values = np.concatenate(
         [
@@ -170,7 +175,16 @@ def unpack_tq1_0(
         ],
         axis=1,
     )
-    return from_blocks(values, shape, row_aligned), _read_scales(blocks)
+    return (values + np.int8(1)).astype(np.uint8), np.ascontiguousarray(blocks[:, -2:])
+
+
+def tq1_0_from_codes(codes: np.ndarray, scale_bytes: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`tq1_0_codes`: ``(n_blocks, 54)`` uint8 TQ1_0 blocks."""
+    codes = np.asarray(codes, dtype=np.uint8).reshape(-1, QK)
+    qs0 = _base3_bytes(codes[:, :160], _TRIT_WEIGHTS5, 32)
+    qs1 = _base3_bytes(codes[:, 160:240], _TRIT_WEIGHTS5, 16)
+    qh = _base3_bytes(codes[:, 240:], _TRIT_WEIGHTS4, 4)
+    return np.concatenate([qs0, qs1, qh, np.asarray(scale_bytes, dtype=np.uint8).reshape(-1, 2)], axis=1)
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,36 @@ def trajectory_figure(rows: list[dict[str, Any]]) -> go.Figure:
     return _layout(fig, "held-out trajectory (D6): after each phase (bars), before it (open markers)", height=560)
 
 
+CURVE_STYLES = {"candidate": ("circle", "#1565c0"), "lossless": ("square", "#757575"),
+                "baseline": ("diamond", "#c62828"), "chosen": ("star", "#2e7d32")}
+
+
+def compression_figure(points: list[dict[str, Any]]) -> go.Figure:
+    """Phase 8's size/quality curve: file bytes against perplexity (selection split) for every method and
+    step it measured, the file it wrote, and the plain baselines (Q4_0 + xz, xz alone) on the same model."""
+    fig = go.Figure()
+    families: dict[str, list[dict[str, Any]]] = {}
+    for point in points:
+        family = point["label"].split(" step")[0] if point["role"] == "candidate" else point["label"]
+        families.setdefault(family, []).append(point)
+    for family, members in families.items():
+        members = sorted(members, key=lambda p: p["bytes"])
+        symbol, colour = CURVE_STYLES.get(members[0]["role"], ("circle", "#1565c0"))
+        fig.add_trace(go.Scatter(
+            x=[p["bytes"] for p in members], y=[p["perplexity"] for p in members], name=family,
+            mode="lines+markers" if len(members) > 1 else "markers",
+            marker={"symbol": symbol, "size": 12 if members[0]["role"] != "candidate" else 8, "color": colour},
+            text=[accuracy_text(p) for p in members],
+            hovertemplate="%{x} bytes, perplexity %{y:.4f}<br>%{text}<extra>" + family + "</extra>"))
+    fig.update_xaxes(title_text="file bytes")
+    fig.update_yaxes(title_text="perplexity (selection split)")
+    return _layout(fig, "final: size against quality, with the plain baselines", height=420)
+
+
+def accuracy_text(point: dict[str, Any]) -> str:
+    return ", ".join(f"{kind} {value:.3f}" for kind, value in sorted(point.get("accuracy", {}).items()))
+
+
 def lineage_dot(nodes: dict[str, dict[str, Any]], edges: list[tuple[str, str]], root: str) -> str:
     """Graphviz DOT text of a lineage (drawn in the browser by Streamlit; no graphviz binary needed)."""
     lines = ["digraph lineage {", "  rankdir=LR;",

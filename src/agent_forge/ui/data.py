@@ -391,6 +391,12 @@ class DashboardData:
                 found.setdefault(item.name, item.last)
         return found
 
+    def compression_curve(self, session_id: str) -> list[dict[str, Any]]:
+        """Phase 8's size/quality points (its candidates, its file, the plain baselines) of the session's
+        final model; empty before Phase 8 has run or for a model written before the curve was recorded."""
+        finals = self.models(session_id, phase="final")
+        return list(finals[-1]["metadata"].get("size_quality") or []) if finals else []
+
     # models ---------------------------------------------------------------------------------------------
     def models(self, session_id: str | None = None, phase: str | None = None) -> list[dict[str, Any]]:
         return self.registry.search_models(phase=phase, session=session_id)

@@ -60,11 +60,17 @@ def _trajectory_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
              r["latency_ms"], r["handoff"], ", ".join(r["worse"]) or "-"] for r in rows]
 
 
+def _curve_rows(points: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[p["label"], p["role"], p["bytes"], p["perplexity"], charts.accuracy_text(p)]
+            for p in sorted(points, key=lambda p: p["bytes"])]
+
+
 def _model_rows(models: list[dict[str, Any]]) -> list[list[Any]]:
     return [[m["model_id"], m["phase_name"], m["parameters"], m["size_mb"], m["parents"]] for m in models]
 
 
 TIMELINE_HEAD = ["phase", "status", "seconds", "models", "hand-off", "checks passed", "error"]
+CURVE_HEAD = ["file", "role", "bytes", "perplexity (selection)", "accuracy per kind (selection)"]
 MODEL_HEAD = ["model", "phase", "parameters", "size MB", "came from"]
 
 
@@ -132,6 +138,11 @@ def _html_report(data: DashboardData, session_id: str, generated: str) -> str:
     page.para(SIZE_DEFINITION[0].upper() + SIZE_DEFINITION[1:] + " (the same size as `agent-forge show`).")
     if trajectory:
         page.chart(charts.trajectory_figure(trajectory))
+    curve = data.compression_curve(session_id)
+    if curve:
+        page.heading("Compression: size against quality")
+        page.chart(charts.compression_figure(curve))
+        page.table(CURVE_HEAD, _curve_rows(curve))
     page.heading("Metrics")
     groups = chart_groups(data.metric_series(session_id))
     for phase in data.metric_phases(session_id):
@@ -171,6 +182,9 @@ def _markdown_report(data: DashboardData, session_id: str, generated: str) -> st
         shown = [[k, v] for k, v in sorted(figures.items()) if not isinstance(v, (dict, list))]
         if shown:
             lines += [f"### {phase}", "", _md_table(["figure", "value"], shown), ""]
+    curve = data.compression_curve(session_id)
+    if curve:
+        lines += ["## Compression: size against quality", "", _md_table(CURVE_HEAD, _curve_rows(curve)), ""]
     lines += ["## Models", "", _md_table(MODEL_HEAD, _model_rows(data.models(session_id))), ""]
     return "\n".join(lines)
 

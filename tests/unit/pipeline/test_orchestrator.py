@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from agent_forge.config import load_config
+from agent_forge.config.schema import HandoffRule
 from agent_forge.errors import ArtifactCorruptError, HandoffError, NotFoundError
 from agent_forge.pipeline import Orchestrator, Phase, PhaseFailedError, PhaseResult
 from agent_forge.pipeline.handoff import validate_handoff
@@ -141,6 +142,17 @@ def test_handoff_rules_cover_every_check() -> None:
     missing = validate_handoff("bitnet", "forge", rule, PhaseResult(True, "bitnet", [ModelRef("c", Path("."))], {}))
     assert any("was not measured" in f for f in missing.failures())
     assert validate_handoff("x", "y", None, bad).passed
+
+
+def test_per_kind_accuracy_rules_read_each_models_own_figures() -> None:
+    rule = HandoffRule(min_accuracy_by_kind={"mc": 0.38, "code": 0.9})
+    good = ModelRef("a", Path("."), {"accuracy_mc": 0.41, "accuracy_code": 0.99})
+    weak = ModelRef("b", Path("."), {"accuracy_mc": 0.30, "accuracy_code": 0.99})
+    unmeasured = ModelRef("c", Path("."), {"accuracy_mc": 0.41})
+    outcome = validate_handoff("cognate", "evomerge", rule, PhaseResult(True, "cognate", [good, weak, unmeasured], {}))
+    assert [c["check"] for c in outcome.checks[:2]] == ["min_accuracy_by_kind:mc", "min_accuracy_by_kind:code"]
+    assert outcome.failures() == ["model 1: accuracy_mc 0.3 must be >= 0.38",
+                                  "model 2: 'accuracy_code' was not measured"]
 
 
 def test_a_phase_of_a_completed_session_without_rerun_leaves_the_session_as_it_was(tmp_path: Path) -> None:

@@ -14,10 +14,13 @@ from agent_forge.quant.ternary_pack import (
     TQ1_0_BLOCK_BYTES,
     TQ2_0_BLOCK_BYTES,
     block_count,
+    from_blocks,
     pack_ternary,
     pack_tq1_0,
     pack_tq2_0,
     to_blocks,
+    tq1_0_codes,
+    tq1_0_from_codes,
     unpack_ternary,
     unpack_tq1_0,
     unpack_tq2_0,
@@ -117,3 +120,13 @@ def test_bad_inputs_are_refused() -> None:
         pack_ternary(_ternary((4, 8), 0), 1.0, "tq3_0")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="non-negative"):
         pack_tq2_0(_ternary((256,), 0), -1.0)
+
+
+def test_tq1_0_blocks_split_into_trits_and_scale_bytes_and_back() -> None:
+    values = _ternary((5, 300), seed=4)
+    packed = pack_tq1_0(values, 0.25, row_aligned=True)
+    codes, scale_bytes = tq1_0_codes(packed)
+    assert codes.shape == (packed.shape[0], QK) and codes.max() <= 2
+    assert np.array_equal(from_blocks(codes.astype(np.int8) - 1, values.shape, row_aligned=True), values)
+    assert np.array_equal(scale_bytes.view(np.float16).reshape(-1), np.full(packed.shape[0], np.float16(0.25)))
+    assert np.array_equal(tq1_0_from_codes(codes, scale_bytes), packed)

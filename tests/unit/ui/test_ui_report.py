@@ -18,7 +18,7 @@ from agent_forge.storage.registry import ModelRegistry
 from agent_forge.storage.workspace import Workspace
 from agent_forge.ui.data import DashboardData, chart_groups
 from agent_forge.ui.report import write_report
-from support.ui_workspace import DONE, LIVE
+from support.ui_workspace import DONE, LIVE, SIZE_QUALITY
 
 
 def _charts(text: str) -> dict[str, dict]:
@@ -50,7 +50,7 @@ def test_charts_hold_the_registry_numbers(report, data: DashboardData) -> None:
     html, _ = report
     charts = _charts(html)
     groups = chart_groups(data.metric_series(DONE))
-    assert len(charts) == len(groups) + 2  # timeline, trajectory, every metric group
+    assert len(charts) == len(groups) + 3  # timeline, trajectory, compression curve, every metric group
     titles = {c["layout"]["title"]["text"]: c for c in charts.values()}
     loss = titles["cognate: train/loss"]
     trunk = next(t for t in loss["data"] if t["name"] == "trunk")
@@ -139,3 +139,15 @@ def test_perplexity_on_log_axes_and_categories_as_bars(report) -> None:
     assert titles["final: ratio per stage"]["data"][0]["type"] == "bar"
     assert titles["final: perplexity per stage"]["layout"]["yaxis"]["type"] == "log"
     assert "Size MB counts the model's weights" in md and "Size MB counts the model&#x27;s weights" in html
+
+
+def test_the_compression_curve_plots_the_final_phase_with_its_baselines(report, data: DashboardData) -> None:
+    html, markdown = report
+    assert data.compression_curve(DONE) == SIZE_QUALITY and data.compression_curve(LIVE) == []
+    curve = next(c for c in _charts(html).values() if c["layout"]["title"]["text"].startswith("final: size"))
+    traces = {t["name"]: t for t in curve["data"]}
+    assert set(traces) == {"usq", "Phase 8 file", "Q4_0 blocks + xz -9e"}
+    assert traces["usq"]["x"] == [230_000, 250_000] and traces["usq"]["y"] == pytest.approx([30.9, 29.4])
+    assert traces["Q4_0 blocks + xz -9e"]["marker"]["symbol"] == "diamond"
+    assert "## Compression: size against quality" in markdown
+    assert "| Q4_0 blocks + xz -9e | baseline | 280000 |" in markdown
