@@ -71,6 +71,9 @@ NON_SHAPE_FIELDS = frozenset(
 class ForgeOutput(CausalLMOutputWithPast):
     """HF causal-LM output plus the parts of the objective and the halting statistics."""
 
+    # the decoding cache under our own name: transformers 5.x releases name the parent's field differently
+    # (5.17 has no `cache`, 5.25 has); declared here, every 5.x release takes ``cache=``
+    cache: Any = None
     lm_loss: torch.Tensor | None = None
     step_losses: torch.Tensor | None = None
     act_loss: torch.Tensor | None = None
