@@ -38,29 +38,3 @@ def test_cognate_rerun_resumes_from_checkpoints_to_the_same_models(tmp_path):
     again = CognatePhase().run(make_context(tmp_path, "cognate"), [])
     assert [r.model_id for r in again.models] == [r.model_id for r in first.models]
     assert [r.metadata["final_loss"] for r in again.models] == [r.metadata["final_loss"] for r in first.models]
-
-
-def test_packed_rows_keep_prompted_and_plain_examples_apart(tmp_path):
-    """Every phase's mix packs tool demonstrations (and persona rows) only with rows under the same
-    prompts: no packed row shows a plain example beside a tool prompt."""
-    from agent_forge.data.sources import training_examples
-    from agent_forge.phases.common import packed_dataset, session_data
-
-    from support.phase_harness import harness_config
-
-    # rows of 256 tokens hold whole demonstrations (a smoke row of 64 cuts every one)
-    ctx = make_context(tmp_path, "cognate", harness_config(overrides=["data.seq_len=256", "model.max_seq_len=256"]))
-    tokenizer = session_data(ctx).tokenizer
-    dataset = packed_dataset(ctx, tokenizer, training_examples(ctx.config, 600, 5), batch_size=8, seed=5)
-    tool = tokenizer.special_id("<tool>")
-    calls = [{tool in example for example in _whole_examples(row)} for row in dataset.rows.tolist()]
-    assert {True} in calls and {False} in calls  # rows of demonstrations and rows of plain examples
-    assert all(len(kinds) <= 1 for kinds in calls)
-
-
-def _whole_examples(row: list[int]) -> list[list[int]]:
-    """The examples of a packed row that lie whole in it: from a <bos> to its <eos>."""
-    from agent_forge.data.tokenizer import BOS_ID, EOS_ID
-
-    starts = [i for i, token in enumerate(row) if token == BOS_ID]
-    return [row[a : row.index(EOS_ID, a) + 1] for a in starts if EOS_ID in row[a:]]

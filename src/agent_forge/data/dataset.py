@@ -8,7 +8,7 @@ reads exactly the batch it would have read, and each epoch reshuffles rows the w
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -70,23 +70,6 @@ def pack_tokens(token_lists: Sequence[Sequence[int]], seq_len: int) -> torch.Ten
     stream = np.fromiter((i for t in token_lists for i in t), dtype=np.int64, count=int(lengths.sum()))
     n_rows = len(stream) // seq_len
     return torch.from_numpy(stream[: n_rows * seq_len].reshape(n_rows, seq_len).copy())
-
-
-def pack_grouped(token_lists: Sequence[Sequence[int]], groups: Sequence[Hashable], seq_len: int) -> torch.Tensor:
-    """``pack_tokens`` of each group apart (groups in sorted order, lists in their given order), rows joined.
-
-    A packed row is one context: attention reads across the examples in it. Rows that start with a prompt
-    (the tool prompt, the persona's) are packed only with rows under the same prompts, so a plain question
-    never has another row's prompt in view; mixed, they taught the unprompted model to call tools on 0.41 of
-    arithmetic tasks (measured on a default run, Phase 5 model).
-    """
-    if len(groups) != len(token_lists):
-        raise ValueError("one group per token list")
-    members: dict[Hashable, list[Sequence[int]]] = {}
-    for tokens, group in zip(token_lists, groups, strict=True):
-        members.setdefault(group, []).append(tokens)
-    parts = [pack_tokens(members[group], seq_len) for group in sorted(members)]
-    return torch.cat(parts) if parts else torch.empty(0, seq_len, dtype=torch.long)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from torch import nn
 
 from agent_forge.baking.prompts import BakePrompt, load_prompt
 from agent_forge.config.schema import PipelineConfig
-from agent_forge.data.dataset import PackedDataset, pack_grouped
+from agent_forge.data.dataset import PackedDataset, pack_tokens
 from agent_forge.data.sources import SourceConfig, heldout_examples, load_mixture, source_configs, training_examples
 from agent_forge.data.tasks import TaskExample, training_text
 from agent_forge.data.tokenizer import ForgeTokenizer, train_tokenizer
@@ -35,7 +35,7 @@ from agent_forge.pipeline.phase import EvalRecord
 from agent_forge.quant.bitlinear import bitlinear_modules
 from agent_forge.quant.fast_linear import to_packed_inference
 from agent_forge.quant.packed_io import PackedSaveConfig
-from agent_forge.reasoning.data import TrainingStyle, row_segments, training_row_prompts, training_rows
+from agent_forge.reasoning.data import TrainingStyle, row_segments, training_rows
 from agent_forge.reasoning.think_mode import think_report
 from agent_forge.reasoning.tools_mode import tools_report
 from agent_forge.storage.artifacts import ModelRef
@@ -131,13 +131,11 @@ def packed_dataset(ctx: Any, tokenizer: ForgeTokenizer, examples: list[TaskExamp
         return PackedDataset.from_examples(tokenizer, examples, data.seq_len, batch_size // size, seed,
                                            rank=rank, world_size=size, prompt_loss_share=prompt_loss_share)
     demos = tool_demos(ctx.config, round(len(examples) * data.tool_demo_share), seed + DEMO_SEED)
-    style = training_style(ctx.config)
-    ids, labels = training_rows(tokenizer, examples, style, prompt_loss_share, seed, demos)
-    prompts = training_row_prompts(examples, style, demos)
-    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed)).tolist()
-    ids, labels, prompts = [ids[i] for i in order], [labels[i] for i in order], [prompts[i] for i in order]
-    return PackedDataset(pack_grouped(ids, prompts, data.seq_len), batch_size // size, seed, rank, size,
-                         pack_grouped(labels, prompts, data.seq_len) if prompt_loss_share < 1.0 else None)
+    ids, labels = training_rows(tokenizer, examples, training_style(ctx.config), prompt_loss_share, seed, demos)
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed)).tolist()  # demos among the rest
+    ids, labels = [ids[i] for i in order], [labels[i] for i in order]
+    return PackedDataset(pack_tokens(ids, data.seq_len), batch_size // size, seed, rank, size,
+                         pack_tokens(labels, data.seq_len) if prompt_loss_share < 1.0 else None)
 
 
 def baking_prompts(config: PipelineConfig) -> tuple[BakePrompt, BakePrompt]:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from agent_forge.config.schema import QuietStarSection
-from agent_forge.data.dataset import PackedDataset, pack_grouped
+from agent_forge.data.dataset import PackedDataset, pack_tokens
 from agent_forge.data.sources import training_examples
 from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.model import ForgeForCausalLM
@@ -46,13 +46,7 @@ from agent_forge.phases.common import (
 )
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, PhaseRun
-from agent_forge.reasoning.data import (
-    build_reasoning_examples,
-    encode_reasoning,
-    select_examples,
-    training_row_prompts,
-    training_rows,
-)
+from agent_forge.reasoning.data import build_reasoning_examples, encode_reasoning, select_examples, training_rows
 from agent_forge.reasoning.evaluation import ThinkingReport, evaluate_thinking
 from agent_forge.reasoning.evidence import has_evidence
 from agent_forge.reasoning.mixing import MixingHead
@@ -197,11 +191,11 @@ class QuietStarPhase(Phase):
         self, ctx: PhaseContext, model: ForgeForCausalLM, tokenizer: ForgeTokenizer, device: torch.device
     ) -> dict[str, float]:
         section: QuietStarSection = ctx.phase_config
-        lists, labels, prompts, counts = thought_sft_token_lists(ctx, tokenizer, section)
+        lists, labels, counts = thought_sft_token_lists(ctx, tokenizer, section)
         rank, size = world()
         seq_len = ctx.config.data.seq_len
-        dataset = PackedDataset(pack_grouped(lists, prompts, seq_len), section.train.batch_size, section.seed, rank,
-                                size, pack_grouped(labels, prompts, seq_len))
+        dataset = PackedDataset(pack_tokens(lists, seq_len), section.train.batch_size, section.seed, rank, size,
+                                pack_tokens(labels, seq_len))
         # "phase3": the checkpoint's config key from before the sections took phase names (resume compares it)
         settings = {"run": "bake", "phase3": section.model_dump(mode="json"), "rows": len(dataset)}
         loop = TrainLoop(
@@ -378,10 +372,10 @@ def check_thinking_tokens(tokenizer: ForgeTokenizer, model: ForgeForCausalLM) ->
 
 def thought_sft_token_lists(
     ctx: PhaseContext, tokenizer: ForgeTokenizer, section: QuietStarSection
-) -> tuple[list[list[int]], list[list[int]], list[tuple[str, ...]], dict[str, float]]:
+) -> tuple[list[list[int]], list[list[int]], dict[str, float]]:
     """Reasoning examples that fit one row, plus plain rows written as every phase's mix writes them (a
     ``data.persona_share`` under the persona prompt) and ``data.tool_demo_share`` more tool demonstrations,
-    shuffled (all from the training split); returns token ids, labels, each row's prompts and counts. Without the
+    shuffled (all from the training split); returns token ids, labels and counts. Without the
     demonstrations this stage taught thoughts over calls: measured on a default-run model, prompted tool
     calls fell from 1.00 to 0.21 of arithmetic tasks."""
     seq_len = ctx.config.data.seq_len
@@ -400,11 +394,9 @@ def thought_sft_token_lists(
     plain = training_examples(ctx.config, int(section.thought_sft_examples * section.plain_share), section.seed + 2)
     demos = tool_demos(ctx.config, round((len(kept) + len(plain)) * ctx.config.data.tool_demo_share), section.seed + 3)
     # plain rows and demonstrations keep their own labels (prompts and tool results unscored); thoughts score all
-    style = training_style(ctx.config)
-    mix_ids, mix_labels = training_rows(tokenizer, plain, style, 1.0, section.seed + 2, demos)
-    mix_prompts = training_row_prompts(plain, style, demos)
-    rows = [(e.tokens, e.tokens, ()) for _, e in kept] + list(zip(mix_ids, mix_labels, mix_prompts, strict=True))
-    random.Random(section.seed).shuffle(rows)
+    mix_ids, mix_labels = training_rows(tokenizer, plain, training_style(ctx.config), 1.0, section.seed + 2, demos)
+    pairs = [(e.tokens, e.tokens) for _, e in kept] + list(zip(mix_ids, mix_labels, strict=True))
+    random.Random(section.seed).shuffle(pairs)
     counts = {f"bake/examples_{name}": float(sum(r.strategy == name for r, _ in kept)) for name in STRATEGY_NAMES}
     counts.update(
         {
@@ -414,4 +406,4 @@ def thought_sft_token_lists(
             "bake/fit_share": sum(len(e.tokens) <= seq_len for e in encoded) / max(1, len(encoded)),
         }
     )
-    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], counts
+    return [ids for ids, _ in pairs], [labels for _, labels in pairs], counts

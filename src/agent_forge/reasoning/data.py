@@ -142,19 +142,14 @@ class TrainingStyle:
 Segment = tuple[str, str]  # text and its role: "body" (scored in prompt_share of the rows), "scored" or "read"
 
 
-def row_prompts(example: TaskExample, style: TrainingStyle, calls: Sequence[tuple[str, str]]) -> tuple[str, ...]:
-    """The prompts one training row starts with (read, never scored): the persona's, then the tool prompt
-    of a demonstration; () for a plain row. Rows are packed with rows under the same prompts."""
-    persona = style.with_persona(example, demo=bool(calls))
-    return tuple(p for p, on in ((style.persona_prompt, persona), (style.tool_prompt, bool(calls))) if on and p)
-
-
 def row_segments(example: TaskExample, style: TrainingStyle, thought: str | None, calls: Sequence[tuple[str, str]]
                  ) -> list[Segment]:
     """The pieces of one training row in order, each with its role."""
     persona = style.with_persona(example, demo=bool(calls))
     body, cue = split_prompt(example) if thought is not None or calls or persona else (example.prompt, "")
-    segments: list[Segment] = [(prompt, "read") for prompt in row_prompts(example, style, calls)]
+    segments: list[Segment] = [(style.persona_prompt, "read")] if persona else []
+    if calls:
+        segments.append((style.tool_prompt, "read"))
     segments.append((body, "body"))
     if persona:
         segments.append((style.persona_greeting, "scored"))
@@ -188,12 +183,6 @@ def training_rows(
     rows += [row_segments(task, style, None, calls) for task, calls in demos]
     owners = [*examples, *(task for task, _ in demos)]
     return _encode_rows(tokenizer, rows, [hash_fraction(e.uid) < prompt_share for e in owners])
-
-
-def training_row_prompts(examples: Sequence[TaskExample], style: TrainingStyle,
-                         demos: Sequence[tuple[TaskExample, Sequence[tuple[str, str]]]] = ()) -> list[tuple[str, ...]]:
-    """``row_prompts`` of the rows ``training_rows`` writes, in its order: the groups ``pack_grouped`` packs."""
-    return [row_prompts(e, style, ()) for e in examples] + [row_prompts(t, style, calls) for t, calls in demos]
 
 
 def _encode_rows(tokenizer: ForgeTokenizer, rows: Sequence[Sequence[Segment]], body_scored: Sequence[bool]

@@ -12,7 +12,6 @@ from agent_forge.data.dataset import (
     PackedDataset,
     answer_labels,
     encode_examples,
-    pack_grouped,
     pack_tokens,
 )
 from agent_forge.data.tasks import mix_tasks, training_text
@@ -46,16 +45,6 @@ def test_packing_keeps_the_stream_and_drops_only_the_tail():
     lists = [[1, 5, 6, 2], [1, 7, 2], [1, 8, 9, 10, 2]]
     rows = pack_tokens(lists, seq_len=5)
     assert rows.dtype == torch.long and rows.tolist() == [[1, 5, 6, 2, 1], [7, 2, 1, 8, 9]]
-
-
-def test_grouped_packing_never_puts_two_groups_in_one_row():
-    lists = [[1, 5, 2], [1, 70, 2], [1, 6, 2], [1, 71, 72, 2], [1, 7, 2]]
-    groups = [(), ("tools",), (), ("tools",), ()]
-    rows = pack_grouped(lists, groups, seq_len=3).tolist()
-    assert rows == [[1, 5, 2], [1, 6, 2], [1, 7, 2], [1, 70, 2], [1, 71, 72]]  # () sorts first; the tail is dropped
-    assert pack_grouped(lists, [()] * 5, seq_len=4).tolist() == pack_tokens(lists, seq_len=4).tolist()
-    with pytest.raises(ValueError, match="one group per token list"):
-        pack_grouped(lists, groups[:2], seq_len=3)
 
 
 def test_batches_are_deterministic_and_addressable(dataset, tokenizer, examples):
