@@ -75,3 +75,29 @@ def test_bitnet_rerun_resumes_to_the_same_packed_file(tmp_path):
 def _seed_ref(tmp_path, config):
     ctx = make_context(tmp_path, "quietstar", config)
     return ctx.load_ref(ctx.model_id("seed"))
+
+
+def test_distilled_step_adds_the_teachers_kl_at_scored_positions_only(tmp_path):
+    """KL(teacher || student) is 0 against an identical teacher (the loss is lm_step's), positive against
+    another model, and reads only positions whose next label is scored."""
+    from agent_forge.data.dataset import IGNORE_LABEL
+    from agent_forge.phases.bitnet import distilled_lm_step, frozen_copy
+    from agent_forge.phases.common import lm_step
+
+    ref = seed_model(tmp_path, "quietstar", config=harness_config("smoke"))
+    student = load_model(ref).eval()
+    ids = torch.randint(3, 200, (2, 16), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[:, :8] = IGNORE_LABEL
+    batch = {"input_ids": ids, "labels": labels}
+    same = distilled_lm_step(student, frozen_copy(student), batch, weight=2.0)
+    assert same.metrics["distill_kl"] == 0.0
+    assert math.isclose(float(same.loss), float(lm_step(student, batch).loss), rel_tol=1e-6)
+    other = frozen_copy(student)
+    with torch.no_grad():
+        other.lm_head.weight.mul_(3.0)
+    differs = distilled_lm_step(student, other, batch, weight=2.0)
+    assert differs.metrics["distill_kl"] > 0.0
+    assert math.isclose(float(differs.loss), float(same.loss) + 2.0 * differs.metrics["distill_kl"], rel_tol=1e-5)
+    unscored = {"input_ids": ids, "labels": torch.full_like(ids, IGNORE_LABEL)}
+    assert distilled_lm_step(student, other, unscored, weight=1.0).metrics["distill_kl"] == 0.0

@@ -293,6 +293,8 @@ class BitNetSection(Strict):
     compare_ramp: bool = False
     lr_scale: float = Field(1.0, gt=0.0)  # multiplies both learning rates of the D11 Phase 4 preset
     prompt_loss_share: float = Field(1.0, ge=0.0, le=1.0)  # as Phase 1's: examples whose prompts QAT scores
+    # weight of KL(fp teacher || ternary student) beside the data loss in QAT; 0: the data loss alone
+    distill_weight: float = Field(0.0, ge=0.0)
     train: TrainSection = Field(default_factory=TrainSection)
 
 

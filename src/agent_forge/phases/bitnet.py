@@ -34,10 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from agent_forge.baking.loss import token_kl
 from agent_forge.config.schema import BitNetSection
-from agent_forge.data.dataset import encode_examples, pack_tokens
+from agent_forge.data.dataset import IGNORE_LABEL, encode_examples, pack_tokens
 from agent_forge.data.sources import training_examples
 from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.eval.heldout import HeldoutSet, heldout_loss
@@ -174,6 +176,7 @@ class BitNetPhase(Phase):
         section: BitNetSection = ctx.phase_config
         data, device, model = run.data, run.device, run.model
         run.bit_config = BitLinearConfig(granularity=section.scale)
+        teacher = frozen_copy(model) if section.distill_weight > 0 else None  # the fp model, before replacement
         run.replaced = replace_linears(model, keep=set(section.keep), config=run.bit_config)
         calib_start = time.perf_counter()
         run.calib = calibrate(model, [b.to(device) for b in calibration_batches(ctx, data.tokenizer, section)],
@@ -184,7 +187,8 @@ class BitNetPhase(Phase):
         run.drop = quality_drop(run.before, run.quantized, data.heldout.n_examples)
         trigger = section.finetune_trigger_drop
         wanted = section.finetune_steps > 0 and (run.drop > trigger or trigger == 0.0)
-        run.outcomes = self._finetune_all(ctx, model, data.heldout, section, device) if wanted else []
+        run.outcomes = self._finetune_all(ctx, model, data.heldout, section, device, teacher) if wanted else []
+        del teacher
         run.packed = run.work_dir / packed_file_name(section.pack_format)
         run.gap = pack_exactly(model, run.packed, packed_save_config(section), data.heldout.lm_batches(2)[0][0],
                                "ternary")
@@ -228,24 +232,49 @@ class BitNetPhase(Phase):
                            before=before, after=after)
 
     def _finetune_all(self, ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: BitNetSection,
-                      device: torch.device) -> list[QatOutcome]:
+                      device: torch.device, teacher: nn.Module | None = None) -> list[QatOutcome]:
         """The configured schedule on ``model``; with ``compare_ramp`` the other one first on a copy."""
         outcomes = []
         if section.compare_ramp:
             other = copy.deepcopy(model)
-            outcomes.append(finetune(ctx, other, heldout, section, device, use_ramp=not section.ramp))
+            outcomes.append(finetune(ctx, other, heldout, section, device, use_ramp=not section.ramp,
+                                     teacher=teacher))
             del other
         outcomes.append(finetune(ctx, model, heldout, section, device, use_ramp=section.ramp,
-                                 full_eval=section.compare_ramp))
+                                 full_eval=section.compare_ramp, teacher=teacher))
         return outcomes
 
 
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode with no gradients: the teacher of a distillation."""
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
+def distilled_lm_step(model: nn.Module, teacher: nn.Module, batch: dict[str, torch.Tensor],
+                      weight: float) -> StepOutput:
+    """``lm_step``'s loss plus ``weight`` x KL(teacher || model) at every scored position: the fp model's
+    whole next-token distribution is a target beside the data's one token (knowledge distillation, Hinton
+    et al. 2015; BitDistill distils an fp model into its 1.58-bit copy the same way)."""
+    ids, labels = batch["input_ids"], batch["labels"]
+    out = model(input_ids=ids, labels=labels, return_logits=True)  # a training step keeps none by default
+    with torch.no_grad():
+        teacher_logprobs = F.log_softmax(teacher(input_ids=ids).logits.float(), dim=-1)
+    scored = torch.zeros_like(labels, dtype=torch.bool)
+    scored[:, :-1] = labels[:, 1:] != IGNORE_LABEL  # position i predicts label i + 1 (the model shifts)
+    distill = token_kl(teacher_logprobs, out.logits, scored)
+    parts = {"lm_loss": out.lm_loss, "act_loss": out.act_loss, "mean_halt_step": out.mean_halt_step,
+             "distill_kl": distill}
+    return StepOutput(out.loss + weight * distill, {name: float(v.detach()) for name, v in parts.items()})
+
+
 def finetune(ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: BitNetSection,
-             device: torch.device, use_ramp: bool, full_eval: bool = True) -> QatOutcome:
+             device: torch.device, use_ramp: bool, full_eval: bool = True,
+             teacher: nn.Module | None = None) -> QatOutcome:
     """Quantization-aware fine-tuning through TrainLoop; the ramp is a pure function of the step.
 
     ``full_eval`` adds held-out accuracy to the final record (a comparison needs it; the phase's own
-    final evaluation follows anyway, so a single schedule gets the loss only).
+    final evaluation follows anyway, so a single schedule gets the loss only). With a ``teacher`` (the fp
+    model) each step adds ``section.distill_weight`` x its KL to the data loss.
     """
     steps, batch_size = section.finetune_steps, section.train.batch_size
     seq_len = ctx.config.data.seq_len
@@ -265,7 +294,8 @@ def finetune(ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: 
 
     def step_fn(net: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         set_ramp(net, float(batch["ramp"][0]))
-        out = lm_step(net, {"input_ids": batch["input_ids"], "labels": batch["labels"]})
+        data = {"input_ids": batch["input_ids"], "labels": batch["labels"]}
+        out = lm_step(net, data) if teacher is None else distilled_lm_step(net, teacher, data, section.distill_weight)
         out.metrics["ramp"] = float(batch["ramp"][0])
         return out
 
