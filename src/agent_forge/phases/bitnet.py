@@ -254,7 +254,7 @@ def distilled_lm_step(model: nn.Module, teacher: nn.Module, batch: dict[str, tor
                       weight: float) -> StepOutput:
     """``lm_step``'s loss plus ``weight`` x KL(teacher || model) at every scored position: the fp model's
     whole next-token distribution is a target beside the data's one token (knowledge distillation, Hinton
-    et al. 2015; BitDistill distils an fp model into its 1.58-bit copy the same way)."""
+    et al. 2015, here from the model's own fp copy into its ternary one)."""
     ids, labels = batch["input_ids"], batch["labels"]
     out = model(input_ids=ids, labels=labels, return_logits=True)  # a training step keeps none by default
     with torch.no_grad():
