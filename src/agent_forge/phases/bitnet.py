@@ -52,6 +52,7 @@ from agent_forge.phases.common import (
     decode_latency_ms,
     eval_record,
     lm_step,
+    objective_figures,
     packed_dataset,
     packed_inference_model,
     parameter_count,
@@ -262,9 +263,8 @@ def distilled_lm_step(model: nn.Module, teacher: nn.Module, batch: dict[str, tor
     scored = torch.zeros_like(labels, dtype=torch.bool)
     scored[:, :-1] = labels[:, 1:] != IGNORE_LABEL  # position i predicts label i + 1 (the model shifts)
     distill = token_kl(teacher_logprobs, out.logits, scored)
-    parts = {"lm_loss": out.lm_loss, "act_loss": out.act_loss, "mean_halt_step": out.mean_halt_step,
-             "distill_kl": distill}
-    return StepOutput(out.loss + weight * distill, {name: float(v.detach()) for name, v in parts.items()})
+    figures = {**objective_figures(out), "distill_kl": float(distill.detach())}
+    return StepOutput(out.loss + weight * distill, figures)
 
 
 def finetune(ctx: PhaseContext, model: nn.Module, heldout: HeldoutSet, section: BitNetSection,

@@ -167,8 +167,13 @@ def lm_step(model: nn.Module, batch: torch.Tensor | dict[str, torch.Tensor]) -> 
     when it carries them; the model shifts them)."""
     ids, labels = (batch["input_ids"], batch["labels"]) if isinstance(batch, dict) else (batch, batch)
     out = model(input_ids=ids, labels=labels)
+    return StepOutput(out.loss, objective_figures(out))
+
+
+def objective_figures(out: Any) -> dict[str, float]:
+    """The logged parts of the model's own objective (a ``ForgeOutput`` with labels)."""
     parts = {"lm_loss": out.lm_loss, "act_loss": out.act_loss, "mean_halt_step": out.mean_halt_step}
-    return StepOutput(out.loss, {name: float(value.detach()) for name, value in parts.items()})
+    return {name: float(value.detach()) for name, value in parts.items()}
 
 
 def parameter_count(model: nn.Module) -> int:
