@@ -4,15 +4,11 @@ outside CI: ``pytest -m slow tests/e2e/test_spec25m.py``."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from agent_forge.config import PHASE_NAMES
 from agent_forge.storage.registry import ModelRegistry
-from support.e2e import ROOT
+from support.e2e import agent_forge
 
 SESSION = "e2e-spec25m"
 # With a few dozen steps only the checks that read learning can fail: Phase 1's loss drop and Phase 3's
@@ -22,10 +18,8 @@ LEARNING_CHECKS = {"min_loss_drop", "min_accuracy"}
 
 @pytest.mark.slow
 def test_spec25m_runs_all_eight_phases_with_short_steps(tmp_path):
-    command = [sys.executable, "-m", "agent_forge", "--workspace", str(tmp_path), "run", "--preset", "spec25m",
-               "--config", "examples/spec25m_short.yaml", "--force", "--name", SESSION]
-    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=3 * 3600,
-                          env={**os.environ, "COLUMNS": "200"})
+    proc = agent_forge(tmp_path, "run", "--preset", "spec25m", "--config", "examples/spec25m_short.yaml", "--force",
+                       "--name", SESSION, timeout=3 * 3600, one_thread=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     registry = ModelRegistry(tmp_path / "registry" / "model_registry.db", readonly=True)
     runs = {r["phase_name"]: r for r in registry.phase_runs(SESSION)}
