@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agent_forge.storage.atomic import OLD_MARK, TMP_MARK
 from agent_forge.storage.registry import ModelRegistry
-from agent_forge.storage.snapshot import registry_snapshot
+from agent_forge.storage.snapshot import registry_snapshot, snapshot_difference
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,6 +49,6 @@ def test_sigkill_mid_phase_then_resume_matches_uninterrupted(tmp_path: Path) -> 
 
     ref_snapshot = registry_snapshot(ModelRegistry(tmp_path / "ref/registry/model_registry.db"), "s")
     got_snapshot = registry_snapshot(ModelRegistry(victim_ws / "registry/model_registry.db"), "s")
-    assert got_snapshot == ref_snapshot
+    assert snapshot_difference(ref_snapshot, got_snapshot) == {}
     leftovers = [p for p in victim_ws.rglob("*") if TMP_MARK in p.name or OLD_MARK in p.name]
     assert leftovers == []

@@ -284,13 +284,15 @@ class Orchestrator:
     def _record_done(self, ctx: PhaseContext, result: PhaseResult) -> None:
         if not is_main_process():
             return
+        # the completion mark is the last write: a kill between the two would leave a completed phase whose
+        # metric rows a resumed run never writes (it skips completed phases)
+        ctx.log(0, {"phase/duration_seconds": result.duration_seconds, "phase/success": result.success})
         self.registry.upsert_phase_run(
             ctx.session_id, ctx.phase_name, status="completed" if result.success else "failed",
             ended_at=utc_now(), duration_seconds=result.duration_seconds, output_models_json=result.model_ids,
             metrics_json=result.metrics, artifacts_json=result.artifacts,
             before_json=result.before.to_dict() if result.before else None,
             after_json=result.after.to_dict() if result.after else None, error=result.error)
-        ctx.log(0, {"phase/duration_seconds": result.duration_seconds, "phase/success": result.success})
 
     def _stored_result(self, name: str, row: dict[str, Any]) -> PhaseResult:
         models = [load_ref(self.registry, mid) for mid in row["output_models"]]

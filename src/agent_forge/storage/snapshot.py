@@ -51,3 +51,23 @@ def registry_snapshot(registry: ModelRegistry, session_id: str, digits: int = 6)
         for r in registry.metrics(session_id) if not is_volatile(r["name"])
     )
     return {"models": models, "handoffs": sorted(handoffs), "phases": phases, "metrics": metrics}
+
+
+def snapshot_difference(expected: dict[str, Any], actual: dict[str, Any]) -> dict[str, Any]:
+    """What two snapshots disagree on, small enough to read in a failure message: per part, the entries
+    only one side has (models and phases by name, rows of the lists as they are); empty when they agree."""
+    difference: dict[str, Any] = {}
+    for part in sorted(set(expected) | set(actual)):
+        mine, theirs = expected.get(part), actual.get(part)
+        if mine == theirs:
+            continue
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            names = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            difference[part] = {name: {"expected": mine.get(name), "actual": theirs.get(name)} for name in names}
+        elif isinstance(mine, list) and isinstance(theirs, list):
+            missing = [row for row in mine if row not in theirs]
+            extra = [row for row in theirs if row not in mine]
+            difference[part] = {"missing": missing, "extra": extra} if missing or extra else "order differs"
+        else:
+            difference[part] = {"expected": mine, "actual": theirs}
+    return difference

@@ -9,7 +9,7 @@ from agent_forge.pipeline import Orchestrator, Phase, PhaseFailedError, PhaseRes
 from agent_forge.pipeline.handoff import validate_handoff
 from agent_forge.pipeline.phase import ModelRef
 from agent_forge.storage.registry import ModelRegistry
-from agent_forge.storage.snapshot import registry_snapshot
+from agent_forge.storage.snapshot import registry_snapshot, snapshot_difference
 from agent_forge.storage.workspace import Workspace
 from support.tiny_phases import TEST_PHASES, TinyTrainPhase
 
@@ -113,6 +113,32 @@ def test_ctrl_c_marks_paused(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         orch.run(session)
     assert orch.registry.get_session(session)["status"] == "paused"
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after the raising line runs, no handler catches it."""
+
+
+def test_a_kill_as_a_phase_is_marked_completed_loses_none_of_its_metric_rows(tmp_path: Path, monkeypatch) -> None:
+    reference = _orch(tmp_path / "reference")
+    expected_session = reference.create_session(_config())
+    reference.run(expected_session)
+    orch = _orch(tmp_path / "victim")
+    session = orch.create_session(_config())
+    mark_completed = ModelRegistry.upsert_phase_run
+
+    def killed_once_marked(registry, session_id, phase_name, **fields):
+        mark_completed(registry, session_id, phase_name, **fields)
+        if phase_name == "cognate" and fields.get("status") == "completed":
+            raise Killed
+
+    monkeypatch.setattr(ModelRegistry, "upsert_phase_run", killed_once_marked)
+    with pytest.raises(Killed):
+        orch.run(session)
+    monkeypatch.setattr(ModelRegistry, "upsert_phase_run", mark_completed)
+    orch.run(session)  # the resume skips the completed cognate phase
+    assert snapshot_difference(registry_snapshot(reference.registry, expected_session),
+                               registry_snapshot(orch.registry, session)) == {}
 
 
 class PickyPhase(TinyTrainPhase):
