@@ -98,6 +98,7 @@ def test_distilled_step_adds_the_teachers_kl_at_scored_positions_only(tmp_path):
         other.lm_head.weight.mul_(3.0)
     differs = distilled_lm_step(student, other, batch, weight=2.0)
     assert differs.metrics["distill_kl"] > 0.0
-    assert math.isclose(float(differs.loss.detach()), float(same.loss.detach()) + 2.0 * differs.metrics["distill_kl"], rel_tol=1e-5)
+    expected = float(same.loss.detach()) + 2.0 * differs.metrics["distill_kl"]
+    assert math.isclose(float(differs.loss.detach()), expected, rel_tol=1e-5)
     unscored = {"input_ids": ids, "labels": torch.full_like(ids, IGNORE_LABEL)}
     assert distilled_lm_step(student, other, unscored, weight=1.0).metrics["distill_kl"] == 0.0
