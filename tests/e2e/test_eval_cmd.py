@@ -72,6 +72,15 @@ def test_eval_filters_and_stratifies(smoke_run):
     assert all(set(entry["levels"]) == {"1"} for entry in report["kinds"].values())
 
 
+def test_tools_mode_on_the_held_out_tool_tasks_reports_their_own_kind(smoke_run):
+    workspace, _ = smoke_run
+    report = _eval_json(workspace, _model_of(workspace, "baking"), "--mode", "tools", "--data", "tools",
+                        "--n", "12")
+    assert report["data"] == "tools" and report["n"] == 12 and set(report["kinds"]) == {"tool"}
+    figures = report["tools"]["tool"]
+    assert figures["call_rate"]["n"] == 12 and 0.0 <= figures["accuracy"]["accuracy"] <= 1.0
+
+
 def test_eval_prints_a_table_with_intervals(smoke_run):
     workspace, _ = smoke_run
     proc = agent_forge(workspace, "eval", _model_of(workspace, "cognate"))

@@ -13,7 +13,8 @@ from agent_forge.config.schema import PipelineConfig
 from agent_forge.errors import ConfigError, NotFoundError
 
 DataOpt = Annotated[str | None, typer.Option(
-    "--data", help="builtin (the session's D6 held-out set, the default) or KIND:PATH with KIND one of "
+    "--data", help="builtin (the session's D6 held-out set, the default), tools (held-out bare calculations "
+                   "and unit conversions, the tools' own tasks) or KIND:PATH with KIND one of "
                    "arc_easy, gsm8k, mbpp, piqa, svamp and PATH a local JSON/JSONL/Parquet file in the Hub's format.")]
 
 
@@ -157,15 +158,19 @@ def _bundle_model(folder: Path, config: PipelineConfig) -> tuple[Any, Any, Pipel
 
 
 def _examples(config: PipelineConfig, data: str | None) -> list[Any]:
-    """The session's D6 held-out set, or a file's held-out rows (all rows when training never read it)."""
+    """The session's D6 held-out set, the held-out tool tasks, or a file's held-out rows (all rows when
+    training never read it)."""
     from agent_forge.data.sources import SourceConfig, heldout_examples, load_source
     from agent_forge.data.tasks import split_of
+    from agent_forge.tools.tasks import tool_tasks
 
     if data is None or data == "builtin":
         return heldout_examples(config)
+    if data == "tools":  # training reads the other split of these (the demonstrations' bare tasks)
+        return tool_tasks(config.data.heldout_examples, config.data.seed, "heldout")
     kind, _, path = data.partition(":")
     if kind not in ("arc_easy", "gsm8k", "mbpp", "piqa", "svamp") or not path:
-        raise ConfigError(f"--data '{data}' is not builtin or KIND:PATH", "write e.g. --data gsm8k:test.jsonl")
+        raise ConfigError(f"--data '{data}' is not builtin, tools or KIND:PATH", "write e.g. --data gsm8k:test.jsonl")
     rows = load_source(SourceConfig(name=kind, kind=kind, path=path))
     trained = any(s.path and Path(s.path).resolve() == Path(path).resolve() for s in config.data.sources)
     return [e for e in rows if split_of(e.uid) == "heldout"] if trained else rows
