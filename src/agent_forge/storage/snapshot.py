@@ -54,8 +54,8 @@ def registry_snapshot(registry: ModelRegistry, session_id: str, digits: int = 6)
 
 
 def snapshot_difference(expected: dict[str, Any], actual: dict[str, Any]) -> dict[str, Any]:
-    """What two snapshots disagree on, small enough to read in a failure message: per part, the entries
-    only one side has (models and phases by name, rows of the lists as they are); empty when they agree."""
+    """What two snapshots disagree on, small enough to read in a failure message: per part, the models whose
+    entries differ (both sides shown) or the rows of a list that only one side has; empty when they agree."""
     difference: dict[str, Any] = {}
     for part in sorted(set(expected) | set(actual)):
         mine, theirs = expected.get(part), actual.get(part)
