@@ -81,8 +81,8 @@ def test_distilled_step_adds_the_teachers_kl_at_scored_positions_only(tmp_path):
     """KL(teacher || student) is 0 against an identical teacher (the loss is lm_step's), positive against
     another model, and reads only positions whose next label is scored."""
     from agent_forge.data.dataset import IGNORE_LABEL
-    from agent_forge.phases.bitnet import distilled_lm_step, frozen_copy
-    from agent_forge.phases.common import lm_step
+    from agent_forge.phases.bitnet import distilled_lm_step
+    from agent_forge.phases.common import frozen_copy, lm_step
 
     ref = seed_model(tmp_path, "quietstar", config=harness_config("smoke"))
     student = load_model(ref).eval()

@@ -12,7 +12,6 @@ the prompt, before and after; and the D6 record with its tools column.
 
 from __future__ import annotations
 
-import copy
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +48,7 @@ from agent_forge.phases.common import (
     add_tools_record,
     baking_prompts,
     eval_record,
+    frozen_copy,
     input_pack_config,
     pack_output,
     packed_inference_latency_ms,
@@ -241,7 +241,7 @@ class BakingPhase(Phase):
                                                                                section.samples_per_query), seed, name))
         held_q, held_cues = bodies_and_cues(tokenizer, session_data(ctx).heldout.examples[: section.eval_examples])
         cue_of = {tuple(q): c for q, c in zip([*train_q, *held_q], [*train_cues, *held_cues], strict=True)}
-        teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        teacher = frozen_copy(model)
         bake = prepare_bake(teacher, prompt, train_q, held_q, section.samples_per_query, section.continuation_len,
                             ctx.config.data.seed * 100 + BAKE_SEEDS[name], batch, section.temperature,
                             answer_hook(tokenizer, cue_of))

@@ -51,6 +51,7 @@ from agent_forge.phases.common import (
     add_think_record,
     decode_latency_ms,
     eval_record,
+    frozen_copy,
     lm_step,
     objective_figures,
     packed_dataset,
@@ -244,11 +245,6 @@ class BitNetPhase(Phase):
         outcomes.append(finetune(ctx, model, heldout, section, device, use_ramp=section.ramp,
                                  full_eval=section.compare_ramp, teacher=teacher))
         return outcomes
-
-
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in eval mode with no gradients: the teacher of a distillation."""
-    return copy.deepcopy(model).eval().requires_grad_(False)
 
 
 def distilled_lm_step(model: nn.Module, teacher: nn.Module, batch: dict[str, torch.Tensor],

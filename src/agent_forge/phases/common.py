@@ -170,6 +170,11 @@ def lm_step(model: nn.Module, batch: torch.Tensor | dict[str, torch.Tensor]) -> 
     return StepOutput(out.loss, objective_figures(out))
 
 
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode with no gradients: a teacher or a reference (Phases 3, 4 and 6)."""
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
 def objective_figures(out: Any) -> dict[str, float]:
     """The logged parts of the model's own objective (a ``ForgeOutput`` with labels)."""
     parts = {"lm_loss": out.lm_loss, "act_loss": out.act_loss, "mean_halt_step": out.mean_halt_step}

@@ -11,7 +11,6 @@ Memory overhead = (mixing head + the key/value cache of one thought stream) / th
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import random
@@ -34,6 +33,7 @@ from agent_forge.phases.common import (
     add_think_record,
     eval_record,
     fp32_size_mb,
+    frozen_copy,
     lm_step,
     packed_dataset,
     parameter_count,
@@ -225,7 +225,7 @@ class QuietStarPhase(Phase):
         self, ctx: PhaseContext, model: ForgeForCausalLM, device: torch.device
     ) -> tuple[QuietStarModel, list[float]]:
         section: QuietStarSection = ctx.phase_config
-        reference = copy.deepcopy(model).eval().requires_grad_(False)
+        reference = frozen_copy(model)
         torch.manual_seed(section.seed)
         settings = QuietStarSettings(
             section.num_thoughts,
