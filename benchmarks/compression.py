@@ -164,6 +164,7 @@ def planner_row(bench: Bench, config: PipelineConfig, importance: dict[str, Tens
     plan = plan_compression(bench.tensors, measure_tensors, candidates(section),
                             PlannerConfig(max_increase=section.max_ppl_increase,
                                           max_accuracy_drop=section.max_accuracy_drop,
+                                          accuracy_drop_z=section.accuracy_drop_z,
                                           min_lossy_numel=section.min_lossy_numel),
                             importance=importance, reference=measure(bench.model, bench.selection),
                             metadata={"layout": bench.layout.to_json()})

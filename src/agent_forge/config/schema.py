@@ -126,6 +126,9 @@ class DataSection(Strict):
     max_level: int = Field(5, ge=1, le=10)
     kinds: list[Literal["arith", "mc", "code"]] = Field(default_factory=lambda: ["arith", "mc", "code"])
     seq_len: int = Field(128, ge=16)
+    # how examples become rows: "fit" keeps every example that fits a row whole (best fit, padded tails),
+    # "concat" cuts one long stream every seq_len tokens (an example may start in one row and end in the next)
+    packing: Literal["fit", "concat"] = "fit"
     seed: int = 0
     # the training mix of every phase (a specialist's own weights replace it); empty: all kinds and levels equal
     kind_weights: dict[str, float] = Field(default_factory=dict)
@@ -365,6 +368,8 @@ class FinalSection(Strict):
 
     max_ppl_increase: float = Field(0.10, ge=0.0)
     max_accuracy_drop: float | None = Field(0.02, ge=0.0, le=1.0)  # per kind, absolute; None: not bounded
+    # a larger drop fails only beyond this z of the paired test (McNemar); None: every larger drop fails
+    accuracy_drop_z: float | None = Field(1.96, gt=0.0)
     methods: list[Literal["usq", "vptq", "seedlm"]] = Field(default_factory=lambda: ["usq"])
     usq_steps: list[Annotated[float, Field(gt=0.0)]] = Field(default_factory=lambda: [0.2, 0.3, 0.45, 0.65],
                                                            min_length=1)  # grid steps tried

@@ -7,6 +7,7 @@ reads exactly the batch it would have read, and each epoch reshuffles rows the w
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from agent_forge.data.tasks import TaskExample
-from agent_forge.data.tokenizer import ForgeTokenizer
+from agent_forge.data.tokenizer import PAD_ID, ForgeTokenizer
 
 IGNORE_LABEL = -100  # the label Hugging Face losses skip
 
@@ -70,6 +71,58 @@ def pack_tokens(token_lists: Sequence[Sequence[int]], seq_len: int) -> torch.Ten
     stream = np.fromiter((i for t in token_lists for i in t), dtype=np.int64, count=int(lengths.sum()))
     n_rows = len(stream) // seq_len
     return torch.from_numpy(stream[: n_rows * seq_len].reshape(n_rows, seq_len).copy())
+
+
+def fit_rows(token_lists: Sequence[Sequence[int]], label_lists: Sequence[Sequence[int]], seq_len: int
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of ``seq_len`` that hold whole examples: each goes into the open row with the least room that
+    takes it (best fit, in the given order), a new row when none does; a row's unused tail is ``<pad>``
+    with label -100, never scored. An example longer than a row fills rows of its own from its start and its
+    tail is placed like an example. Unlike ``pack_tokens``, which cuts the stream anywhere, an example that
+    fits a row is never split, so no row asks the model to continue a problem whose start it cannot see
+    (torchtune's ``split_across_pack=False``)."""
+    if seq_len < 2:
+        raise ValueError("seq_len must be at least 2")
+    rows: list[list[int]] = []
+    free_rows: dict[int, list[int]] = {}  # room left -> rows with that much room
+    free_sizes: list[int] = []  # the sorted keys of free_rows whose lists are not empty
+    for piece in _row_pieces(token_lists, seq_len):
+        size = piece[2] - piece[1]
+        where = bisect.bisect_left(free_sizes, size)
+        if where < len(free_sizes):  # the fullest open row that still takes the piece
+            room = free_sizes[where]
+            row = free_rows[room].pop()
+            if not free_rows[room]:
+                free_sizes.pop(where)
+        else:
+            room, row = seq_len, len(rows)
+            rows.append([])
+        rows[row].append(piece)
+        if room - size > 0:
+            if not free_rows.setdefault(room - size, []):
+                bisect.insort(free_sizes, room - size)
+            free_rows[room - size].append(row)
+    return _fill_rows(rows, token_lists, label_lists, seq_len)
+
+
+def _row_pieces(token_lists: Sequence[Sequence[int]], seq_len: int) -> Iterator[tuple[int, int, int]]:
+    """(example, start, end) spans of at most ``seq_len`` tokens, whole examples where they fit."""
+    for index, tokens in enumerate(token_lists):
+        for start in range(0, len(tokens), seq_len):
+            yield index, start, min(start + seq_len, len(tokens))
+
+
+def _fill_rows(rows: list[list[tuple[int, int, int]]], token_lists: Sequence[Sequence[int]],
+               label_lists: Sequence[Sequence[int]], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = np.full((len(rows), seq_len), PAD_ID, dtype=np.int64)
+    labels = np.full((len(rows), seq_len), IGNORE_LABEL, dtype=np.int64)
+    for row, pieces in enumerate(rows):
+        column = 0
+        for index, start, end in pieces:
+            ids[row, column:column + end - start] = token_lists[index][start:end]
+            labels[row, column:column + end - start] = label_lists[index][start:end]
+            column += end - start
+    return torch.from_numpy(ids), torch.from_numpy(labels)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from torch import nn
 
 from agent_forge.baking.prompts import BakePrompt, load_prompt
 from agent_forge.config.schema import PipelineConfig
-from agent_forge.data.dataset import PackedDataset, pack_tokens
+from agent_forge.data.dataset import PackedDataset, fit_rows, pack_tokens
 from agent_forge.data.sources import SourceConfig, heldout_examples, load_mixture, source_configs, training_examples
 from agent_forge.data.tasks import TaskExample, training_text
 from agent_forge.data.tokenizer import ForgeTokenizer, train_tokenizer
@@ -117,23 +117,28 @@ def forge_config(config: PipelineConfig, **non_shape: Any) -> ForgeConfig:
 
 
 def packed_dataset(ctx: Any, tokenizer: ForgeTokenizer, examples: list[TaskExample], batch_size: int,
-                   seed: int, prompt_loss_share: float = 1.0) -> PackedDataset:
+                   seed: int, prompt_loss_share: float = 1.0, packing: str | None = None) -> PackedDataset:
     """Batches of the global size ``batch_size``: under torchrun each rank reads its share of every batch
     (DistributedSampler order), so N processes see exactly the rows one process would. Every phase's mix
     is written alike: ``data.thought_share`` of each kind with its thought, ``data.tool_demo_share`` more
-    rows of tool demonstrations and ``data.persona_share`` of the rows under the persona prompt."""
+    rows of tool demonstrations and ``data.persona_share`` of the rows under the persona prompt. ``packing``
+    replaces ``data.packing`` (Quiet-STaR's RL reads plain text rows, never padded ones)."""
     rank, size = world()
     if batch_size % size:
         raise ConfigError(f"batch size {batch_size} cannot be split over {size} processes",
                           "use a batch_size divisible by the number of processes (--set phaseN.train.batch_size=)")
     data = ctx.config.data
-    if not (data.thought_share or data.tool_demo_share or data.persona_share):
+    packing = packing or data.packing
+    if not (data.thought_share or data.tool_demo_share or data.persona_share or packing == "fit"):
         return PackedDataset.from_examples(tokenizer, examples, data.seq_len, batch_size // size, seed,
                                            rank=rank, world_size=size, prompt_loss_share=prompt_loss_share)
     demos = tool_demos(ctx.config, round(len(examples) * data.tool_demo_share), seed + DEMO_SEED)
     ids, labels = training_rows(tokenizer, examples, training_style(ctx.config), prompt_loss_share, seed, demos)
     order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed)).tolist()  # demos among the rest
     ids, labels = [ids[i] for i in order], [labels[i] for i in order]
+    if packing == "fit":
+        rows, row_labels = fit_rows(ids, labels, data.seq_len)
+        return PackedDataset(rows, batch_size // size, seed, rank, size, row_labels)
     return PackedDataset(pack_tokens(ids, data.seq_len), batch_size // size, seed, rank, size,
                          pack_tokens(labels, data.seq_len) if prompt_loss_share < 1.0 else None)
 

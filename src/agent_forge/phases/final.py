@@ -96,9 +96,12 @@ def embedding_key(model: ForgeForCausalLM, layout: ModelLayout) -> str:
 
 
 def measure(model: ForgeForCausalLM, held: HeldoutSet) -> Quality:
-    """The planner's figure: mean loss (nats) and accuracy per kind."""
+    """The planner's figure: mean loss (nats), accuracy per kind and which tasks of each kind were right."""
     result = evaluate(model, held)
-    return Quality(result.loss, dict(result.accuracy_by_kind))
+    kinds = [example.kind for example in held.examples]
+    correct = {kind: tuple(ok for k, ok in zip(kinds, result.correct, strict=True) if k == kind)
+               for kind in result.accuracy_by_kind} if result.correct else {}
+    return Quality(result.loss, dict(result.accuracy_by_kind), correct)
 
 
 def rebuild(tensors: Mapping[str, Tensor], metadata: Mapping[str, Any]) -> ForgeForCausalLM:
@@ -296,7 +299,7 @@ class FinalPhase(Phase):
 
         config = PlannerConfig(max_increase=section.max_ppl_increase, evaluator_kind="loss",
                                zstd_level=section.zstd_level, min_lossy_numel=section.min_lossy_numel,
-                               max_accuracy_drop=section.max_accuracy_drop)
+                               max_accuracy_drop=section.max_accuracy_drop, accuracy_drop_z=section.accuracy_drop_z)
         metadata = {"layout": layout.to_json(), "model_config": json.loads(model.config.to_json_string())}
         plan = plan_compression(tensors, measure_tensors, candidates(section), config,
                                 importance=importance, reference=measure(model, selection), metadata=metadata)

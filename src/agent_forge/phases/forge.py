@@ -225,12 +225,13 @@ def train_curriculum(ctx: PhaseContext, model: nn.Module, section: ForgeSection,
 
     def batch_fn(position: int) -> dict[str, torch.Tensor]:
         level, dream = scheduler.batch_level(position, measure)
-        ids = levels.train[level].batch(position)
-        return {"ids": ids, "level": torch.full((len(ids),), float(level)),
+        rows = levels.train[level].batch(position)
+        ids, labels = (rows["input_ids"], rows["labels"]) if isinstance(rows, dict) else (rows, rows)
+        return {"ids": ids, "labels": labels, "level": torch.full((len(ids),), float(level)),
                 "dream": torch.full((len(ids),), float(dream))}
 
     def step_fn(net: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
-        out = lm_step(net, batch["ids"])
+        out = lm_step(net, {"input_ids": batch["ids"], "labels": batch["labels"]})
         out.metrics.update(level=float(batch["level"][0]), dream=float(batch["dream"][0]))
         return out
 

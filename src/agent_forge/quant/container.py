@@ -173,6 +173,9 @@ def _lossy(tensor: Tensor, spec: MethodSpec, importance: Tensor | None) -> Lossy
         return uniform_encode(tensor, spec, importance)
     if isinstance(spec, SeedLMConfig):
         return seedlm_encode(tensor, spec)
+    columns = tensor.reshape(tensor.shape[0], -1).shape[1]
+    if importance is not None and importance.numel() != columns:  # a per-row (token) importance is usq's
+        importance = None
     return vptq_encode(tensor, spec, importance)
 
 

@@ -40,6 +40,7 @@ class Quality:
 
     value: float
     accuracy: Mapping[str, float] = field(default_factory=dict)
+    correct: Mapping[str, tuple[bool, ...]] = field(default_factory=dict)  # per kind, per task in a fixed order
 
 
 Evaluator = Callable[[Mapping[str, Tensor]], "float | Quality"]
@@ -57,6 +58,9 @@ class PlannerConfig:
     ``evaluator_kind="loss"``: ``evaluate`` returns a mean cross-entropy in nats and the budget bounds the
     perplexity ``exp(loss)``; ``"metric"``: the budget bounds the returned figure itself.
     ``max_accuracy_drop``: every kind's accuracy may fall at most this much (absolute) below the reference's.
+    ``accuracy_drop_z``: with per-task results on both sides, a larger drop fails only when it is also
+    beyond the noise of the paired comparison (McNemar's statistic over the tasks one side got right and
+    the other wrong above this z): answers of a kind at chance flip both ways under any perturbation.
     """
 
     max_increase: float = 0.10
@@ -65,6 +69,7 @@ class PlannerConfig:
     codecs: tuple[str, ...] = DEFAULT_CODECS
     min_lossy_numel: int = 4096
     max_accuracy_drop: float | None = None
+    accuracy_drop_z: float | None = None
 
 
 def classify_tensor(name: str, tensor: Tensor, min_lossy_numel: int = 4096) -> str:
@@ -89,7 +94,25 @@ def within_budget(measured: Quality, limit: float, reference: Quality, config: P
     if config.max_accuracy_drop is None:
         return True
     floor = {kind: value - config.max_accuracy_drop for kind, value in reference.accuracy.items()}
-    return all(measured.accuracy.get(kind, -math.inf) >= low - 1e-12 for kind, low in floor.items())
+    return all(measured.accuracy.get(kind, -math.inf) >= low - 1e-12 or _drop_within_noise(kind, measured,
+                                                                                         reference, config)
+               for kind, low in floor.items())
+
+
+def paired_drop_z(before: Sequence[bool], after: Sequence[bool]) -> float:
+    """McNemar's statistic of a drop in accuracy on the same tasks: (lost - gained) / sqrt(lost + gained),
+    0 when no task changed (McNemar 1947; positive: more tasks lost than gained)."""
+    if len(before) != len(after):
+        raise ValueError(f"paired results need the same tasks: {len(before)} against {len(after)}")
+    lost = sum(1 for was, now in zip(before, after, strict=True) if was and not now)
+    gained = sum(1 for was, now in zip(before, after, strict=True) if now and not was)
+    return (lost - gained) / math.sqrt(lost + gained) if lost + gained else 0.0
+
+
+def _drop_within_noise(kind: str, measured: Quality, reference: Quality, config: PlannerConfig) -> bool:
+    if config.accuracy_drop_z is None or kind not in measured.correct or kind not in reference.correct:
+        return False
+    return paired_drop_z(reference.correct[kind], measured.correct[kind]) <= config.accuracy_drop_z
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,20 @@ def test_usq_round_trips_to_its_reconstruction() -> None:
     assert float(((decoded.float() - weight) ** 2).mean() / weight.var()) < 0.05
 
 
+def test_a_token_importance_weighs_usq_rows_and_vptq_codes_without_it() -> None:
+    # Phase 8 gives the embedding one importance per row (token); VPTQ's weights are one per column
+    gen = torch.Generator().manual_seed(5)
+    weight = 0.1 * torch.randn(128, 32, generator=gen)
+    importance = {"embed": torch.rand(128, generator=gen)}
+    plan = CompressionPlan({"embed": VPTQConfig(codebook=16)}, zstd_level=3)
+    weighted = compress_tensors({"embed": weight.half()}, plan, importance=importance)
+    plain = compress_tensors({"embed": weight.half()}, plan)
+    assert torch.equal(weighted.reconstruction["embed"], plain.reconstruction["embed"])
+    columns = {"embed": torch.rand(32, generator=gen)}  # one per column: VPTQ weighs its vectors with it
+    assert not torch.equal(compress_tensors({"embed": weight.half()}, plan, importance=columns)
+                           .reconstruction["embed"], plain.reconstruction["embed"])
+
+
 def _version_2_file(tensors: dict[str, torch.Tensor]) -> bytes:
     """A container as format version 2 wrote it: every raw tensor one byte stream, no layout parameter."""
     blobs, entries = [], []

@@ -11,9 +11,12 @@ import torch
 from agent_forge.quant.container import RawSpec, decode_container, encode_tensor
 from agent_forge.quant.planner import (
     PlannerConfig,
+    Quality,
     classify_tensor,
+    paired_drop_z,
     plan_compression,
     quality_limit,
+    within_budget,
 )
 from agent_forge.quant.seedlm import SeedLMConfig
 from agent_forge.quant.vptq import VPTQConfig
@@ -123,3 +126,28 @@ def test_planning_is_deterministic_so_a_rerun_writes_the_same_file() -> None:
     first = plan_compression(TENSORS, output_error, CANDIDATES, metric_config(100.0))
     second = plan_compression(TENSORS, output_error, CANDIDATES, metric_config(100.0))
     assert first.compressed.data == second.compressed.data
+
+
+def test_paired_drop_z_is_mcnemars_statistic() -> None:
+    before = [True] * 10 + [False] * 10
+    after = [False] * 8 + [True] * 2 + [True] * 2 + [False] * 8  # 8 lost, 2 gained
+    assert paired_drop_z(before, after) == pytest.approx(6 / math.sqrt(10))
+    assert paired_drop_z(before, before) == 0.0
+    with pytest.raises(ValueError, match="same tasks"):
+        paired_drop_z(before, after[:-1])
+
+
+def _quality(correct: list[bool]) -> Quality:
+    return Quality(1.0, {"mc": sum(correct) / len(correct)}, {"mc": tuple(correct)})
+
+
+def test_a_drop_beyond_the_points_fails_only_when_it_is_beyond_the_noise_too() -> None:
+    reference = _quality([True] * 40 + [False] * 60)
+    churned = _quality([False] * 20 + [True] * 20 + [True] * 14 + [False] * 46)  # 20 lost, 14 gained: z 1.03
+    collapsed = _quality([False] * 10 + [True] * 30 + [False] * 60)  # 10 lost, none gained: z 3.16
+    gated = PlannerConfig(max_accuracy_drop=0.02, accuracy_drop_z=1.96)
+    strict = PlannerConfig(max_accuracy_drop=0.02)
+    assert within_budget(churned, 2.0, reference, gated) and not within_budget(churned, 2.0, reference, strict)
+    assert not within_budget(collapsed, 2.0, reference, gated)
+    without_tasks = Quality(1.0, {"mc": 0.34})  # no per-task results: the points alone decide
+    assert not within_budget(without_tasks, 2.0, reference, gated)
