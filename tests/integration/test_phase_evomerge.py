@@ -17,7 +17,7 @@ from agent_forge.data.sources import training_examples
 from agent_forge.eval.fitness import FitnessMeasurement, composite_fitness, heldout_subset, measure
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.model_io import load_model
-from agent_forge.phases.common import forge_config, packed_dataset, session_data
+from agent_forge.phases.common import forge_config, lm_step, packed_dataset, session_data
 from agent_forge.phases.evomerge import EvoMergePhase, fisher_inputs
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import ModelRef, PhaseResult
@@ -35,7 +35,7 @@ def _train(model: ForgeForCausalLM, ctx: PhaseContext, steps: int, seed: int) ->
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for step in range(steps):
-        loss = model(input_ids=(batch := dataset.batch(step)), labels=batch).loss
+        loss = lm_step(model, dataset.batch(step)).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
