@@ -105,6 +105,14 @@ def fit_rows(token_lists: Sequence[Sequence[int]], label_lists: Sequence[Sequenc
     return _fill_rows(rows, token_lists, label_lists, seq_len)
 
 
+def pack_rows(token_lists: Sequence[Sequence[int]], label_lists: Sequence[Sequence[int]], seq_len: int,
+              packing: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids and labels in rows by ``packing``: ``"fit"`` (``fit_rows``) or ``"concat"`` (``pack_tokens``)."""
+    if packing == "fit":
+        return fit_rows(token_lists, label_lists, seq_len)
+    return pack_tokens(token_lists, seq_len), pack_tokens(label_lists, seq_len)
+
+
 def _row_pieces(token_lists: Sequence[Sequence[int]], seq_len: int) -> Iterator[tuple[int, int, int]]:
     """(example, start, end) spans of at most ``seq_len`` tokens, whole examples where they fit."""
     for index, tokens in enumerate(token_lists):

@@ -20,7 +20,7 @@ from torch import nn
 
 from agent_forge.baking.prompts import BakePrompt, load_prompt
 from agent_forge.config.schema import PipelineConfig
-from agent_forge.data.dataset import PackedDataset, fit_rows, pack_tokens
+from agent_forge.data.dataset import PackedDataset, pack_rows
 from agent_forge.data.sources import SourceConfig, heldout_examples, load_mixture, source_configs, training_examples
 from agent_forge.data.tasks import TaskExample, training_text
 from agent_forge.data.tokenizer import ForgeTokenizer, train_tokenizer
@@ -136,11 +136,9 @@ def packed_dataset(ctx: Any, tokenizer: ForgeTokenizer, examples: list[TaskExamp
     ids, labels = training_rows(tokenizer, examples, training_style(ctx.config), prompt_loss_share, seed, demos)
     order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed)).tolist()  # demos among the rest
     ids, labels = [ids[i] for i in order], [labels[i] for i in order]
-    if packing == "fit":
-        rows, row_labels = fit_rows(ids, labels, data.seq_len)
-        return PackedDataset(rows, batch_size // size, seed, rank, size, row_labels)
-    return PackedDataset(pack_tokens(ids, data.seq_len), batch_size // size, seed, rank, size,
-                         pack_tokens(labels, data.seq_len) if prompt_loss_share < 1.0 else None)
+    rows, row_labels = pack_rows(ids, labels, data.seq_len, packing)
+    scored_whole = packing == "concat" and prompt_loss_share >= 1.0  # concatenated rows score every token
+    return PackedDataset(rows, batch_size // size, seed, rank, size, None if scored_whole else row_labels)
 
 
 def baking_prompts(config: PipelineConfig) -> tuple[BakePrompt, BakePrompt]:

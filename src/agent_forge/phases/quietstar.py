@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from agent_forge.config.schema import QuietStarSection
-from agent_forge.data.dataset import PackedDataset, fit_rows, pack_tokens
+from agent_forge.data.dataset import PackedDataset, pack_rows
 from agent_forge.data.sources import training_examples
 from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.model import ForgeForCausalLM
@@ -194,8 +194,7 @@ class QuietStarPhase(Phase):
         lists, labels, counts = thought_sft_token_lists(ctx, tokenizer, section)
         rank, size = world()
         seq_len = ctx.config.data.seq_len
-        rows, row_labels = (fit_rows(lists, labels, seq_len) if ctx.config.data.packing == "fit"
-                            else (pack_tokens(lists, seq_len), pack_tokens(labels, seq_len)))
+        rows, row_labels = pack_rows(lists, labels, seq_len, ctx.config.data.packing)
         dataset = PackedDataset(rows, section.train.batch_size, section.seed, rank, size, row_labels)
         # "phase3": the checkpoint's config key from before the sections took phase names (resume compares it)
         settings = {"run": "bake", "phase3": section.model_dump(mode="json"), "rows": len(dataset)}
