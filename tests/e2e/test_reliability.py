@@ -64,8 +64,11 @@ def _kill_after_progress(proc: subprocess.Popen, workspace: Path, rng: random.Ra
 def _continue_args(workspace: Path) -> tuple[str, ...]:
     """`resume` once the session exists; a kill before it was created means starting the run again."""
     registry_path = workspace / "registry" / "model_registry.db"
-    exists = registry_path.exists() and any(s["session_id"] == SESSION
-                                            for s in ModelRegistry(registry_path).list_sessions())
+    exists = False
+    if registry_path.exists():
+        registry = ModelRegistry(registry_path)  # a run killed before its schema was written has no tables
+        exists = any(s["session_id"] == SESSION for s in registry.list_sessions())
+        registry.close()
     return ("resume", SESSION) if exists else ("run", "--preset", "smoke", "--name", SESSION)
 
 

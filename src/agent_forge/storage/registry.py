@@ -7,6 +7,11 @@ pipeline process (rank 0 under torchrun) writes. A registry that is locked or co
 Paths inside the workspace are stored relative to its root (``sessions/<session>/...``), so a workspace that
 is moved or copied keeps working; readers get them back absolute, under the workspace the registry is in.
 Registries of schema version 0 (absolute paths) are migrated when first opened for writing.
+
+Nothing but SQLite ever opens the database file: closing any other handle on it drops every POSIX lock this
+process holds there, and another process closing its connection then takes itself for the last one, folds
+the WAL into the file and deletes it, so this process's next commit goes to a deleted WAL and is lost
+(tests/unit/storage/test_registry.py reproduces it). A file that is not a database is told by SQLite.
 """
 
 from __future__ import annotations
@@ -27,21 +32,12 @@ from agent_forge.errors import DISK_FULL_FIX, DiskFullError, ForgeError, NotFoun
 from agent_forge.storage.artifacts import weights_size
 from agent_forge.storage.schema_sql import SCHEMA_SQL
 
-SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 10_000
 SCHEMA_VERSION = 1  # PRAGMA user_version; 1: paths relative to the workspace root (0 stored them absolute)
 
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _check_header(path: Path) -> None:
-    if path.exists() and path.stat().st_size > 0:
-        with open(path, "rb") as handle:
-            if handle.read(16) != SQLITE_HEADER:
-                raise RegistryError(f"registry {path} is not an SQLite database (corrupt)",
-                                    "move it aside and restore a backup; Agent Forge never replaces it silently")
 
 
 class ModelRegistry:
@@ -54,7 +50,6 @@ class ModelRegistry:
         if not self.path.exists() and (readonly or not create):
             raise RegistryError(f"registry {self.path} does not exist",
                                 "run `agent-forge run` first or point --workspace at an existing workspace")
-        _check_header(self.path)
         self.conn = self._connect()
         if not readonly:
             self._init_schema()
@@ -119,6 +114,9 @@ class ModelRegistry:
         if "locked" in text or "busy" in text:
             return RegistryError(f"registry {self.path} is locked by another process",
                                  "wait for the other agent-forge run to finish or stop it")
+        if "not a database" in text:  # SQLite reads the header itself: opening the file here would be unsafe
+            return RegistryError(f"registry {self.path} is not an SQLite database (corrupt)",
+                                 "move it aside and restore a backup; Agent Forge never replaces it silently")
         if "no such table" in text:
             return RegistryError(f"registry {self.path} has no Agent Forge tables",
                                  "point --workspace at an Agent Forge workspace")

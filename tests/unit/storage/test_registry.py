@@ -1,5 +1,7 @@
 import multiprocessing as mp
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -157,3 +159,28 @@ def test_public_reads_for_the_dashboard(tmp_path: Path) -> None:
     assert reg.session_activity()["s1"]["n_metrics"] == 1
     assert reg.metric_phases("s1") == {"cognate"}
     assert reg.parent_ids("m1") == ["p1"] and reg.child_ids("p1") == ["m1", "m2"]
+
+
+WRITER = """
+import sys
+from agent_forge.storage.registry import ModelRegistry
+registry = ModelRegistry(sys.argv[1])
+registry.create_session("other", "tiny", {})
+registry.close()
+"""
+
+
+def test_a_second_registry_in_one_process_keeps_the_first_ones_commits(tmp_path: Path) -> None:
+    """Opening the registry again in a process that has it open (the CLI and a phase both do) must not drop
+    that process's locks: another process closing its connection would then delete the WAL under it and
+    the first registry's next commit would be lost."""
+    path = tmp_path / "r.db"
+    first = ModelRegistry(path)
+    first.create_session("s1", "tiny", {})
+    reader = ModelRegistry(path, readonly=True)  # measured before the fix: the file was left malformed
+    subprocess.run([sys.executable, "-c", WRITER, str(path)], check=True, timeout=60)
+    assert Path(f"{path}-wal").exists()  # the other process knew it was not the last connection
+    first.create_session("s2", "tiny", {})
+    first.close()
+    reader.close()
+    assert {s["session_id"] for s in ModelRegistry(path).list_sessions()} == {"s1", "s2", "other"}
