@@ -310,8 +310,13 @@ class Evolution:
 
 
 def _member(info: dict[str, Any], tensors: dict[str, torch.Tensor], order: StateDict) -> Member:
-    """A member from a checkpoint, keys in ``order``'s order: random draws go key by key (mutation, DARE)."""
-    return Member.from_info(info, {key: tensors[f"{info['serial']}/{key}"] for key in order})
+    """A member from a checkpoint, keys in ``order``'s order: random draws go key by key (mutation, DARE).
+
+    Each tensor is cloned: safetensors hands back views at the file's byte offsets (4 or 24 bytes past a
+    64-byte boundary, say), and a vectorised reduction (SLERP's dot, a norm) sums in another order on data
+    so placed. Measured: a resumed run's diversity 0.013237924780 against 0.013237925029 uninterrupted.
+    A clone lies where the allocator puts every tensor of an uninterrupted run, so a resume is bit-exact."""
+    return Member.from_info(info, {key: tensors[f"{info['serial']}/{key}"].clone() for key in order})
 
 
 def fingerprint(section: EvoMergeSection, inputs: list[ModelRef], trunk_id: str, ctx: PhaseContext) -> str:

@@ -64,6 +64,9 @@ def snapshot_difference(expected: dict[str, Any], actual: dict[str, Any]) -> dic
         if isinstance(mine, dict) and isinstance(theirs, dict):
             names = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             difference[part] = {name: {"expected": mine.get(name), "actual": theirs.get(name)} for name in names}
+        elif isinstance(mine, list) and isinstance(theirs, list) and _paired_rows(mine, theirs):
+            difference[part] = {f"{i}:{row.get('phase', '')}": _changed_keys(row, theirs[i])
+                                for i, row in enumerate(mine) if row != theirs[i]}
         elif isinstance(mine, list) and isinstance(theirs, list):
             missing = [row for row in mine if row not in theirs]
             extra = [row for row in theirs if row not in mine]
@@ -71,3 +74,21 @@ def snapshot_difference(expected: dict[str, Any], actual: dict[str, Any]) -> dic
         else:
             difference[part] = {"expected": mine, "actual": theirs}
     return difference
+
+
+def _paired_rows(mine: list[Any], theirs: list[Any]) -> bool:
+    """Two lists of dict rows that match one to one by phase (phase runs): a difference is a few keys."""
+    return (len(mine) == len(theirs) and all(isinstance(r, dict) for r in [*mine, *theirs])
+            and [r.get("phase") for r in mine] == [r.get("phase") for r in theirs])
+
+
+def _changed_keys(mine: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """The keys two dict rows disagree on (nested dicts, such as a phase's metrics, key by key)."""
+    changed: dict[str, Any] = {}
+    for key in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(key), theirs.get(key)
+        if a == b:
+            continue
+        both_dicts = isinstance(a, dict) and isinstance(b, dict)
+        changed[key] = _changed_keys(a, b) if both_dicts else {"expected": a, "actual": b}
+    return changed

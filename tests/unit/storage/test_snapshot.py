@@ -33,3 +33,10 @@ def test_a_part_only_one_side_has_is_reported_whole():
     actual = {k: v for k, v in expected.items() if k != "handoffs"}
     assert snapshot_difference(expected, actual) == {
         "handoffs": {"expected": [("cognate", "evomerge", "passed")], "actual": None}}
+
+
+def test_a_phase_run_that_differs_names_only_the_keys_that_differ():
+    expected = _snapshot(phases=[{"phase": "cognate", "status": "completed", "metrics": {"a": 1.0, "b": 2.0}}])
+    actual = _snapshot(phases=[{"phase": "cognate", "status": "completed", "metrics": {"a": 1.0, "b": 2.5}}])
+    assert snapshot_difference(expected, actual) == {
+        "phases": {"0:cognate": {"metrics": {"b": {"expected": 2.0, "actual": 2.5}}}}}
