@@ -10,7 +10,7 @@ import torch
 
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.model_io import bitlinear_meta, load_model
-from agent_forge.phases.baking import BakingPhase
+from agent_forge.phases.baking import BakingPhase, bake_tasks
 from agent_forge.phases.common import forge_config
 from agent_forge.quant.bitlinear import BitLinear, BitLinearConfig, bitlinear_modules, replace_linears
 from support.phase_harness import harness_config, make_context, register_model, seed_model
@@ -55,6 +55,21 @@ def test_both_bakes_lower_the_kl_and_every_figure_is_recorded(full_bake) -> None
     assert all(math.isfinite(v) for v in numbers.values())
     assert result.before is not None and result.after is not None
     assert result.before.perplexity and result.after.perplexity and result.after.size_mb
+
+
+def test_the_tool_bake_comes_first_when_asked(tmp_path: Path) -> None:
+    """tools_first: the persona bake reads only the kinds that make no calls, and runs second."""
+    config = harness_config("smoke", ["baking.schedule=tools_first"])
+    persona = bake_tasks(config, 24, 0, "persona")
+    assert persona and {task.kind for task in persona} <= {"mc", "code"}
+    assert "arith" in {task.kind for task in bake_tasks(harness_config("smoke"), 24, 0, "persona")}
+    ref = seed_model(tmp_path, "forge", config=config)
+    ctx = make_context(tmp_path, "baking", config)
+    assert BakingPhase().run(ctx, [ref]).success
+    started: dict[str, float] = {}
+    for row in ctx.registry.metrics(ctx.session_id, phase="baking"):
+        started[row["model"]] = min(started.get(row["model"], row["time"]), row["time"])
+    assert started["bake_tools"] < started["bake_persona"]
 
 
 def test_the_baked_model_is_registered_loadable_and_changed(full_bake) -> None:

@@ -332,6 +332,9 @@ class BakingSection(Strict):
     tool_prompt: str = "builtin:tools"
     persona_prompt: str = "builtin:persona"
     steps_per_bake: int = Field(60, ge=1)
+    # D16. persona_first: the persona bake, then the tool bake, whose teacher is the persona-baked model
+    # reading the tool prompt; tools_first: the other order, the persona baked on kinds that make no calls
+    schedule: Literal["persona_first", "tools_first"] = "persona_first"
     continuations: int = Field(64, ge=1)
     continuation_len: int = Field(24, ge=1)
     samples_per_query: int = Field(4, ge=1)

@@ -1,5 +1,5 @@
-"""Phase 6 Baking (D5, D13; Prompt Baking, Bhargava et al. 2024): a tool-use prompt, then a persona, into
-the weights.
+"""Phase 6 Baking (D5, D13, D16; Prompt Baking, Bhargava et al. 2024): a persona prompt, then a tool-use
+prompt, into the weights.
 
 Each bake samples continuations of task bodies from the frozen prompted model (its calls executed by the
 tool runtime, the answer cue inserted after a thought; inserted tokens are never scored), then trains the
@@ -85,13 +85,16 @@ def optimizer_config(section: Any, device: torch.device) -> MuGrokConfig:
 
 
 def bake_tasks(config: Any, n: int, seed: int, name: str) -> list[TaskExample]:
-    """The tasks whose bodies a bake reads. The tool bake: half the training mix, half tool demonstration
-    tasks (arithmetic of every level, bare calculations and conversions), so it sees where calls belong and
-    where not. The persona bake: the kinds that make no calls (multiple choice, code), so it cannot teach the
-    tool-baked model to stop calling (measured: on every kind it erased every call, whatever the order)."""
+    """The tasks whose bodies a bake reads (D16). The tool bake: half the training mix, half tool
+    demonstration tasks (arithmetic of every level, bare calculations and conversions), so it sees where calls
+    belong and where not. The persona bake, first: the whole mix, so the tool bake's teacher (the persona-baked
+    model reading the tool prompt) signs off on arithmetic too. The persona bake after the tool bake: the
+    kinds that make no calls (multiple choice, code), or it teaches the tool-baked model to stop calling
+    (measured: on every kind it erased every call)."""
     if name == "persona":
-        weights = {kind: float(kind != "arith") for kind in config.data.kinds}
-        return training_examples(config, n, seed, kind_weights=weights if any(weights.values()) else None)
+        no_calls = {kind: float(kind != "arith") for kind in config.data.kinds}
+        weights = no_calls if config.baking.schedule == "tools_first" and any(no_calls.values()) else None
+        return training_examples(config, n, seed, kind_weights=weights)
     demos = demo_tasks(n // 2, seed, levels=tuple(range(1, config.data.max_level + 1)))
     return [*training_examples(config, n - len(demos), seed), *demos]
 
@@ -141,6 +144,41 @@ def tool_figures(ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer,
     return figures
 
 
+@dataclass
+class PersonaCheck:
+    """The persona's marker share on held-out bodies: the prompted model (the reference), the unprompted one
+    before baking and, from ``after``, the baked one; with each unprompted set's similarity to the reference."""
+
+    tokenizer: ForgeTokenizer
+    bodies: list[list[int]]
+    cues: list[list[int]]
+    tokens: int
+    reference: list[list[int]]
+    unprompted: list[list[int]]
+
+    @classmethod
+    def before(cls, ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer, prompt: list[int],
+               heldout: list[TaskExample]) -> PersonaCheck:
+        section = ctx.phase_config
+        bodies, cues = bodies_and_cues(tokenizer, heldout[: section.eval_examples])
+        prompts = [[BOS_ID, *prompt, *q] for q in bodies] + [[BOS_ID, *q] for q in bodies]
+        first = generations(model, tokenizer, prompts, cues * 2, section.eval_new_tokens)
+        return cls(tokenizer, bodies, cues, section.eval_new_tokens, first[: len(bodies)], first[len(bodies) :])
+
+    def after(self, model: nn.Module, markers: Sequence[str]) -> dict[str, Any]:
+        baked = generations(model, self.tokenizer, [[BOS_ID, *q] for q in self.bodies], self.cues, self.tokens)
+        n = len(self.bodies)
+        text = [self.tokenizer.decode(g) for g in (*self.reference, *self.unprompted, *baked)]
+        return {
+            "persona/markers": ",".join(markers),
+            "persona/marker_share_prompted": marker_share(text[:n], markers),
+            "persona/marker_share_before": marker_share(text[n : 2 * n], markers),
+            "persona/marker_share_after": marker_share(text[2 * n :], markers),
+            "persona/similarity_before": mean_pair_cosine(self.unprompted, self.reference),
+            "persona/similarity_after": mean_pair_cosine(baked, self.reference),
+        }
+
+
 @dataclass(kw_only=True)
 class BakingRun(PhaseRun):
     cpu_started: float
@@ -165,16 +203,24 @@ class BakingPhase(Phase):
         return self._record(run.model, run.data.heldout, ref.metadata.get("size_mb", ref.size_mb))
 
     def work(self, ctx: PhaseContext, run: BakingRun) -> None:
-        """Bake the tool prompt, then the persona prompt; a ternary model is packed again afterwards."""
-        section, data, model, tokenizer = ctx.phase_config, run.data, run.model, run.data.tokenizer
-        metrics = run.metrics
+        """Bake the persona prompt and the tool prompt, one after the other (D16); a ternary model is packed
+        again afterwards."""
+        section, model, tokenizer, metrics = ctx.phase_config, run.model, run.data.tokenizer, run.metrics
         metrics.update(record_metrics("before", run.before))
         ternary_before = ternary_values(model)
-        metrics.update(self._tool_stage(ctx, model, tokenizer, section, run.device))
-        metrics.update(self._persona_stage(ctx, model, tokenizer, section, run.device, data.heldout.examples))
+        tools_prompt, persona = baking_prompts(ctx.config)
+        prompts = {"tools": tokenizer.encode(tools_prompt.text), "persona": tokenizer.encode(persona.text)}
+        metrics.update(tool_figures(ctx, model, tokenizer, {"tools_prompted": prompts["tools"], "tools_before": []}))
+        persona_check = PersonaCheck.before(ctx, model, tokenizer, prompts["persona"], run.data.heldout.examples)
+        order = ["persona", "tools"] if section.schedule == "persona_first" else ["tools", "persona"]
+        for name in order:  # each teacher is the model as the bakes before left it
+            metrics.update(self._fit(ctx, name, model, self._prepare(ctx, name, model, prompts[name]), run.device))
+        metrics.update(tool_figures(ctx, model, tokenizer, {"tools_after": []}))
+        metrics.update(persona_check.after(model, persona.markers))
+        metrics.update({f"{name}/prompt_tokens": len(prompt) for name, prompt in prompts.items()})
         metrics["bitlinear/layers"] = len(ternary_before)
         metrics["bitlinear/ternary_flip_share"] = ternary_flip_share(ternary_before, model)
-        run.packed = self._pack(ctx, model, run.inputs[0], data.heldout, metrics)
+        run.packed = self._pack(ctx, model, run.inputs[0], run.data.heldout, metrics)
 
     def measure_after(self, ctx: PhaseContext, run: BakingRun) -> EvalRecord:
         after = self._record(run.model, run.data.heldout, run.metrics.get("size_mb", run.inputs[0].size_mb))
@@ -194,58 +240,27 @@ class BakingPhase(Phase):
         return PhaseResult(True, self.name, [out], metrics, duration_seconds=run.seconds,
                            before=run.before, after=after)
 
-    # ---- the two stages ----------------------------------------------------------------------------
+    # ---- bakes -------------------------------------------------------------------------------------
 
-    def _tool_stage(self, ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer, section: Any,
-                    device: torch.device) -> dict[str, Any]:
-        tools_prompt, _ = baking_prompts(ctx.config)
-        prompt = tokenizer.encode(tools_prompt.text)
-        figures: dict[str, Any] = {"tools/prompt_tokens": len(prompt)}
-        figures.update(tool_figures(ctx, model, tokenizer, {"tools_prompted": prompt, "tools_before": []}))
-        figures.update(self._bake(ctx, "tools", model, prompt, device))
-        figures.update(tool_figures(ctx, model, tokenizer, {"tools_after": []}))
-        return figures
-
-    def _persona_stage(self, ctx: PhaseContext, model: nn.Module, tokenizer: ForgeTokenizer, section: Any,
-                       device: torch.device, heldout: list[Any]) -> dict[str, Any]:
-        _, persona = baking_prompts(ctx.config)
-        prompt = tokenizer.encode(persona.text)
-        held_q, held_cues = bodies_and_cues(tokenizer, heldout[: section.eval_examples])
-        n, tokens = len(held_q), section.eval_new_tokens
-        first = generations(model, tokenizer, [[BOS_ID, *prompt, *q] for q in held_q] + [[BOS_ID, *q] for q in held_q],
-                            held_cues * 2, tokens)
-        reference, unprompted = first[:n], first[n:]
-        figures = self._bake(ctx, "persona", model, prompt, device)
-        baked = generations(model, tokenizer, [[BOS_ID, *q] for q in held_q], held_cues, tokens)
-        text = [tokenizer.decode(g) for g in (*reference, *unprompted, *baked)]
-        markers = persona.markers
-        figures.update({
-            "persona/prompt_tokens": len(prompt), "persona/markers": ",".join(markers),
-            "persona/marker_share_prompted": marker_share(text[:n], markers),
-            "persona/marker_share_before": marker_share(text[n : 2 * n], markers),
-            "persona/marker_share_after": marker_share(text[2 * n :], markers),
-            "persona/similarity_before": mean_pair_cosine(unprompted, reference),
-            "persona/similarity_after": mean_pair_cosine(baked, reference),
-        })
-        return figures
-
-    # ---- one bake ----------------------------------------------------------------------------------
-
-    def _bake(self, ctx: PhaseContext, name: str, model: nn.Module, prompt: list[int],
-              device: torch.device) -> dict[str, float]:
-        """Bake ``prompt`` into ``model`` in place; returns the bake's KL figures. The teacher continues the
-        bodies of training tasks (held out: D6 tasks), its calls run and each cue follows its thought."""
-        started, section, tokenizer = time.perf_counter(), ctx.phase_config, session_data(ctx).tokenizer
-        batch, seed = section.train.batch_size, ctx.config.data.seed + BAKE_SEEDS[name]
-        train_q, train_cues = bodies_and_cues(tokenizer, bake_tasks(ctx.config, -(-section.continuations //
-                                                                               section.samples_per_query), seed, name))
+    def _prepare(self, ctx: PhaseContext, name: str, model: nn.Module, prompt: list[int]) -> BakeData:
+        """Bake ``name``'s data: the frozen ``model`` reading ``prompt`` continues the bodies of training tasks
+        (held out: D6 tasks), its calls run and each cue follows its thought."""
+        section, tokenizer = ctx.phase_config, session_data(ctx).tokenizer
+        seed = ctx.config.data.seed + BAKE_SEEDS[name]
+        tasks = bake_tasks(ctx.config, -(-section.continuations // section.samples_per_query), seed, name)
+        train_q, train_cues = bodies_and_cues(tokenizer, tasks)
         held_q, held_cues = bodies_and_cues(tokenizer, session_data(ctx).heldout.examples[: section.eval_examples])
         cue_of = {tuple(q): c for q, c in zip([*train_q, *held_q], [*train_cues, *held_cues], strict=True)}
         teacher = frozen_copy(model)
-        bake = prepare_bake(teacher, prompt, train_q, held_q, section.samples_per_query, section.continuation_len,
-                            ctx.config.data.seed * 100 + BAKE_SEEDS[name], batch, section.temperature,
-                            answer_hook(tokenizer, cue_of))
-        del teacher
+        return prepare_bake(teacher, prompt, train_q, held_q, section.samples_per_query, section.continuation_len,
+                            ctx.config.data.seed * 100 + BAKE_SEEDS[name], section.train.batch_size,
+                            section.temperature, answer_hook(tokenizer, cue_of))
+
+    def _fit(self, ctx: PhaseContext, name: str, model: nn.Module, bake: BakeData,
+             device: torch.device) -> dict[str, float]:
+        """Bake into ``model`` in place, fully or through low-rank adapters merged at the end; the figures: the
+        held-out KL before and after, the first and last batch KL, the steps and seconds."""
+        started, section, batch = time.perf_counter(), ctx.phase_config, ctx.phase_config.train.batch_size
         figures = {f"{name}/kl_heldout_before": mean_kl(model, bake.heldout, bake.heldout_lp, batch),
                    f"{name}/continuations": len(bake.train), f"{name}/heldout_continuations": len(bake.heldout)}
         frozen = release_ternary(model)
@@ -253,15 +268,13 @@ class BakingPhase(Phase):
         if section.lora_rank:
             handle = apply_lora(model, LoRAConfig(section.lora_rank), torch.Generator().manual_seed(BAKE_SEEDS[name]))
         result = self._train(ctx, name, model, bake, device, lora=handle is not None)
-        if handle is not None:
+        if handle is not None:  # what the adapters compute, which the merge must keep
             figures[f"{name}/kl_heldout_adapter"] = result.last_eval["kl_heldout"]
             figures[f"{name}/lora_modules"] = len(handle.names)
             merge_lora(model, handle)
         refreeze(model, frozen)
         model.eval()
-        merged_or_frozen = handle is not None or bool(frozen)
-        figures[f"{name}/kl_heldout_after"] = mean_kl(model, bake.heldout, bake.heldout_lp, batch) \
-            if merged_or_frozen else result.last_eval["kl_heldout"]
+        figures[f"{name}/kl_heldout_after"] = mean_kl(model, bake.heldout, bake.heldout_lp, batch)
         figures[f"{name}/kl_train_first_batch"], figures[f"{name}/kl_train_last_batch"] = \
             result.losses[0], result.losses[-1]
         figures[f"{name}/steps"] = len(result.losses)
