@@ -274,7 +274,9 @@ class BakingPhase(Phase):
             merge_lora(model, handle)
         refreeze(model, frozen)
         model.eval()
-        figures[f"{name}/kl_heldout_after"] = mean_kl(model, bake.heldout, bake.heldout_lp, batch)
+        changed_since_eval = handle is not None or bool(frozen)  # merged adapters, or weights snapped to ternary
+        figures[f"{name}/kl_heldout_after"] = mean_kl(model, bake.heldout, bake.heldout_lp, batch) \
+            if changed_since_eval else result.last_eval["kl_heldout"]
         figures[f"{name}/kl_train_first_batch"], figures[f"{name}/kl_train_last_batch"] = \
             result.losses[0], result.losses[-1]
         figures[f"{name}/steps"] = len(result.losses)
