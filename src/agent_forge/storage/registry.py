@@ -33,6 +33,7 @@ from agent_forge.storage.artifacts import weights_size
 from agent_forge.storage.schema_sql import SCHEMA_SQL
 
 BUSY_TIMEOUT_MS = 10_000
+CORRUPT_FIX = "move it aside and restore a backup; Agent Forge never replaces it silently"
 SCHEMA_VERSION = 1  # PRAGMA user_version; 1: paths relative to the workspace root (0 stored them absolute)
 
 
@@ -115,13 +116,11 @@ class ModelRegistry:
             return RegistryError(f"registry {self.path} is locked by another process",
                                  "wait for the other agent-forge run to finish or stop it")
         if "not a database" in text:  # SQLite reads the header itself: opening the file here would be unsafe
-            return RegistryError(f"registry {self.path} is not an SQLite database (corrupt)",
-                                 "move it aside and restore a backup; Agent Forge never replaces it silently")
+            return RegistryError(f"registry {self.path} is not an SQLite database (corrupt)", CORRUPT_FIX)
         if "no such table" in text:
             return RegistryError(f"registry {self.path} has no Agent Forge tables",
                                  "point --workspace at an Agent Forge workspace")
-        return RegistryError(f"registry {self.path} is corrupt ({exc})",
-                             "move it aside and restore a backup; Agent Forge never replaces it silently")
+        return RegistryError(f"registry {self.path} is corrupt ({exc})", CORRUPT_FIX)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
