@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from agent_forge.baking import BakeSet, mean_kl
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.model_io import bitlinear_meta, load_model
-from agent_forge.phases.baking import BakingPhase, bake_tasks
+from agent_forge.phases.baking import BAKE_SEEDS, BakingPhase, bake_tasks
 from agent_forge.phases.common import forge_config
 from agent_forge.quant.bitlinear import BitLinear, BitLinearConfig, bitlinear_modules, replace_linears
 from support.phase_harness import harness_config, make_context, register_model, seed_model
@@ -70,6 +71,30 @@ def test_the_tool_bake_comes_first_when_asked(tmp_path: Path) -> None:
     for row in ctx.registry.metrics(ctx.session_id, phase="baking"):
         started[row["model"]] = min(started.get(row["model"], row["time"]), row["time"])
     assert started["bake_tools"] < started["bake_persona"]
+
+
+def test_the_tool_bake_reads_anchored_kinds_without_its_prompt(tmp_path: Path) -> None:
+    """D17: rows of ``anchor_kinds`` are the model's own continuations, so their KL starts at zero."""
+    config = harness_config("smoke", ["baking.anchor_kinds=[mc, code]", "baking.continuations=16",
+                                      "baking.samples_per_query=1"])
+    ref = seed_model(tmp_path, "forge", config=config)
+    ctx = make_context(tmp_path, "baking", config)
+    model, phase = load_model(ref), BakingPhase()
+    bake = phase._prepare(ctx, "tools", model, [5, 6, 7, 8])
+    section = config.baking
+    tasks = bake_tasks(config, -(-section.continuations // section.samples_per_query),
+                       config.data.seed + BAKE_SEEDS["tools"], "tools")
+    expected = [task.kind in {"mc", "code"} for task in tasks for _ in range(section.samples_per_query)]
+    assert bake.train.anchored == expected and any(expected) and not all(expected)
+    assert phase._prepare(ctx, "persona", model, [5, 6, 7, 8]).train.anchored is None  # only the tool bake
+    kl = {}
+    for flag in (True, False):
+        rows = [i for i, anchored in enumerate(expected) if anchored == flag]
+        train = bake.train
+        part = BakeSet(train.prompt, [train.queries[i] for i in rows], [train.continuations[i] for i in rows],
+                       [train.sampled[i] for i in rows], [flag] * len(rows))
+        kl[flag] = mean_kl(model, part, bake.train_lp[rows][:, : part.width], 8)
+    assert abs(kl[True]) < 1e-3 * kl[False], kl  # anchored rows: the model before the bake is its own teacher
 
 
 def test_the_baked_model_is_registered_loadable_and_changed(full_bake) -> None:

@@ -11,11 +11,12 @@ from tests.support.phase_harness import harness_config, make_context, register_m
 
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.model_io import bitlinear_meta, load_model
-from agent_forge.phases.common import forge_config
-from agent_forge.phases.final import COMPRESSED_FILE, REPORT_FILE, FinalPhase, decode_file
+from agent_forge.phases.common import forge_config, session_data
+from agent_forge.phases.final import COMPRESSED_FILE, REPORT_FILE, FinalPhase, ToolsProbe, decode_file, measure
 from agent_forge.pipeline.handoff import validate_handoff
 from agent_forge.pipeline.phase import ModelRef
 from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears
+from agent_forge.reasoning.tools_mode import tools_report
 
 
 def edge_model(root: Path, overrides: list[str]) -> ModelRef:
@@ -89,3 +90,20 @@ def test_lossless_settings_reproduce_the_input_exactly(tmp_path: Path) -> None:
     assert result.after.perplexity == result.before.perplexity and meta["ppl_increase"] == 0.0
     assert torch.equal(logits(load_model(result.models[0])), logits(load_model(ref)))
     assert meta["compression_ratio"] > 2.0  # ternary layers packed and entropy coded; fp32 embedding
+
+
+def test_the_tools_probe_bounds_tools_mode_as_eval_reports_it(tmp_path: Path) -> None:
+    overrides = ["final.tools_kinds=[arith]"]
+    ref = edge_model(tmp_path, overrides)
+    ctx = make_context(tmp_path, "final", harness_config("smoke", overrides))
+    data, model = session_data(ctx), load_model(ref)
+    probe = ToolsProbe(data.tokenizer, ("arith",), ctx.config.quietstar.max_thought_tokens)
+    quality = measure(model, data.selection, probe)
+    arith = [e for e in data.selection.examples if e.kind == "arith"]
+    report = tools_report(model, data.tokenizer, arith, ctx.config.data.seq_len, probe.max_tokens)
+    assert len(quality.correct["tools_arith"]) == len(arith) > 0
+    assert quality.accuracy["tools_arith"] == report["kinds"]["arith"]["accuracy"]
+    assert set(quality.accuracy) == {"arith", "mc", "code", "tools_arith"}
+    result = FinalPhase().run(ctx, [ref])
+    chosen = next(p for p in result.models[0].metadata["size_quality"] if p["role"] == "chosen")
+    assert set(chosen["accuracy"]) == {"arith", "mc", "code", "tools_arith"}  # a kind of the budget

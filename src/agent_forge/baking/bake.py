@@ -54,17 +54,23 @@ def schedule_indices(n: int, position: int, batch_size: int, seed: int) -> list[
 def prepare_bake(teacher: nn.Module, prompt: Sequence[int], train_queries: Sequence[Sequence[int]],
                  heldout_queries: Sequence[Sequence[int]], samples_per_query: int, length: int, seed: int,
                  batch_size: int, temperature: float = 1.0,
-                 make_hook: Callable[[list[list[int]]], InsertHook] | None = None) -> BakeData:
+                 make_hook: Callable[[list[list[int]]], InsertHook] | None = None,
+                 anchored: Callable[[Sequence[int]], bool] | None = None) -> BakeData:
     """Sample continuations from ``teacher`` reading ``prompt`` (one decoding batch) and score them once;
-    ``make_hook`` builds the decoding hook for the list of queries as decoded (e.g. the tool runtime)."""
+    ``make_hook`` builds the decoding hook for the list of queries as decoded (e.g. the tool runtime); the
+    queries ``anchored`` picks are continued and scored without the prompt (the bake holds them as they are)."""
     generator = torch.Generator().manual_seed(seed)
     queries = [*(list(q) for q in train_queries for _ in range(samples_per_query)), *map(list, heldout_queries)]
     hook = make_hook(queries) if make_hook is not None else None
-    both = sample_bake_set(teacher, prompt, queries, 1, length, generator, temperature, hook)
+    flags = [anchored(q) for q in queries] if anchored is not None else None
+    both = sample_bake_set(teacher, prompt, queries, 1, length, generator, temperature, hook, flags)
     cut = len(train_queries) * samples_per_query
     sampled = both.sampled or [[True] * len(c) for c in both.continuations]
-    train = BakeSet(both.prompt, both.queries[:cut], both.continuations[:cut], sampled[:cut])
-    heldout = BakeSet(both.prompt, both.queries[cut:], both.continuations[cut:], sampled[cut:])
+    flags = both.anchored
+    train = BakeSet(both.prompt, both.queries[:cut], both.continuations[:cut], sampled[:cut],
+                    flags[:cut] if flags else None)
+    heldout = BakeSet(both.prompt, both.queries[cut:], both.continuations[cut:], sampled[cut:],
+                      flags[cut:] if flags else None)
     return BakeData(train, teacher_logprobs(teacher, train, batch_size), heldout,
                     teacher_logprobs(teacher, heldout, batch_size), seed)
 

@@ -28,6 +28,7 @@ class BakeSet:
     queries: list[list[int]]
     continuations: list[list[int]]
     sampled: list[list[bool]] | None = None  # per token: chosen by the teacher (False: inserted, not scored)
+    anchored: list[bool] | None = None  # per row: the teacher read it without the prompt (a KL anchor)
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -38,21 +39,28 @@ class BakeSet:
 
     def rows(self, indices: Sequence[int], prompted: bool) -> tuple[list[list[int]], list[int]]:
         """Token rows and, per row, the index of the position that predicts the first continuation token."""
-        prefix = self.prompt if prompted else []
-        rows = [[BOS_ID, *prefix, *self.queries[i], *self.continuations[i]] for i in indices]
-        starts = [len(prefix) + len(self.queries[i]) for i in indices]
+        rows = [[BOS_ID, *self.prefix(i, prompted), *self.queries[i], *self.continuations[i]] for i in indices]
+        starts = [len(self.prefix(i, prompted)) + len(self.queries[i]) for i in indices]
         return rows, starts
+
+    def prefix(self, row: int, prompted: bool) -> list[int]:
+        """What the reader of ``row`` sees before its query: the prompt for the teacher, unless anchored."""
+        return self.prompt if prompted and not (self.anchored and self.anchored[row]) else []
 
 
 def sample_bake_set(teacher: nn.Module, prompt: Sequence[int], queries: Sequence[Sequence[int]],
                     samples_per_query: int, length: int, generator: torch.Generator,
-                    temperature: float = 1.0, hook: InsertHook | None = None) -> BakeSet:
+                    temperature: float = 1.0, hook: InsertHook | None = None,
+                    anchored: Sequence[bool] | None = None) -> BakeSet:
     """``samples_per_query`` continuations of ``length`` teacher tokens (fewer after ``<eos>``) per query;
-    ``hook`` may insert tokens (a tool's result, an answer cue), which are read but never scored."""
+    ``hook`` may insert tokens (a tool's result, an answer cue), which are read but never scored. Queries
+    flagged in ``anchored`` are continued without the prompt: the teacher's own behaviour, held by the bake."""
+    flags = [bool(a) for a in (anchored or [False] * len(queries)) for _ in range(samples_per_query)]
     rows = [list(q) for q in queries for _ in range(samples_per_query)]
-    decoded = decode(teacher, [[BOS_ID, *prompt, *q] for q in rows], length, temperature=temperature,
-                     generator=generator, hook=hook)
-    return BakeSet(list(prompt), rows, [d.tokens for d in decoded], [d.sampled for d in decoded])
+    heads = [[BOS_ID, *([] if flag else prompt), *q] for q, flag in zip(rows, flags, strict=True)]
+    decoded = decode(teacher, heads, length, temperature=temperature, generator=generator, hook=hook)
+    return BakeSet(list(prompt), rows, [d.tokens for d in decoded], [d.sampled for d in decoded],
+                   flags if any(flags) else None)
 
 
 def _padded(rows: list[list[int]], device: torch.device) -> torch.Tensor:

@@ -335,6 +335,10 @@ class BakingSection(Strict):
     # D16. persona_first: the persona bake, then the tool bake, whose teacher is the persona-baked model
     # reading the tool prompt; tools_first: the other order, the persona baked on kinds that make no calls
     schedule: Literal["persona_first", "tools_first"] = "persona_first"
+    # kinds whose bodies the tool bake's teacher continues without the tool prompt: the model before the bake
+    # answers them, so the bake holds its behaviour there (a KL anchor) instead of copying calls where tools do
+    # not belong
+    anchor_kinds: list[str] = Field(default_factory=list)
     continuations: int = Field(64, ge=1)
     continuation_len: int = Field(24, ge=1)
     samples_per_query: int = Field(4, ge=1)
@@ -373,6 +377,8 @@ class FinalSection(Strict):
     max_accuracy_drop: float | None = Field(0.02, ge=0.0, le=1.0)  # per kind, absolute; None: not bounded
     # a larger drop fails only beyond this z of the paired test (McNemar); None: every larger drop fails
     accuracy_drop_z: float | None = Field(1.96, gt=0.0)
+    # kinds also measured in tools mode on the selection split, each a kind of the budget ("tools_arith")
+    tools_kinds: list[str] = Field(default_factory=list)
     methods: list[Literal["usq", "vptq", "seedlm"]] = Field(default_factory=lambda: ["usq"])
     usq_steps: list[Annotated[float, Field(gt=0.0)]] = Field(default_factory=lambda: [0.2, 0.3, 0.45, 0.65],
                                                            min_length=1)  # grid steps tried

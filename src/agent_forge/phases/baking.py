@@ -249,12 +249,16 @@ class BakingPhase(Phase):
         seed = ctx.config.data.seed + BAKE_SEEDS[name]
         tasks = bake_tasks(ctx.config, -(-section.continuations // section.samples_per_query), seed, name)
         train_q, train_cues = bodies_and_cues(tokenizer, tasks)
-        held_q, held_cues = bodies_and_cues(tokenizer, session_data(ctx).heldout.examples[: section.eval_examples])
+        heldout_tasks = session_data(ctx).heldout.examples[: section.eval_examples]
+        held_q, held_cues = bodies_and_cues(tokenizer, heldout_tasks)
         cue_of = {tuple(q): c for q, c in zip([*train_q, *held_q], [*train_cues, *held_cues], strict=True)}
+        anchors = {tuple(q) for q, t in zip([*train_q, *held_q], [*tasks, *heldout_tasks], strict=True)
+                   if name == "tools" and t.kind in section.anchor_kinds}
         teacher = frozen_copy(model)
         return prepare_bake(teacher, prompt, train_q, held_q, section.samples_per_query, section.continuation_len,
                             ctx.config.data.seed * 100 + BAKE_SEEDS[name], section.train.batch_size,
-                            section.temperature, answer_hook(tokenizer, cue_of))
+                            section.temperature, answer_hook(tokenizer, cue_of),
+                            (lambda q: tuple(q) in anchors) if anchors else None)
 
     def _fit(self, ctx: PhaseContext, name: str, model: nn.Module, bake: BakeData,
              device: torch.device) -> dict[str, float]:

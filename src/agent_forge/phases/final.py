@@ -55,6 +55,7 @@ from agent_forge.quant.planner import PlannerConfig, PlanResult, Quality, classi
 from agent_forge.quant.seedlm import SeedLMConfig
 from agent_forge.quant.uniform import UniformConfig
 from agent_forge.quant.vptq import VPTQConfig
+from agent_forge.reasoning.think_mode import evaluate_think_mode
 
 COMPRESSED_FILE = "model.afqz"
 REPORT_FILE = "compression_report.json"
@@ -95,13 +96,31 @@ def embedding_key(model: ForgeForCausalLM, layout: ModelLayout) -> str:
     return layout.aliases.get(name, name)
 
 
-def measure(model: ForgeForCausalLM, held: HeldoutSet) -> Quality:
-    """The planner's figure: mean loss (nats), accuracy per kind and which tasks of each kind were right."""
+@dataclass(frozen=True)
+class ToolsProbe:
+    """Tools mode on the selection tasks of ``kinds``: each is a kind of the planner's budget (``tools_<kind>``),
+    so a code that keeps direct answers but breaks the calls the model makes is refused."""
+
+    tokenizer: ForgeTokenizer
+    kinds: tuple[str, ...]
+    max_tokens: int
+
+
+def measure(model: ForgeForCausalLM, held: HeldoutSet, probe: ToolsProbe | None = None) -> Quality:
+    """The planner's figure: mean loss (nats), accuracy per kind and which tasks of each kind were right
+    (with ``probe``: also in tools mode)."""
     result = evaluate(model, held)
     kinds = [example.kind for example in held.examples]
     correct = {kind: tuple(ok for k, ok in zip(kinds, result.correct, strict=True) if k == kind)
                for kind in result.accuracy_by_kind} if result.correct else {}
-    return Quality(result.loss, dict(result.accuracy_by_kind), correct)
+    accuracy = dict(result.accuracy_by_kind)
+    for kind in probe.kinds if probe is not None and result.correct else ():
+        rows = [i for i, k in enumerate(kinds) if k == kind]
+        outcome = evaluate_think_mode(model, probe.tokenizer, [held.examples[i] for i in rows],
+                                      [result.correct[i] for i in rows], probe.max_tokens, tools=True).correct
+        accuracy[f"tools_{kind}"] = sum(outcome) / max(len(outcome), 1)
+        correct[f"tools_{kind}"] = tuple(outcome)
+    return Quality(result.loss, accuracy, correct)
 
 
 def rebuild(tensors: Mapping[str, Tensor], metadata: Mapping[str, Any]) -> ForgeForCausalLM:
@@ -266,8 +285,10 @@ class FinalPhase(Phase):
         section: FinalSection = ctx.phase_config
         importance = token_importance(ctx.config, run.data.tokenizer, section.importance_examples)
         weights = {embedding_key(run.model, run.layout): importance} if importance is not None else {}
+        probe = ToolsProbe(run.data.tokenizer, tuple(section.tools_kinds), ctx.config.quietstar.max_thought_tokens) \
+            if section.tools_kinds else None
         run.plan, run.measure_tensors = self._plan(section, run.model, run.tensors, run.layout,
-                                                   run.data.selection, weights)
+                                                   run.data.selection, weights, probe)
         run.bar.advance()
         run.decoded, run.decode_seconds = self._decode_and_verify(run.plan)
         run.bar.advance()
@@ -291,18 +312,19 @@ class FinalPhase(Phase):
                             (run.before, run.after), run.fp32_bytes, timings, run.comparison)
 
     def _plan(self, section: FinalSection, model: ForgeForCausalLM, tensors: dict[str, Tensor],
-              layout: ModelLayout, selection: HeldoutSet, importance: dict[str, Tensor]) -> tuple[PlanResult, Any]:
+              layout: ModelLayout, selection: HeldoutSet, importance: dict[str, Tensor],
+              probe: ToolsProbe | None) -> tuple[PlanResult, Any]:
         skeleton = ForgeForCausalLM(model.config).eval()
 
         def measure_tensors(candidate: Mapping[str, Tensor]) -> Quality:
-            return measure(load_tensors_into(skeleton, candidate, layout), selection)
+            return measure(load_tensors_into(skeleton, candidate, layout), selection, probe)
 
         config = PlannerConfig(max_increase=section.max_ppl_increase, evaluator_kind="loss",
                                zstd_level=section.zstd_level, min_lossy_numel=section.min_lossy_numel,
                                max_accuracy_drop=section.max_accuracy_drop, accuracy_drop_z=section.accuracy_drop_z)
         metadata = {"layout": layout.to_json(), "model_config": json.loads(model.config.to_json_string())}
         plan = plan_compression(tensors, measure_tensors, candidates(section), config,
-                                importance=importance, reference=measure(model, selection), metadata=metadata)
+                                importance=importance, reference=measure(model, selection, probe), metadata=metadata)
         return plan, measure_tensors
 
     def _decode_and_verify(self, plan: PlanResult) -> tuple[ForgeForCausalLM, float]:

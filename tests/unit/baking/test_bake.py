@@ -59,6 +59,24 @@ def test_the_loss_is_zero_without_a_prompt_and_positive_with_one() -> None:
     assert mean_kl(model, prompted.train, prompted.train_lp, 3) > 1e-3
 
 
+def test_anchored_rows_are_read_by_the_teacher_without_the_prompt() -> None:
+    model, train, held = peaked_model(17), queries(6, 18), queries(4, 19)
+    anchors = {tuple(q) for q in [*train[::2], *held[::2]]}
+    bake = prepare_bake(model, PROMPT, train, held, 1, 6, seed=20, batch_size=3,
+                        anchored=lambda q: tuple(q) in anchors)
+    assert bake.train.anchored == [True, False] * 3 and bake.heldout.anchored == [True, False] * 2
+    anchored_rows = [i for i, flag in enumerate(bake.train.anchored) if flag]
+    kl = [mean_kl(model, dataclasses.replace(bake.train, queries=[bake.train.queries[i]],
+                                             continuations=[bake.train.continuations[i]],
+                                             sampled=[bake.train.sampled[i]], anchored=[bake.train.anchored[i]]),
+                  bake.train_lp[i : i + 1, : len(bake.train.continuations[i])], 1) for i in range(6)]
+    assert all(kl[i] < 1e-6 for i in anchored_rows)  # the student reads what the teacher read: nothing to learn
+    assert all(kl[i] > 1e-3 for i in range(6) if i not in anchored_rows)
+    rows, starts = bake.train.rows([0, 1], prompted=True)
+    assert rows[0][1 : 1 + len(PROMPT)] != PROMPT and rows[1][1 : 1 + len(PROMPT)] == PROMPT
+    assert starts == [len(bake.train.queries[0]), len(PROMPT) + len(bake.train.queries[1])]
+
+
 def test_schedule_visits_every_row_once_per_epoch_reproducibly() -> None:
     batches = [schedule_indices(10, p, 5, seed=1) for p in range(4)]
     assert sorted(batches[0] + batches[1]) == list(range(10)) == sorted(batches[2] + batches[3])
