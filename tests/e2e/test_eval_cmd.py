@@ -124,6 +124,19 @@ def test_eval_writes_the_items_it_scored_as_an_lm_eval_task(smoke_run, tmp_path)
     assert all(json.loads(row)["target"].endswith("<eos>") for row in rows)
 
 
+def test_a_larger_held_out_draw_starts_with_the_d6_tasks(smoke_run):
+    """``--set data.heldout_examples=N`` scores more tasks of the same split; D6's are among them."""
+    workspace, _ = smoke_run
+    model = _model_of(workspace, "evomerge")
+    d6 = _eval_json(workspace, model, "--kinds", "arith")
+    larger = _eval_json(workspace, model, "--kinds", "arith", "--set", "data.heldout_examples=192")
+    assert larger["kinds"]["arith"]["n"] == 3 * d6["kinds"]["arith"]["n"] > 0
+    from agent_forge.config import load_config
+    from agent_forge.data.sources import heldout_examples
+    small, big = (heldout_examples(load_config("smoke", overrides=[f"data.heldout_examples={n}"])) for n in (64, 192))
+    assert {e.uid for e in small} <= {e.uid for e in big}
+
+
 @pytest.mark.parametrize("args, words", [
     (["MODEL", "--mode", "think", "--lm-eval-task", "/tmp/x"], "scores direct answers"),
     (["no-such-model"], "does not exist"),
@@ -133,6 +146,8 @@ def test_eval_writes_the_items_it_scored_as_an_lm_eval_task(smoke_run, tmp_path)
     (["MODEL", "--data", "gsm8k:/no/such/file.jsonl"], "no"),
     (["MODEL", "--data", "poems.txt"], "KIND:PATH"),
     (["--bundle", "/no/such/bundle"], "not a bundle"),
+    (["MODEL", "--set", "data.seed=3"], "would change the session"),
+    (["MODEL", "--set", "data.heldout_examples=8"], "can only grow"),
     ([], "give a model id"),
 ])
 def test_bad_input_to_eval_is_one_line_and_exit_2(smoke_run, args, words):

@@ -38,7 +38,8 @@ def eval_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Exact-match accuracy overall, per kind and per level, with counts, Wilson 95% intervals, the chance
-    level and the majority baseline. A bundle is scored with the --preset's held-out set."""
+    level and the majority baseline. A bundle is scored with the --preset's held-out set, a model with its
+    session's (`--set data.heldout_examples=N` draws more of the same split; the first are D6's)."""
     from agent_forge.config import load_config
     from agent_forge.eval.suite import MODES
 
@@ -49,7 +50,7 @@ def eval_command(
     if lm_eval_task is not None and mode != "direct":
         raise ConfigError("--lm-eval-task scores direct answers", "drop --mode or use --mode direct")
     model, tokenizer, config, label = (_bundle_model(bundle, load_config(preset, overrides=set_)) if bundle
-                                       else _registered_model(model_id))
+                                       else _registered_model(model_id, set_))
     examples = _examples(config, data)
     if prompt is not None and mode == "direct":
         raise ConfigError("--prompt needs --mode think or tools", "add --mode tools (or think), or drop --prompt")
@@ -133,13 +134,31 @@ def _levels(text: str | None) -> list[int] | None:
         raise ConfigError(f"--levels '{text}' is not a list of whole numbers", "write e.g. --levels 1,2") from exc
 
 
-def _registered_model(model_id: str) -> tuple[Any, Any, PipelineConfig, str]:
+def _registered_model(model_id: str, overrides: list[str] | None) -> tuple[Any, Any, PipelineConfig, str]:
     from agent_forge.model_io import load_model, load_ref, load_tokenizer
 
     _, registry = open_workspace(create=False)
     config = registry.session_config(registry.get_model(model_id)["session_id"])
     ref = load_ref(registry, model_id)
-    return load_model(ref), load_tokenizer(ref), config, model_id
+    return load_model(ref), load_tokenizer(ref), larger_heldout(config, overrides), model_id
+
+
+def larger_heldout(config: PipelineConfig, overrides: list[str] | None) -> PipelineConfig:
+    """A registered model is scored with its session's config; the one override it takes is
+    ``data.heldout_examples`` at least the session's: a larger draw from the same held-out split, whose
+    first tasks are the session's D6 set (claims that need more tasks of a kind than D6 holds)."""
+    from agent_forge.config.loader import parse_override
+
+    fix = f"use only --set data.heldout_examples=N with N >= {config.data.heldout_examples} on a registered model"
+    size = config.data.heldout_examples
+    for item in overrides or []:
+        value = parse_override(item)
+        if set(value) != {"data"} or set(value["data"]) != {"heldout_examples"}:
+            raise ConfigError(f"--set {item} would change the session the model was trained in", fix)
+        size = value["data"]["heldout_examples"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < config.data.heldout_examples:
+            raise ConfigError(f"--set {item}: the held-out set can only grow", fix)
+    return config.model_copy(update={"data": config.data.model_copy(update={"heldout_examples": size})})
 
 
 def _bundle_model(folder: Path, config: PipelineConfig) -> tuple[Any, Any, PipelineConfig, str]:
