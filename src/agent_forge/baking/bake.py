@@ -66,11 +66,11 @@ def prepare_bake(teacher: nn.Module, prompt: Sequence[int], train_queries: Seque
     both = sample_bake_set(teacher, prompt, queries, 1, length, generator, temperature, hook, flags)
     cut = len(train_queries) * samples_per_query
     sampled = both.sampled or [[True] * len(c) for c in both.continuations]
-    flags = both.anchored
+    marks = both.anchored  # None when no query is anchored
     train = BakeSet(both.prompt, both.queries[:cut], both.continuations[:cut], sampled[:cut],
-                    flags[:cut] if flags else None)
+                    marks[:cut] if marks else None)
     heldout = BakeSet(both.prompt, both.queries[cut:], both.continuations[cut:], sampled[cut:],
-                      flags[cut:] if flags else None)
+                      marks[cut:] if marks else None)
     return BakeData(train, teacher_logprobs(teacher, train, batch_size), heldout,
                     teacher_logprobs(teacher, heldout, batch_size), seed)
 

@@ -1,13 +1,15 @@
-"""Phase 6 Baking (D5, D13, D16; Prompt Baking, Bhargava et al. 2024): a persona prompt, then a tool-use
+"""Phase 6 Baking (D5, D13, D16, D17; Prompt Baking, Bhargava et al. 2024): a persona prompt, then a tool-use
 prompt, into the weights.
 
 Each bake samples continuations of task bodies from the frozen prompted model (its calls executed by the
 tool runtime, the answer cue inserted after a thought; inserted tokens are never scored), then trains the
 unprompted model to match it token by token (KL) with the Phase 6 optimizer, fully or through low-rank
-adapters merged back at the end; BitLinear layers stay ternary throughout. Measured: KL before/after each
-bake on held-out bodies without the prompt; tools mode (call, well-formed, right-result rates, accuracy) of
-the prompted model, and of the unprompted one before and after the bake; the persona's marker share with
-the prompt, before and after; and the D6 record with its tools column.
+adapters merged back at the end; BitLinear layers stay ternary throughout. On the kinds named by
+``baking.anchor_kinds`` the tool bake's teacher reads no prompt, so there the bake holds the model as it was
+(D17). Measured: KL before/after each bake on held-out bodies without the prompt; tools mode (call,
+well-formed, right-result rates, accuracy) of the prompted model, and of the unprompted one before and after
+the bake; the persona's marker share with the prompt, before and after; and the D6 record with its tools
+column.
 """
 
 from __future__ import annotations
@@ -244,7 +246,8 @@ class BakingPhase(Phase):
 
     def _prepare(self, ctx: PhaseContext, name: str, model: nn.Module, prompt: list[int]) -> BakeData:
         """Bake ``name``'s data: the frozen ``model`` reading ``prompt`` continues the bodies of training tasks
-        (held out: D6 tasks), its calls run and each cue follows its thought."""
+        (held out: D6 tasks), its calls run and each cue follows its thought; in the tool bake, bodies of
+        ``anchor_kinds`` are continued without the prompt (D17)."""
         section, tokenizer = ctx.phase_config, session_data(ctx).tokenizer
         seed = ctx.config.data.seed + BAKE_SEEDS[name]
         tasks = bake_tasks(ctx.config, -(-section.continuations // section.samples_per_query), seed, name)
