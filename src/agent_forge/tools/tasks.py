@@ -25,6 +25,10 @@ _CONVERT_TEMPLATES = ("How many {target} are in {value} {source}? Answer:",
 
 
 def _calculator_task(rng: random.Random, level: int) -> tuple[str, ToolCall]:
+    # every term has the level's width. Measured (tenth session, whole default run): later terms of that width
+    # or one digit fewer made the final model copy `347 * 29` whole (it wrote `347 + 29`; with equal widths
+    # `347 * 21`), but Phase 1 fell (arith 0.100 -> 0.072, code 0.988 -> 0.960) and the baked model's tools
+    # mode with it (0.554 -> 0.373 on 1000 held-out arithmetic tasks): not kept
     digits = min(level + 1, 4)
     terms = [str(rng.randint(10 ** (digits - 1), 10**digits - 1)) for _ in range(2 + (level > 2))]
     expr = terms[0]
