@@ -339,6 +339,8 @@ class BakingSection(Strict):
     # answers them, so the bake holds its behaviour there (a KL anchor) instead of copying calls where tools do
     # not belong
     anchor_kinds: list[str] = Field(default_factory=list)
+    # the tool bake's bare calculations also pair operands of unequal width (the training mix's never do)
+    mixed_width_demos: bool = False
     continuations: int = Field(64, ge=1)
     continuation_len: int = Field(24, ge=1)
     samples_per_query: int = Field(4, ge=1)

@@ -97,7 +97,8 @@ def bake_tasks(config: Any, n: int, seed: int, name: str) -> list[TaskExample]:
         no_calls = {kind: float(kind != "arith") for kind in config.data.kinds}
         weights = no_calls if config.baking.schedule == "tools_first" and any(no_calls.values()) else None
         return training_examples(config, n, seed, kind_weights=weights)
-    demos = demo_tasks(n // 2, seed, levels=tuple(range(1, config.data.max_level + 1)))
+    demos = demo_tasks(n // 2, seed, levels=tuple(range(1, config.data.max_level + 1)),
+                       mixed_widths=config.baking.mixed_width_demos)
     return [*training_examples(config, n - len(demos), seed), *demos]
 
 

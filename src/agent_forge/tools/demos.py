@@ -63,10 +63,11 @@ def calls_with_results(calls: Sequence[ToolCall]) -> list[tuple[str, str]]:
             for call in calls]
 
 
-def demo_tasks(n: int, seed: int, levels: Sequence[int] = (1, 2, 3, 4, 5), tool_task_share: float = 0.25
-               ) -> list[TaskExample]:
+def demo_tasks(n: int, seed: int, levels: Sequence[int] = (1, 2, 3, 4, 5), tool_task_share: float = 0.25,
+               mixed_widths: bool = False) -> list[TaskExample]:
     """``n`` training-split tasks to demonstrate tools on: arithmetic word problems, every level alike, and
-    a ``tool_task_share`` of bare calculations and unit conversions."""
+    a ``tool_task_share`` of bare calculations (``mixed_widths``: operands of unequal width too) and unit
+    conversions."""
     bare = round(n * tool_task_share)
     words = mix_tasks(n - bare, seed, split="train", kinds=("arith",), levels=levels)
-    return words + (tool_tasks(bare, seed, "train") if bare else [])
+    return words + (tool_tasks(bare, seed, "train", mixed_widths=mixed_widths) if bare else [])

@@ -24,13 +24,18 @@ _CONVERT_TEMPLATES = ("How many {target} are in {value} {source}? Answer:",
                       "Convert {value} {source} to {target}. Answer:")
 
 
-def _calculator_task(rng: random.Random, level: int) -> tuple[str, ToolCall]:
-    # every term has the level's width. Measured (tenth session, whole default run): later terms of that width
-    # or one digit fewer made the final model copy `347 * 29` whole (it wrote `347 + 29`; with equal widths
-    # `347 * 21`), but Phase 1 fell (arith 0.100 -> 0.072, code 0.988 -> 0.960) and the baked model's tools
-    # mode with it (0.554 -> 0.373 on 1000 held-out arithmetic tasks): not kept
+def _calculator_task(rng: random.Random, level: int, mixed_widths: bool = False) -> tuple[str, ToolCall]:
+    """A calculation of ``level``: every term of the level's width, or (``mixed_widths``) each after the first
+    of that width or one digit fewer."""
+    # equal widths in the training mix. Measured (tenth session, whole default run): mixed widths there made
+    # the final model copy `347 * 29` whole (it wrote `347 + 29`; with equal widths `347 * 21`), but Phase 1
+    # fell (arith 0.100 -> 0.072, code 0.988 -> 0.960) and the baked model's tools mode with it (0.554 ->
+    # 0.373 on 1000 held-out arithmetic tasks): not kept there
     digits = min(level + 1, 4)
-    terms = [str(rng.randint(10 ** (digits - 1), 10**digits - 1)) for _ in range(2 + (level > 2))]
+    count = 2 + (level > 2)
+    widths = [digits, *(rng.randint(digits - 1, digits) for _ in range(count - 1))] if mixed_widths \
+        else [digits] * count
+    terms = [str(rng.randint(10 ** (width - 1), 10**width - 1)) for width in widths]
     expr = terms[0]
     for term in terms[1:]:
         expr += f" {rng.choice(_OPS)} {term}"
@@ -53,8 +58,10 @@ def make_tool_example(prompt: str, call: ToolCall, level: int) -> TaskExample:
     return make_example(TOOL_KIND, level, prompt, f" {result}", meta)
 
 
-def tool_tasks(n: int, seed: int, split: Split = "train", max_level: int = 3) -> list[TaskExample]:
-    """``n`` distinct tool tasks of ``split``, half for each tool, levels 1..max_level, reproducible."""
+def tool_tasks(n: int, seed: int, split: Split = "train", max_level: int = 3,
+               mixed_widths: bool = False) -> list[TaskExample]:
+    """``n`` distinct tool tasks of ``split``, half for each tool, levels 1..max_level, reproducible
+    (``mixed_widths``: see ``_calculator_task``)."""
     rng = random.Random(f"{seed}:tools:{split}")
     examples: list[TaskExample] = []
     seen: set[str] = set()
@@ -62,8 +69,8 @@ def tool_tasks(n: int, seed: int, split: Split = "train", max_level: int = 3) ->
     while len(examples) < n and budget > 0:
         budget -= 1
         level = rng.randint(1, max_level)
-        make = _calculator_task if len(examples) % 2 == 0 else _convert_task
-        example = make_tool_example(*make(rng, level), level)
+        made = _calculator_task(rng, level, mixed_widths) if len(examples) % 2 == 0 else _convert_task(rng, level)
+        example = make_tool_example(*made, level)
         if split_of(example.uid) != split or example.uid in seen:
             continue
         seen.add(example.uid)

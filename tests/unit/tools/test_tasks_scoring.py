@@ -25,3 +25,19 @@ def test_tool_tasks_are_reproducible_split_by_hash_and_verifiable() -> None:
         (parsed,) = parse_calls(tool_solution(example))
         assert execute(parsed).value == example.meta["result"]
         assert example.prompt.endswith("Answer:")
+
+
+def _operand_widths(example) -> list[int]:
+    return [len(term) for term in example.meta["args"].split() if term.isdigit()]
+
+
+def test_mixed_widths_pair_shorter_operands_and_stay_verifiable() -> None:
+    equal = [e for e in tool_tasks(80, seed=5) if e.meta["tool"] == "calculator"]
+    mixed = [e for e in tool_tasks(80, seed=5, mixed_widths=True) if e.meta["tool"] == "calculator"]
+    assert all(len(set(_operand_widths(e))) == 1 for e in equal)  # the training mix: equal widths only
+    shorter = [e for e in mixed if len(set(_operand_widths(e))) > 1]
+    assert shorter and len(shorter) < len(mixed)
+    for example in mixed:
+        first, *rest = _operand_widths(example)
+        assert all(first - 1 <= width <= first for width in rest)
+        assert example.answer == " " + calculate(example.meta["args"])
