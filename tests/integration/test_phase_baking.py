@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from agent_forge.baking import BakeSet, mean_kl
+from agent_forge.data.tokenizer import EOS_ID
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.model_io import bitlinear_meta, load_model
-from agent_forge.phases.baking import BAKE_SEEDS, BakingPhase, bake_tasks
-from agent_forge.phases.common import forge_config
+from agent_forge.phases.baking import BAKE_SEEDS, BakingPhase, bake_tasks, reference_pieces
+from agent_forge.phases.common import forge_config, session_data
 from agent_forge.quant.bitlinear import BitLinear, BitLinearConfig, bitlinear_modules, replace_linears
+from agent_forge.tools.tasks import TOOL_KIND
 from support.phase_harness import harness_config, make_context, register_model, seed_model
 
 BAKES = ("tools", "persona")
@@ -143,3 +145,34 @@ def test_a_low_rank_bake_of_a_ternary_model_survives_the_merge_and_stays_ternary
     for layer in layers.values():
         assert isinstance(layer, BitLinear) and layer.ramp == 1.0
         assert set(layer.ternary_weight().values.unique().tolist()) <= {-1, 0, 1}
+
+
+def test_bare_tool_tasks_have_reference_demonstrations_as_the_runtime_writes_them(tmp_path: Path) -> None:
+    """D18: ``calculation_demos`` more bare calculations in the tool bake only; a reference demonstration is the
+    call (written), the runtime's result and the cue (inserted), ``</think>``, the answer and ``<eos>``."""
+    config = harness_config("smoke", ["baking.reference_demos=true", "baking.calculation_demos=6",
+                                      "baking.continuations=16", "baking.samples_per_query=1"])
+    plain = bake_tasks(harness_config("smoke"), 24, 0, "tools")
+    tasks = bake_tasks(config, 24, 0, "tools")
+    extra = tasks[len(plain):]
+    assert tasks[: len(plain)] == plain and len(extra) == 6
+    assert {t.kind for t in extra} == {TOOL_KIND} and {t.meta["tool"] for t in extra} == {"calculator"}
+    assert len(bake_tasks(config, 24, 0, "persona")) == 24  # the persona bake reads no more
+    tokenizer = session_data(make_context(tmp_path, "baking", config)).tokenizer
+    cue = tokenizer.encode(" Answer:")
+    pieces = reference_pieces(tokenizer, extra[0], cue)
+    text = tokenizer.decode([i for ids, _ in pieces for i in ids])
+    result = extra[0].meta["result"]
+    assert text == f"<tool>calculator</tool><args>{extra[0].meta['args']}</args><result>{result}</result></think>" \
+                   f" Answer: {result}<eos>"
+    assert [written for _, written in pieces] == [True, False, True, False, True]
+    seeded = seed_model(tmp_path, "forge", config=config)
+    bake = BakingPhase()._prepare(make_context(tmp_path, "baking", config), "tools", load_model(seeded), [5, 6])
+    seed = config.data.seed + BAKE_SEEDS["tools"]
+    bare = [i for i, t in enumerate(bake_tasks(config, 16, seed, "tools")) if t.kind == TOOL_KIND]
+    assert bake.references == len(bare) > 6  # every bare row (the smoke teacher opens no thought: all reference)
+    for row in bare:
+        continuation, hard = bake.train.continuations[row], bake.train.hard[row]
+        assert tokenizer.decode(continuation).startswith("<think><tool>") and continuation[-1] == EOS_ID
+        assert hard[-1] and not hard[continuation.index(tokenizer.special_id("</result>"))]
+    assert not any(any(bake.train.hard[i]) for i in range(len(bake.train)) if i not in bare)

@@ -15,7 +15,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from agent_forge.baking.data import BakeSet, make_batch, sample_bake_set, teacher_logprobs
+from agent_forge.baking.data import BakeSet, References, make_batch, sample_bake_set, teacher_logprobs, use_references
 from agent_forge.engine import InsertHook
 from agent_forge.quant.bitlinear import bitlinear_modules, ternary_state
 
@@ -29,6 +29,7 @@ class BakeData:
     heldout: BakeSet
     heldout_lp: torch.Tensor
     seed: int
+    references: int = 0  # training rows rewritten as reference demonstrations
 
     def batch(self, position: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
         """Batch number ``position`` (this rank's share of it under data parallelism)."""
@@ -55,24 +56,34 @@ def prepare_bake(teacher: nn.Module, prompt: Sequence[int], train_queries: Seque
                  heldout_queries: Sequence[Sequence[int]], samples_per_query: int, length: int, seed: int,
                  batch_size: int, temperature: float = 1.0,
                  make_hook: Callable[[list[list[int]]], InsertHook] | None = None,
-                 anchored: Callable[[Sequence[int]], bool] | None = None) -> BakeData:
+                 anchored: Callable[[Sequence[int]], bool] | None = None,
+                 references: References | None = None) -> BakeData:
     """Sample continuations from ``teacher`` reading ``prompt`` (one decoding batch) and score them once;
     ``make_hook`` builds the decoding hook for the list of queries as decoded (e.g. the tool runtime); the
-    queries ``anchored`` picks are continued and scored without the prompt (the bake holds them as they are)."""
+    queries ``anchored`` picks are continued and scored without the prompt (the bake holds them as they are);
+    training rows with a reference continue with it, as hard targets (held-out rows keep the teacher's)."""
     generator = torch.Generator().manual_seed(seed)
     queries = [*(list(q) for q in train_queries for _ in range(samples_per_query)), *map(list, heldout_queries)]
     hook = make_hook(queries) if make_hook is not None else None
     flags = [anchored(q) for q in queries] if anchored is not None else None
     both = sample_bake_set(teacher, prompt, queries, 1, length, generator, temperature, hook, flags)
     cut = len(train_queries) * samples_per_query
-    sampled = both.sampled or [[True] * len(c) for c in both.continuations]
-    marks = both.anchored  # None when no query is anchored
-    train = BakeSet(both.prompt, both.queries[:cut], both.continuations[:cut], sampled[:cut],
-                    marks[:cut] if marks else None)
-    heldout = BakeSet(both.prompt, both.queries[cut:], both.continuations[cut:], sampled[cut:],
-                      marks[cut:] if marks else None)
+    rewritten = use_references(both, [references.of(q) if row < cut else None for row, q in enumerate(queries)],
+                               references.open_id) if references is not None else 0
+    train, heldout = _cut(both, cut)
     return BakeData(train, teacher_logprobs(teacher, train, batch_size), heldout,
-                    teacher_logprobs(teacher, heldout, batch_size), seed)
+                    teacher_logprobs(teacher, heldout, batch_size), seed, rewritten)
+
+
+def _cut(both: BakeSet, cut: int) -> tuple[BakeSet, BakeSet]:
+    """Rows before ``cut`` and the rest, each a BakeSet."""
+    sampled = both.sampled or [[True] * len(c) for c in both.continuations]
+    marks, hard = both.anchored, both.hard  # None when no query is anchored / no row has a reference
+    parts = []
+    for rows in (slice(None, cut), slice(cut, None)):
+        parts.append(BakeSet(both.prompt, both.queries[rows], both.continuations[rows], sampled[rows],
+                             marks[rows] if marks else None, hard[rows] if hard else None))
+    return parts[0], parts[1]
 
 
 def release_ternary(model: nn.Module) -> list[str]:

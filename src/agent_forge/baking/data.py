@@ -8,7 +8,7 @@ scored position and no attention mask is needed. The teacher's log-probabilities
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +29,7 @@ class BakeSet:
     continuations: list[list[int]]
     sampled: list[list[bool]] | None = None  # per token: chosen by the teacher (False: inserted, not scored)
     anchored: list[bool] | None = None  # per row: the teacher read it without the prompt (a KL anchor)
+    hard: list[list[bool]] | None = None  # per token: a reference token, scored as a hard target (cross-entropy)
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -61,6 +62,58 @@ def sample_bake_set(teacher: nn.Module, prompt: Sequence[int], queries: Sequence
     decoded = decode(teacher, heads, length, temperature=temperature, generator=generator, hook=hook)
     return BakeSet(list(prompt), rows, [d.tokens for d in decoded], [d.sampled for d in decoded],
                    flags if any(flags) else None)
+
+
+Piece = tuple[list[int], bool]  # ids of a reference demonstration and whether the model writes them (else inserted)
+
+
+@dataclass(frozen=True)
+class References:
+    """Reference demonstrations for some queries (``of(query)``: its pieces, or None), each written after the
+    teacher's first ``open_id``."""
+
+    of: Callable[[Sequence[int]], Sequence[Piece] | None]
+    open_id: int
+
+
+def use_references(bake: BakeSet, references: Sequence[Sequence[Piece] | None], open_id: int) -> int:
+    """Rewrite each row that has a reference (``references[row]``, or None) after its first ``open_id``
+    (``<think>``): the teacher's own tokens up to there stay, then the reference's pieces follow, the ones the
+    model writes scored as hard targets, the inserted ones (tool results, the cue) read only. Where the
+    teacher opened no thought, the row is ``open_id`` and the reference, all of it the reference's. Returns
+    how many rows were rewritten."""
+    sampled = bake.sampled or [[True] * len(c) for c in bake.continuations]
+    hard = bake.hard or [[False] * len(c) for c in bake.continuations]
+    rewritten = 0
+    for row, pieces in enumerate(references):
+        if pieces is None:
+            continue
+        tokens = bake.continuations[row]
+        opened = open_id in tokens
+        keep = tokens.index(open_id) + 1 if opened else 0
+        pieces = list(pieces) if opened else [([open_id], True), *pieces]
+        ids = [i for piece, _ in pieces for i in piece]
+        written = [flag for piece, flag in pieces for _ in piece]
+        bake.continuations[row] = tokens[:keep] + ids
+        sampled[row] = sampled[row][:keep] + written
+        hard[row] = [False] * keep + written
+        rewritten += 1
+    bake.sampled, bake.hard = sampled, hard
+    return rewritten
+
+
+def hard_targets(teacher_lp: torch.Tensor, bake: BakeSet, indices: Sequence[int]) -> torch.Tensor:
+    """The teacher's log-probabilities with each hard-target position made one-hot on the reference token, so
+    the KL there is the student's cross-entropy on it."""
+    if bake.hard is None:
+        return teacher_lp
+    targets = teacher_lp.clone()
+    for b, row in enumerate(indices):
+        for j, is_hard in enumerate(bake.hard[row]):
+            if is_hard:
+                targets[b, j] = -1e4  # exp underflows to exactly 0: outside the support
+                targets[b, j, bake.continuations[row][j]] = 0.0
+    return targets
 
 
 def _padded(rows: list[list[int]], device: torch.device) -> torch.Tensor:
@@ -110,7 +163,7 @@ def make_batch(bake: BakeSet, teacher_lp: torch.Tensor, indices: Sequence[int]) 
     index, mask = scored_index(bake, indices, starts)
     picked = torch.as_tensor(list(indices), dtype=torch.long)
     return {"input_ids": _padded(rows, torch.device("cpu")), "index": index, "mask": mask,
-            "teacher": teacher_lp.index_select(0, picked)}
+            "teacher": hard_targets(teacher_lp.index_select(0, picked), bake, indices)}
 
 
 def batch_kl(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

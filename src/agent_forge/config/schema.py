@@ -341,6 +341,11 @@ class BakingSection(Strict):
     anchor_kinds: list[str] = Field(default_factory=list)
     # the tool bake's bare calculations also pair operands of unequal width (the training mix's never do)
     mixed_width_demos: bool = False
+    # the tool bake's bare calculations and conversions continue with their reference demonstration (the call,
+    # the runtime's result, the answer), scored as hard targets, instead of the teacher's sampled thought
+    reference_demos: bool = False
+    # that many more bare calculations (levels 1-2, results of up to six digits) in the tool bake
+    calculation_demos: int = Field(0, ge=0)
     continuations: int = Field(64, ge=1)
     continuation_len: int = Field(24, ge=1)
     samples_per_query: int = Field(4, ge=1)

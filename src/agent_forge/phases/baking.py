@@ -6,10 +6,11 @@ tool runtime, the answer cue inserted after a thought; inserted tokens are never
 unprompted model to match it token by token (KL) with the Phase 6 optimizer, fully or through low-rank
 adapters merged back at the end; BitLinear layers stay ternary throughout. On the kinds named by
 ``baking.anchor_kinds`` the tool bake's teacher reads no prompt, so there the bake holds the model as it was
-(D17). Measured: KL before/after each bake on held-out bodies without the prompt; tools mode (call,
-well-formed, right-result rates, accuracy) of the prompted model, and of the unprompted one before and after
-the bake; the persona's marker share with the prompt, before and after; and the D6 record with its tools
-column.
+(D17); with ``baking.reference_demos`` its bare calculations and conversions continue with their reference
+demonstration, scored as hard targets (D18). Measured: KL before/after each bake on held-out bodies without
+the prompt; tools mode (call, well-formed, right-result rates, accuracy) of the prompted model, and of the
+unprompted one before and after the bake; the persona's marker share with the prompt, before and after; and
+the D6 record with its tools column.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from torch import nn
 from agent_forge.baking import (
     BakeData,
     LoRAConfig,
+    Piece,
+    References,
     apply_lora,
     batch_kl,
     marker_share,
@@ -40,7 +43,7 @@ from agent_forge.baking import (
     ternary_values,
 )
 from agent_forge.data.sources import training_examples
-from agent_forge.data.tasks import TaskExample
+from agent_forge.data.tasks import EOS_TEXT, TaskExample
 from agent_forge.data.tokenizer import BOS_ID, EOS_ID, ForgeTokenizer
 from agent_forge.eval.suite import select_examples
 from agent_forge.model_io import bitlinear_config_of, bitlinear_meta, load_model, model_writer, packed_writer
@@ -63,10 +66,12 @@ from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, PhaseRun
 from agent_forge.quant.bitlinear import bitlinear_modules
 from agent_forge.reasoning.data import split_prompt
+from agent_forge.reasoning.strategies import THINK_CLOSE, THINK_OPEN
 from agent_forge.reasoning.tools_mode import tools_report
 from agent_forge.tools import decode
-from agent_forge.tools.demos import demo_tasks
+from agent_forge.tools.demos import calls_with_results, demo_tasks, task_calls
 from agent_forge.tools.runtime import AnswerCue, ToolRuntime
+from agent_forge.tools.tasks import TOOL_KIND, tool_tasks
 from agent_forge.train.distributed import world, wrap_ddp
 from agent_forge.train.loop import LoopResult, StepOutput, TrainLoop
 from agent_forge.train.precision import resolve_device, use_bf16
@@ -97,9 +102,22 @@ def bake_tasks(config: Any, n: int, seed: int, name: str) -> list[TaskExample]:
         no_calls = {kind: float(kind != "arith") for kind in config.data.kinds}
         weights = no_calls if config.baking.schedule == "tools_first" and any(no_calls.values()) else None
         return training_examples(config, n, seed, kind_weights=weights)
+    section = config.baking
     demos = demo_tasks(n // 2, seed, levels=tuple(range(1, config.data.max_level + 1)),
-                       mixed_widths=config.baking.mixed_width_demos)
-    return [*training_examples(config, n - len(demos), seed), *demos]
+                       mixed_widths=section.mixed_width_demos)
+    calculations = tool_tasks(section.calculation_demos, seed + 1, max_level=2, mixed_widths=section.mixed_width_demos,
+                              tools=("calculator",)) if section.calculation_demos else []
+    return [*training_examples(config, n - len(demos), seed), *demos, *calculations]
+
+
+def reference_pieces(tokenizer: ForgeTokenizer, task: TaskExample, cue: list[int]) -> list[Piece]:
+    """A bare tool task's reference demonstration after ``<think>``: each call (written) and its result
+    (inserted), ``</think>``, the cue (inserted), the answer and ``<eos>`` (written), as the runtime runs it."""
+    texts = [text for call in calls_with_results(task_calls(task)) for text in call]
+    texts += [THINK_CLOSE, task.answer + EOS_TEXT]
+    encoded = tokenizer.encode_batch(texts)
+    pieces = [(ids, index % 2 == 0) for index, ids in enumerate(encoded[:-2])]  # call, result, call, ...
+    return [*pieces, (encoded[-2], True), (cue, False), (encoded[-1], True)]
 
 
 def bodies_and_cues(tokenizer: ForgeTokenizer, tasks: Sequence[TaskExample]) -> tuple[list[list[int]], list[list[int]]]:
@@ -248,7 +266,8 @@ class BakingPhase(Phase):
     def _prepare(self, ctx: PhaseContext, name: str, model: nn.Module, prompt: list[int]) -> BakeData:
         """Bake ``name``'s data: the frozen ``model`` reading ``prompt`` continues the bodies of training tasks
         (held out: D6 tasks), its calls run and each cue follows its thought; in the tool bake, bodies of
-        ``anchor_kinds`` are continued without the prompt (D17)."""
+        ``anchor_kinds`` are continued without the prompt (D17) and bare tool tasks, with ``reference_demos``,
+        by their reference demonstration (D18)."""
         section, tokenizer = ctx.phase_config, session_data(ctx).tokenizer
         seed = ctx.config.data.seed + BAKE_SEEDS[name]
         tasks = bake_tasks(ctx.config, -(-section.continuations // section.samples_per_query), seed, name)
@@ -258,11 +277,16 @@ class BakingPhase(Phase):
         cue_of = {tuple(q): c for q, c in zip([*train_q, *held_q], [*train_cues, *held_cues], strict=True)}
         anchors = {tuple(q) for q, t in zip([*train_q, *held_q], [*tasks, *heldout_tasks], strict=True)
                    if name == "tools" and t.kind in section.anchor_kinds}
+        wanted = name == "tools" and section.reference_demos  # D18
+        references = {tuple(q): reference_pieces(tokenizer, t, c)
+                      for q, c, t in zip(train_q, train_cues, tasks, strict=True) if wanted and t.kind == TOOL_KIND}
         teacher = frozen_copy(model)
         return prepare_bake(teacher, prompt, train_q, held_q, section.samples_per_query, section.continuation_len,
                             ctx.config.data.seed * 100 + BAKE_SEEDS[name], section.train.batch_size,
                             section.temperature, answer_hook(tokenizer, cue_of),
-                            (lambda q: tuple(q) in anchors) if anchors else None)
+                            (lambda q: tuple(q) in anchors) if anchors else None,
+                            References(lambda q: references.get(tuple(q)), tokenizer.special_id(THINK_OPEN))
+                            if references else None)
 
     def _fit(self, ctx: PhaseContext, name: str, model: nn.Module, bake: BakeData,
              device: torch.device) -> dict[str, float]:
@@ -270,7 +294,8 @@ class BakingPhase(Phase):
         held-out KL before and after, the first and last batch KL, the steps and seconds."""
         started, section, batch = time.perf_counter(), ctx.phase_config, ctx.phase_config.train.batch_size
         figures = {f"{name}/kl_heldout_before": mean_kl(model, bake.heldout, bake.heldout_lp, batch),
-                   f"{name}/continuations": len(bake.train), f"{name}/heldout_continuations": len(bake.heldout)}
+                   f"{name}/continuations": len(bake.train), f"{name}/heldout_continuations": len(bake.heldout),
+                   f"{name}/reference_rows": bake.references}
         frozen = release_ternary(model)
         handle = None
         if section.lora_rank:

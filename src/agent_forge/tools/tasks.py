@@ -58,10 +58,16 @@ def make_tool_example(prompt: str, call: ToolCall, level: int) -> TaskExample:
     return make_example(TOOL_KIND, level, prompt, f" {result}", meta)
 
 
+TOOL_NAMES = ("calculator", "convert")
+
+
 def tool_tasks(n: int, seed: int, split: Split = "train", max_level: int = 3,
-               mixed_widths: bool = False) -> list[TaskExample]:
-    """``n`` distinct tool tasks of ``split``, half for each tool, levels 1..max_level, reproducible
-    (``mixed_widths``: see ``_calculator_task``)."""
+               mixed_widths: bool = False, tools: tuple[str, ...] = TOOL_NAMES) -> list[TaskExample]:
+    """``n`` distinct tool tasks of ``split``, the ``tools`` taking turns (an equal share each), levels
+    1..max_level, reproducible (``mixed_widths``: see ``_calculator_task``)."""
+    unknown = sorted(set(tools) - set(TOOL_NAMES))
+    if not tools or unknown:
+        raise ValueError(f"tools must name some of {TOOL_NAMES}, got {tools}")
     rng = random.Random(f"{seed}:tools:{split}")
     examples: list[TaskExample] = []
     seen: set[str] = set()
@@ -69,7 +75,8 @@ def tool_tasks(n: int, seed: int, split: Split = "train", max_level: int = 3,
     while len(examples) < n and budget > 0:
         budget -= 1
         level = rng.randint(1, max_level)
-        made = _calculator_task(rng, level, mixed_widths) if len(examples) % 2 == 0 else _convert_task(rng, level)
+        turn = tools[len(examples) % len(tools)]
+        made = _calculator_task(rng, level, mixed_widths) if turn == "calculator" else _convert_task(rng, level)
         example = make_tool_example(*made, level)
         if split_of(example.uid) != split or example.uid in seen:
             continue

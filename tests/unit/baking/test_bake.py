@@ -9,13 +9,16 @@ import torch
 
 from agent_forge.baking import (
     LoRAConfig,
+    References,
     apply_lora,
     batch_kl,
     make_batch,
     mean_kl,
     merge_lora,
+    per_token_kl,
     prepare_bake,
     schedule_indices,
+    use_references,
 )
 from agent_forge.baking.data import gather_positions
 from agent_forge.data.tokenizer import BOS_ID
@@ -121,3 +124,44 @@ def test_a_low_rank_bake_lowers_the_kl_and_survives_the_merge() -> None:
     merged = mean_kl(student, bake.train, bake.train_lp, 8)
     assert adapted < 0.9 * before
     assert abs(merged - adapted) < 1e-4 * max(1.0, adapted)
+
+
+def test_reference_rows_continue_with_the_reference_after_the_first_thought_opening() -> None:
+    """D18: the teacher's tokens up to its first ``open_id`` stay; the reference follows, the written pieces as
+    hard targets, the inserted ones read only; held-out rows and rows with no reference keep the teacher's."""
+    model, train, held = peaked_model(21), queries(4, 22), queries(2, 23)
+    bake = prepare_bake(model, PROMPT, train, held, 1, 6, seed=24, batch_size=4)
+    open_id = bake.train.continuations[0][2]  # a token the teacher wrote: the rewrite starts after it
+    pieces = [([300, 301], True), ([302], False), ([303, 304], True)]
+    chosen = {tuple(train[0]), *map(tuple, held)}
+    rewritten = prepare_bake(model, PROMPT, train, held, 1, 6, seed=24, batch_size=4,
+                             references=References(lambda q: pieces if tuple(q) in chosen else None, open_id))
+    original, cut = bake.train.continuations[0], bake.train.continuations[0].index(open_id) + 1
+    assert rewritten.references == 1
+    assert rewritten.train.continuations[0] == [*original[:cut], 300, 301, 302, 303, 304]
+    assert rewritten.train.sampled[0] == [*bake.train.sampled[0][:cut], True, True, False, True, True]
+    assert rewritten.train.hard[0] == [False] * cut + [True, True, False, True, True]
+    assert rewritten.train.continuations[1:] == bake.train.continuations[1:]
+    assert not any(map(any, rewritten.train.hard[1:]))
+    assert rewritten.heldout.continuations == bake.heldout.continuations  # held-out KL stays the teacher's
+    assert rewritten.train_lp.shape[1] == rewritten.train.width  # the teacher scores the rewritten rows
+
+
+def test_a_hard_target_is_scored_by_cross_entropy_on_the_reference_token() -> None:
+    model, train = peaked_model(25), queries(3, 26)
+    open_id = 7
+    bake = prepare_bake(model, PROMPT, train, queries(1, 28), 1, 6, seed=27, batch_size=3)
+    bake.train.continuations[0][1] = open_id  # make sure row 0 opens a thought at position 1
+    assert use_references(bake.train, [[([310, 311], True)], None, None], open_id) == 1
+    batch = make_batch(bake.train, bake.train_lp, [0])
+    with torch.no_grad():
+        student = gather_positions(model(input_ids=batch["input_ids"]).logits, batch["index"])[0]
+    length = len(bake.train.continuations[0])  # the row is shorter than the batch's width now
+    hard = torch.tensor(bake.train.hard[0])
+    log_probs = torch.log_softmax(student[:length].float(), dim=-1)
+    targets = torch.tensor(bake.train.continuations[0])
+    cross_entropy = -log_probs[torch.arange(length), targets]
+    kl = per_token_kl(batch["teacher"][0][:length], student[:length])
+    torch.testing.assert_close(kl[hard], cross_entropy[hard], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(batch["teacher"][0][:length][~hard], bake.train_lp[0][:length][~hard])
+    assert torch.isfinite(kl).all()

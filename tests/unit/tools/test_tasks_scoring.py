@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from agent_forge.data.tasks import split_of
 from agent_forge.tools import (
     calculate,
@@ -41,3 +43,15 @@ def test_mixed_widths_pair_shorter_operands_and_stay_verifiable() -> None:
         first, *rest = _operand_widths(example)
         assert all(first - 1 <= width <= first for width in rest)
         assert example.answer == " " + calculate(example.meta["args"])
+
+
+def test_tool_tasks_of_one_tool_only() -> None:
+    """``tools`` picks which tools take turns; the default alternates both, as before."""
+    only = tool_tasks(30, seed=6, tools=("calculator",))
+    assert len(only) == 30 and {e.meta["tool"] for e in only} == {"calculator"}
+    assert all(e.answer == " " + calculate(e.meta["args"]) for e in only)
+    both = tool_tasks(30, seed=6)
+    assert [e.meta["tool"] for e in both[:4]] == ["calculator", "convert", "calculator", "convert"]
+    for bad in ((), ("abacus",)):
+        with pytest.raises(ValueError, match="tools must name"):
+            tool_tasks(4, seed=6, tools=bad)
