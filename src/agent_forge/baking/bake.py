@@ -15,7 +15,15 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from agent_forge.baking.data import BakeSet, References, make_batch, sample_bake_set, teacher_logprobs, use_references
+from agent_forge.baking.data import (
+    BakeSet,
+    References,
+    hard_targets,
+    make_batch,
+    sample_bake_set,
+    teacher_logprobs,
+    use_references,
+)
 from agent_forge.engine import InsertHook
 from agent_forge.quant.bitlinear import bitlinear_modules, ternary_state
 
@@ -71,7 +79,7 @@ def prepare_bake(teacher: nn.Module, prompt: Sequence[int], train_queries: Seque
     rewritten = use_references(both, [references.of(q) if row < cut else None for row, q in enumerate(queries)],
                                references.open_id) if references is not None else 0
     train, heldout = _cut(both, cut)
-    return BakeData(train, teacher_logprobs(teacher, train, batch_size), heldout,
+    return BakeData(train, hard_targets(teacher_logprobs(teacher, train, batch_size), train), heldout,
                     teacher_logprobs(teacher, heldout, batch_size), seed, rewritten)
 
 

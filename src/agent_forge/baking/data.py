@@ -102,17 +102,16 @@ def use_references(bake: BakeSet, references: Sequence[Sequence[Piece] | None], 
     return rewritten
 
 
-def hard_targets(teacher_lp: torch.Tensor, bake: BakeSet, indices: Sequence[int]) -> torch.Tensor:
-    """The teacher's log-probabilities with each hard-target position made one-hot on the reference token, so
-    the KL there is the student's cross-entropy on it."""
+def hard_targets(teacher_lp: torch.Tensor, bake: BakeSet) -> torch.Tensor:
+    """The teacher's (N, X, V) log-probabilities over ``bake`` with each hard-target position made one-hot on
+    the reference token, so the KL there is the student's cross-entropy on it (done once, before training)."""
     if bake.hard is None:
         return teacher_lp
     targets = teacher_lp.clone()
-    for b, row in enumerate(indices):
-        for j, is_hard in enumerate(bake.hard[row]):
-            if is_hard:
-                targets[b, j] = -1e4  # exp underflows to exactly 0: outside the support
-                targets[b, j, bake.continuations[row][j]] = 0.0
+    for row, flags in enumerate(bake.hard):
+        for j in (j for j, is_hard in enumerate(flags) if is_hard):
+            targets[row, j] = -1e4  # exp underflows to exactly 0: outside the support
+            targets[row, j, bake.continuations[row][j]] = 0.0
     return targets
 
 
@@ -163,7 +162,7 @@ def make_batch(bake: BakeSet, teacher_lp: torch.Tensor, indices: Sequence[int]) 
     index, mask = scored_index(bake, indices, starts)
     picked = torch.as_tensor(list(indices), dtype=torch.long)
     return {"input_ids": _padded(rows, torch.device("cpu")), "index": index, "mask": mask,
-            "teacher": hard_targets(teacher_lp.index_select(0, picked), bake, indices)}
+            "teacher": teacher_lp.index_select(0, picked)}
 
 
 def batch_kl(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -113,7 +113,7 @@ def bake_tasks(config: Any, n: int, seed: int, name: str) -> list[TaskExample]:
 def reference_pieces(tokenizer: ForgeTokenizer, task: TaskExample, cue: list[int]) -> list[Piece]:
     """A bare tool task's reference demonstration after ``<think>``: each call (written) and its result
     (inserted), ``</think>``, the cue (inserted), the answer and ``<eos>`` (written), as the runtime runs it."""
-    texts = [text for call in calls_with_results(task_calls(task)) for text in call]
+    texts = [text for call_and_result in calls_with_results(task_calls(task)) for text in call_and_result]
     texts += [THINK_CLOSE, task.answer + EOS_TEXT]
     encoded = tokenizer.encode_batch(texts)
     pieces = [(ids, index % 2 == 0) for index, ids in enumerate(encoded[:-2])]  # call, result, call, ...

@@ -20,7 +20,7 @@ from agent_forge.baking import (
     schedule_indices,
     use_references,
 )
-from agent_forge.baking.data import gather_positions
+from agent_forge.baking.data import gather_positions, hard_targets
 from agent_forge.data.tokenizer import BOS_ID
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.optim import MuGrokConfig, build_optimizer
@@ -153,7 +153,7 @@ def test_a_hard_target_is_scored_by_cross_entropy_on_the_reference_token() -> No
     bake = prepare_bake(model, PROMPT, train, queries(1, 28), 1, 6, seed=27, batch_size=3)
     bake.train.continuations[0][1] = open_id  # make sure row 0 opens a thought at position 1
     assert use_references(bake.train, [[([310, 311], True)], None, None], open_id) == 1
-    batch = make_batch(bake.train, bake.train_lp, [0])
+    batch = make_batch(bake.train, hard_targets(bake.train_lp, bake.train), [0])
     with torch.no_grad():
         student = gather_positions(model(input_ids=batch["input_ids"]).logits, batch["index"])[0]
     length = len(bake.train.continuations[0])  # the row is shorter than the batch's width now
