@@ -37,7 +37,11 @@ class BakeData:
     heldout: BakeSet
     heldout_lp: torch.Tensor
     seed: int
-    references: int = 0  # training rows rewritten as reference demonstrations
+
+    @property
+    def references(self) -> int:
+        """Training rows rewritten as reference demonstrations (those with a hard target)."""
+        return sum(map(any, self.train.hard or []))
 
     def batch(self, position: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
         """Batch number ``position`` (this rank's share of it under data parallelism)."""
@@ -76,11 +80,12 @@ def prepare_bake(teacher: nn.Module, prompt: Sequence[int], train_queries: Seque
     flags = [anchored(q) for q in queries] if anchored is not None else None
     both = sample_bake_set(teacher, prompt, queries, 1, length, generator, temperature, hook, flags)
     cut = len(train_queries) * samples_per_query
-    rewritten = use_references(both, [references.of(q) if row < cut else None for row, q in enumerate(queries)],
-                               references.open_id) if references is not None else 0
+    if references is not None:
+        use_references(both, [references.of(q) if row < cut else None for row, q in enumerate(queries)],
+                       references.open_id)
     train, heldout = _cut(both, cut)
     return BakeData(train, hard_targets(teacher_logprobs(teacher, train, batch_size), train), heldout,
-                    teacher_logprobs(teacher, heldout, batch_size), seed, rewritten)
+                    teacher_logprobs(teacher, heldout, batch_size), seed)
 
 
 def _cut(both: BakeSet, cut: int) -> tuple[BakeSet, BakeSet]:
