@@ -12,9 +12,10 @@ from agent_forge.baking import BakeSet, mean_kl
 from agent_forge.data.tokenizer import EOS_ID
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.model_io import bitlinear_meta, load_model
-from agent_forge.phases.baking import BAKE_SEEDS, BakingPhase, bake_tasks, reference_pieces
+from agent_forge.phases.baking import BAKE_SEEDS, BakingPhase, bake_tasks
 from agent_forge.phases.common import forge_config, session_data
 from agent_forge.quant.bitlinear import BitLinear, BitLinearConfig, bitlinear_modules, replace_linears
+from agent_forge.reasoning.tools_mode import reference_pieces
 from agent_forge.tools.tasks import TOOL_KIND
 from support.phase_harness import harness_config, make_context, register_model, seed_model
 

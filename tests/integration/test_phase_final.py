@@ -12,11 +12,19 @@ from tests.support.phase_harness import harness_config, make_context, register_m
 from agent_forge.model import ForgeForCausalLM
 from agent_forge.model_io import bitlinear_meta, load_model
 from agent_forge.phases.common import forge_config, session_data
-from agent_forge.phases.final import COMPRESSED_FILE, REPORT_FILE, FinalPhase, ToolsProbe, decode_file, measure
+from agent_forge.phases.final import (
+    COMPRESSED_FILE,
+    REPORT_FILE,
+    FinalPhase,
+    decode_file,
+    measure,
+    token_importance,
+    tools_probe,
+)
 from agent_forge.pipeline.handoff import validate_handoff
 from agent_forge.pipeline.phase import ModelRef
 from agent_forge.quant.bitlinear import BitLinearConfig, bitlinear_modules, replace_linears
-from agent_forge.reasoning.tools_mode import tools_report
+from agent_forge.reasoning.tools_mode import references_written, tools_report
 
 
 def edge_model(root: Path, overrides: list[str]) -> ModelRef:
@@ -93,17 +101,40 @@ def test_lossless_settings_reproduce_the_input_exactly(tmp_path: Path) -> None:
 
 
 def test_the_tools_probe_bounds_tools_mode_as_eval_reports_it(tmp_path: Path) -> None:
-    overrides = ["final.tools_kinds=[arith]"]
+    overrides = ["final.tools_kinds=[arith]", "final.tools_bare_tasks=16"]
     ref = edge_model(tmp_path, overrides)
     ctx = make_context(tmp_path, "final", harness_config("smoke", overrides))
     data, model = session_data(ctx), load_model(ref)
-    probe = ToolsProbe(data.tokenizer, ("arith",), ctx.config.quietstar.max_thought_tokens)
+    probe = tools_probe(ctx.config, data.tokenizer)
+    assert probe is not None and len(probe.bare) == 16
     quality = measure(model, data.selection, probe)
     arith = [e for e in data.selection.examples if e.kind == "arith"]
     report = tools_report(model, data.tokenizer, arith, ctx.config.data.seq_len, probe.max_tokens)
     assert len(quality.correct["tools_arith"]) == len(arith) > 0
     assert quality.accuracy["tools_arith"] == report["kinds"]["arith"]["accuracy"]
-    assert set(quality.accuracy) == {"arith", "mc", "code", "tools_arith"}
+    assert list(quality.correct["tools_bare"]) == references_written(model, probe.bare)
+    assert set(quality.accuracy) == {"arith", "mc", "code", "tools_arith", "tools_bare"}
     result = FinalPhase().run(ctx, [ref])
     chosen = next(p for p in result.models[0].metadata["size_quality"] if p["role"] == "chosen")
-    assert set(chosen["accuracy"]) == {"arith", "mc", "code", "tools_arith"}  # a kind of the budget
+    assert set(chosen["accuracy"]) == {"arith", "mc", "code", "tools_arith", "tools_bare"}  # kinds of the budget
+
+
+def test_the_bare_probe_draws_selection_calculations_and_no_probe_is_built_unasked(tmp_path: Path) -> None:
+    config = harness_config("smoke", ["final.tools_bare_tasks=12"])
+    tokenizer = session_data(make_context(tmp_path, "final", config)).tokenizer
+    probe = tools_probe(config, tokenizer)
+    assert probe is not None and probe.kinds == ()
+    texts = [tokenizer.decode(ids) for ids, _ in probe.bare]
+    assert all("<tool>calculator</tool>" in text for text in texts) and len(set(texts)) == 12
+    assert tools_probe(harness_config("smoke", []), tokenizer) is None
+
+
+def test_token_importance_counts_the_tokens_of_thoughts_calls_and_the_persona(tmp_path: Path) -> None:
+    config = harness_config("smoke", [])
+    tokenizer = session_data(make_context(tmp_path, "final", config)).tokenizer
+    importance = token_importance(config, tokenizer, 400)
+    assert importance is not None and importance.shape == (config.model.vocab_size,)
+    assert bool((importance >= 1.0).all())  # plus one: a token the sample missed is rare, not unused
+    for special in ("<think>", "</think>", "<tool>", "</args>"):
+        assert importance[tokenizer.special_id(special)] > 10, special  # written on every call, not "never"
+    assert token_importance(config, tokenizer, 0) is None

@@ -386,6 +386,8 @@ class FinalSection(Strict):
     accuracy_drop_z: float | None = Field(1.96, gt=0.0)
     # kinds also measured in tools mode on the selection split, each a kind of the budget ("tools_arith")
     tools_kinds: list[str] = Field(default_factory=list)
+    # bare calculations (levels 1-2, selection split) of the budget's kind "tools_bare": written exactly?
+    tools_bare_tasks: int = Field(0, ge=0, le=5000)
     methods: list[Literal["usq", "vptq", "seedlm"]] = Field(default_factory=lambda: ["usq"])
     usq_steps: list[Annotated[float, Field(gt=0.0)]] = Field(default_factory=lambda: [0.2, 0.3, 0.45, 0.65],
                                                            min_length=1)  # grid steps tried

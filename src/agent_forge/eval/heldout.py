@@ -199,13 +199,31 @@ def _summed_loss(model: nn.Module, heldout: HeldoutSet, batch_size: int) -> tupl
     return nats, n_tokens
 
 
+def greedy_writes(model: nn.Module, rows: Sequence[Sequence[int]], written: Sequence[Sequence[bool]],
+                  batch_size: int = 32) -> list[bool]:
+    """Per row: would greedy decoding, given the row's first token, write every token marked ``written``
+    (the others, such as a tool's result, being inserted as they stand)? Teacher-forced, as accuracy is:
+    the argmax before each written token must be that token."""
+    inputs = [list(row[:-1]) for row in rows]
+    targets = [[token if wanted else IGNORE_INDEX for token, wanted in zip(row[1:], flags[1:], strict=True)]
+               for row, flags in zip(rows, written, strict=True)]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    with evaluation_mode(model):
+        return _correct_in_order(model, _padded_batches(inputs, targets, order, batch_size), order)
+
+
 def _teacher_forced_correct(model: nn.Module, heldout: HeldoutSet, batch_size: int) -> list[bool]:
+    return _correct_in_order(model, heldout.qa_batches(batch_size), heldout.qa_order)
+
+
+def _correct_in_order(model: nn.Module, batches: Sequence[Batch], order: Sequence[int]) -> list[bool]:
+    """Exact match of every row of ``batches``, put back in example order (``order[row]`` is its example)."""
     device, rows_correct = model_device(model), []
-    for batch in heldout.qa_batches(batch_size):
+    for batch in batches:
         ids, mask, targets = (tensor.to(device) for tensor in batch)
         rows_correct += _rows_correct(model, ids, mask, targets).tolist()
-    correct = [False] * heldout.n_examples
-    for row, index in enumerate(heldout.qa_order):
+    correct = [False] * len(order)
+    for row, index in enumerate(order):
         correct[index] = rows_correct[row]
     return correct
 

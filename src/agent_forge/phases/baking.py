@@ -28,7 +28,6 @@ from torch import nn
 from agent_forge.baking import (
     BakeData,
     LoRAConfig,
-    Piece,
     References,
     apply_lora,
     batch_kl,
@@ -43,7 +42,7 @@ from agent_forge.baking import (
     ternary_values,
 )
 from agent_forge.data.sources import training_examples
-from agent_forge.data.tasks import EOS_TEXT, TaskExample
+from agent_forge.data.tasks import TaskExample
 from agent_forge.data.tokenizer import BOS_ID, EOS_ID, ForgeTokenizer
 from agent_forge.eval.suite import select_examples
 from agent_forge.model_io import bitlinear_config_of, bitlinear_meta, load_model, model_writer, packed_writer
@@ -66,10 +65,10 @@ from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, PhaseRun
 from agent_forge.quant.bitlinear import bitlinear_modules
 from agent_forge.reasoning.data import split_prompt
-from agent_forge.reasoning.strategies import THINK_CLOSE, THINK_OPEN
-from agent_forge.reasoning.tools_mode import tools_report
+from agent_forge.reasoning.strategies import THINK_OPEN
+from agent_forge.reasoning.tools_mode import reference_pieces, tools_report
 from agent_forge.tools import decode
-from agent_forge.tools.demos import calls_with_results, demo_tasks, task_calls
+from agent_forge.tools.demos import demo_tasks
 from agent_forge.tools.runtime import AnswerCue, ToolRuntime
 from agent_forge.tools.tasks import TOOL_KIND, tool_tasks
 from agent_forge.train.distributed import world, wrap_ddp
@@ -108,16 +107,6 @@ def bake_tasks(config: Any, n: int, seed: int, name: str) -> list[TaskExample]:
     calculations = tool_tasks(section.calculation_demos, seed + 1, max_level=2, mixed_widths=section.mixed_width_demos,
                               tools=("calculator",)) if section.calculation_demos else []
     return [*training_examples(config, n - len(demos), seed), *demos, *calculations]
-
-
-def reference_pieces(tokenizer: ForgeTokenizer, task: TaskExample, cue: list[int]) -> list[Piece]:
-    """A bare tool task's reference demonstration after ``<think>``: each call (written) and its result
-    (inserted), ``</think>``, the cue (inserted), the answer and ``<eos>`` (written), as the runtime runs it."""
-    texts = [text for call_and_result in calls_with_results(task_calls(task)) for text in call_and_result]
-    texts += [THINK_CLOSE, task.answer + EOS_TEXT]
-    encoded = tokenizer.encode_batch(texts)
-    pieces = [(ids, index % 2 == 0) for index, ids in enumerate(encoded[:-2])]  # call, result, call, ...
-    return [*pieces, (encoded[-2], True), (cue, False), (encoded[-1], True)]
 
 
 def bodies_and_cues(tokenizer: ForgeTokenizer, tasks: Sequence[TaskExample]) -> tuple[list[list[int]], list[list[int]]]:

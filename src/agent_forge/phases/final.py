@@ -28,7 +28,6 @@ from torch import Tensor
 
 from agent_forge.config.schema import FinalSection, PipelineConfig
 from agent_forge.data.sources import training_examples
-from agent_forge.data.tasks import training_text
 from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.eval.heldout import HeldoutSet, evaluate
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
@@ -43,7 +42,9 @@ from agent_forge.phases.common import (
     record_metrics,
     session_data,
     think_metrics,
+    tool_demos,
     tools_metrics,
+    training_style,
 )
 from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, PhaseRun
@@ -55,7 +56,10 @@ from agent_forge.quant.planner import PlannerConfig, PlanResult, Quality, classi
 from agent_forge.quant.seedlm import SeedLMConfig
 from agent_forge.quant.uniform import UniformConfig
 from agent_forge.quant.vptq import VPTQConfig
+from agent_forge.reasoning.data import training_rows
 from agent_forge.reasoning.think_mode import evaluate_think_mode
+from agent_forge.reasoning.tools_mode import reference_row, references_written
+from agent_forge.tools.tasks import tool_tasks
 
 COMPRESSED_FILE = "model.afqz"
 REPORT_FILE = "compression_report.json"
@@ -79,13 +83,19 @@ def candidates(section: FinalSection) -> dict[str, list[MethodSpec]]:
 
 
 def token_importance(config: PipelineConfig, tokenizer: ForgeTokenizer, n_examples: int) -> torch.Tensor | None:
-    """How often each token occurs in ``n_examples`` training examples, plus one (a token the sample
-    missed counts as rare, not as unused); None when ``n_examples`` is 0."""
+    """How often each token occurs in ``n_examples`` training rows written as every phase's mix writes them
+    (thoughts, tool demonstrations, the persona), plus one (a token the sample missed counts as rare, not
+    as unused); None when ``n_examples`` is 0."""
+    # the rows as written, not the bare `prompt answer`: counted bare, `<think>`, `</args>` and the persona's
+    # name occur 0 times and get usq's coarsest step, though the baked model writes them on every call
     if n_examples <= 0:
         return None
-    examples = training_examples(config, n_examples, seed=config.data.seed + 808)
-    ids = [token for tokens in tokenizer.encode_batch([training_text(e) for e in examples]) for token in tokens]
-    counts = np.bincount(np.asarray(ids, dtype=np.int64), minlength=config.model.vocab_size)
+    seed = config.data.seed + 808
+    examples = training_examples(config, n_examples, seed=seed)
+    demos = tool_demos(config, round(n_examples * config.data.tool_demo_share), seed + 1)
+    rows, _ = training_rows(tokenizer, examples, training_style(config), 0.0, seed, demos)
+    ids = np.asarray([token for row in rows for token in row], dtype=np.int64)
+    counts = np.bincount(ids, minlength=config.model.vocab_size)
     return torch.from_numpy(counts[: config.model.vocab_size].astype(np.float64) + 1.0)
 
 
@@ -96,14 +106,30 @@ def embedding_key(model: ForgeForCausalLM, layout: ModelLayout) -> str:
     return layout.aliases.get(name, name)
 
 
+BARE_SEED = 818  # the bare tool tasks of the budget: their own draw of the selection split
+
+
 @dataclass(frozen=True)
 class ToolsProbe:
     """Tools mode on the selection tasks of ``kinds``: each is a kind of the planner's budget (``tools_<kind>``),
-    so a code that keeps direct answers but breaks the calls the model makes is refused."""
+    so a code that keeps direct answers but breaks the calls the model makes is refused. ``bare``: rows of
+    bare calculations (``reference_row``), the kind ``tools_bare``: is each written exactly, call and answer?"""
 
     tokenizer: ForgeTokenizer
     kinds: tuple[str, ...]
     max_tokens: int
+    bare: tuple[tuple[list[int], list[bool]], ...] = ()
+
+
+def tools_probe(config: PipelineConfig, tokenizer: ForgeTokenizer) -> ToolsProbe | None:
+    """The probe the preset asks for (``final.tools_kinds``, ``final.tools_bare_tasks``), or None."""
+    section = config.final
+    if not section.tools_kinds and not section.tools_bare_tasks:
+        return None
+    tasks = tool_tasks(section.tools_bare_tasks, config.data.seed + BARE_SEED, "selection", max_level=2,
+                       mixed_widths=True, tools=("calculator",)) if section.tools_bare_tasks else []
+    return ToolsProbe(tokenizer, tuple(section.tools_kinds), config.quietstar.max_thought_tokens,
+                      tuple(reference_row(tokenizer, task) for task in tasks))
 
 
 def measure(model: ForgeForCausalLM, held: HeldoutSet, probe: ToolsProbe | None = None) -> Quality:
@@ -120,6 +146,9 @@ def measure(model: ForgeForCausalLM, held: HeldoutSet, probe: ToolsProbe | None 
                                       [result.correct[i] for i in rows], probe.max_tokens, tools=True).correct
         accuracy[f"tools_{kind}"] = sum(outcome) / max(len(outcome), 1)
         correct[f"tools_{kind}"] = tuple(outcome)
+    if probe is not None and probe.bare:
+        written = references_written(model, probe.bare)
+        accuracy["tools_bare"], correct["tools_bare"] = sum(written) / len(written), tuple(written)
     return Quality(result.loss, accuracy, correct)
 
 
@@ -285,8 +314,7 @@ class FinalPhase(Phase):
         section: FinalSection = ctx.phase_config
         importance = token_importance(ctx.config, run.data.tokenizer, section.importance_examples)
         weights = {embedding_key(run.model, run.layout): importance} if importance is not None else {}
-        probe = ToolsProbe(run.data.tokenizer, tuple(section.tools_kinds), ctx.config.quietstar.max_thought_tokens) \
-            if section.tools_kinds else None
+        probe = tools_probe(ctx.config, run.data.tokenizer)
         run.plan, run.measure_tensors = self._plan(section, run.model, run.tensors, run.layout,
                                                    run.data.selection, weights, probe)
         run.bar.advance()

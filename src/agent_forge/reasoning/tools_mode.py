@@ -15,12 +15,17 @@ from collections.abc import Sequence
 
 import torch
 
-from agent_forge.data.tasks import TaskExample
+from agent_forge.baking.data import Piece
+from agent_forge.data.tasks import EOS_TEXT, TaskExample
 from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.eval.capability import group_accuracy
+from agent_forge.eval.heldout import greedy_writes
 from agent_forge.eval.suite import direct_results
-from agent_forge.reasoning.think_mode import ThinkModeResult, evaluate_think_mode, mode_report
+from agent_forge.reasoning.strategies import THINK_CLOSE
+from agent_forge.reasoning.think_mode import ThinkModeResult, evaluate_think_mode, mode_report, think_prompt
+from agent_forge.reasoning.thoughts import THINK_ID
 from agent_forge.tools.calls import parse_calls, results_in, same_answer
+from agent_forge.tools.demos import calls_with_results, task_calls
 
 TOOL_FIGURES = ("call_rate", "well_formed_rate", "result_correct_rate", "accuracy")
 
@@ -49,3 +54,31 @@ def tools_report(model: torch.nn.Module, tokenizer: ForgeTokenizer, examples: Se
     scored, direct = direct_results(model, tokenizer, examples, seq_len)
     result = evaluate_think_mode(model, tokenizer, scored, direct, max_tokens, prefix=prefix, tools=True)
     return mode_report(scored, direct, result, max_tokens, ("corrupted_results", "tools"), tool_figures)
+
+
+def reference_pieces(tokenizer: ForgeTokenizer, task: TaskExample, cue: list[int]) -> list[Piece]:
+    """A bare tool task's reference demonstration after ``<think>``: each call (written) and its result
+    (inserted), ``</think>``, the cue (inserted), the answer and ``<eos>`` (written), as the runtime runs it."""
+    texts = [text for call_and_result in calls_with_results(task_calls(task)) for text in call_and_result]
+    texts += [THINK_CLOSE, task.answer + EOS_TEXT]
+    encoded = tokenizer.encode_batch(texts)
+    pieces = [(ids, index % 2 == 0) for index, ids in enumerate(encoded[:-2])]  # call, result, call, ...
+    return [*pieces, (encoded[-2], True), (cue, False), (encoded[-1], True)]
+
+
+def reference_row(tokenizer: ForgeTokenizer, task: TaskExample) -> tuple[list[int], list[bool]]:
+    """A bare tool task as tools mode runs it right, and which of its tokens the model writes: the body and
+    ``<think>`` (read: a persona-baked model greets before it opens the thought, which tools mode allows)
+    and the reference demonstration."""
+    ready = think_prompt(tokenizer, task.prompt)
+    ids, written = [*ready.ids, THINK_ID], [False] * (len(ready.ids) + 1)
+    for piece, writes in reference_pieces(tokenizer, task, ready.cue_ids):
+        ids += piece
+        written += [writes] * len(piece)
+    return ids, written
+
+
+def references_written(model: torch.nn.Module, rows: Sequence[tuple[list[int], list[bool]]]) -> list[bool]:
+    """Per ``reference_row``: would tools mode (greedy) write it exactly, call, answer and ``<eos>``? One
+    teacher-forced pass, so it costs what a direct evaluation costs, not a generation."""
+    return greedy_writes(model, [ids for ids, _ in rows], [written for _, written in rows])

@@ -11,6 +11,7 @@ from eval_tiny_models import BigramLM, tiny_llama, train_steps
 from agent_forge.data.tasks import make_example, training_text
 from agent_forge.data.tokenizer import EOS_ID
 from agent_forge.eval import HeldoutSet, answers_correct, evaluate, evaluate_accuracy_by_generation
+from agent_forge.eval.heldout import greedy_writes
 from agent_forge.eval.metrics import IGNORE_INDEX
 
 
@@ -118,3 +119,27 @@ def test_evaluate_accepts_a_plain_torch_module(task_data, batch_size):
     heldout = HeldoutSet.build(task_data.tokenizer, task_data.heldout[:6], seq_len=32)
     result = evaluate(BigramLM(task_data.tokenizer.vocab_size), heldout, batch_size=batch_size)
     assert result.n_examples == 6 and math.isfinite(result.loss) and 0.0 <= result.accuracy <= 1.0
+
+
+def _greedy(model: torch.nn.Module, prompt: list[int], n: int) -> list[int]:
+    """``n`` greedy tokens after ``prompt``, one full forward pass a token (the plain way, no cache)."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+def test_greedy_writes_agrees_with_greedy_decoding_and_reads_inserted_tokens_as_given():
+    model = tiny_llama(50, seed=3).eval()
+    prompts = [[1, 7, 8, 9], [1, 20, 21], [1, 30, 31, 32, 33, 34]]
+    rows = [[*p, *_greedy(model, p, 5)] for p in prompts]
+    written = [[False] * len(p) + [True] * 5 for p in prompts]
+    assert greedy_writes(model, rows, written, batch_size=2) == [True, True, True]
+    wrong = [list(row) for row in rows]
+    wrong[1][-1] = (wrong[1][-1] + 1) % 50  # greedy would not write this token
+    assert greedy_writes(model, wrong, written) == [True, False, True]
+    inserted = [list(flags) for flags in written]
+    inserted[1][-1] = False  # the same token, inserted (a tool's result): read, not checked
+    assert greedy_writes(model, wrong, inserted) == [True, True, True]
+    assert greedy_writes(model, [rows[0]], [[False] * len(rows[0])]) == [False]  # nothing written: no match

@@ -8,8 +8,14 @@ from reasoning_builders import model_fit, reasoning_tokenizer, smoke_model
 from agent_forge.data.dataset import IGNORE_LABEL
 from agent_forge.data.tasks import generate_tasks
 from agent_forge.reasoning.data import TrainingStyle, training_rows
-from agent_forge.reasoning.think_mode import ThinkModeResult
-from agent_forge.reasoning.tools_mode import call_scores, tool_figures, tools_report
+from agent_forge.reasoning.think_mode import ThinkModeResult, generate_thinking
+from agent_forge.reasoning.tools_mode import (
+    call_scores,
+    reference_row,
+    references_written,
+    tool_figures,
+    tools_report,
+)
 from agent_forge.tools.calls import ToolCall
 from agent_forge.tools.demos import calls_with_results, task_calls
 from agent_forge.tools.tasks import make_tool_example
@@ -86,3 +92,36 @@ def test_an_untrained_model_in_tools_mode_keeps_its_direct_results():
     tasks = generate_tasks("arith", 1, 6, seed=3)
     report = tools_report(smoke_model(5), tokenizer, tasks, seq_len=128, max_tokens=8)
     assert report["n"] == 6 and 0.0 <= report["tools"]["overall"]["call_rate"]["accuracy"] <= 1.0
+
+
+def test_a_reference_row_is_the_bare_task_as_tools_mode_runs_it_with_the_written_tokens_marked():
+    tokenizer = reasoning_tokenizer()
+    task = make_tool_example("What is 347 * 29? Answer:", ToolCall("calculator", "347 * 29"), 2)
+    ids, written = reference_row(tokenizer, task)
+    assert tokenizer.decode(ids) == ("<bos>What is 347 * 29?<think><tool>calculator</tool><args>347 * 29</args>"
+                                     "<result>10063</result></think> Answer: 10063<eos>")
+    writes = tokenizer.decode([t for t, w in zip(ids, written, strict=True) if w])
+    assert writes == "<tool>calculator</tool><args>347 * 29</args></think> 10063<eos>"  # not the body, result, cue
+
+
+@pytest.fixture(scope="module")
+def reference_writer():
+    """A smoke model taught the unprompted reference rows of three bare calculations (not a fourth)."""
+    tokenizer = reasoning_tokenizer()
+    tasks = [make_tool_example(f"What is {e}? Answer:", ToolCall("calculator", e), 2)
+             for e in ("347 * 29", "81 + 7", "605 - 44", "12 * 12")]
+    rows = [reference_row(tokenizer, t) for t in tasks]
+    starts = [written.index(True) - 1 for _, written in rows]  # `<think>` is read in the row; taught here too
+    labels = [[t if i >= start else IGNORE_LABEL for i, t in enumerate(ids)]
+              for (ids, _), start in zip(rows, starts, strict=True)]
+    return model_fit([ids for ids, _ in rows[:3]], labels[:3], steps=60), tokenizer, tasks, rows
+
+
+def test_references_written_says_whether_tools_mode_writes_the_call_and_the_answer(reference_writer):
+    model, tokenizer, tasks, rows = reference_writer
+    written = references_written(model, rows)
+    assert written[:3] == [True, True, True]
+    for task, ok in zip(tasks, written, strict=True):
+        generated = generate_thinking(model, tokenizer, task.prompt, 48, tools=True)
+        wrote = f"<args>{task.meta['args']}</args>" in generated.thought and generated.answer == task.answer
+        assert wrote == ok, (task.prompt, generated)
