@@ -48,7 +48,7 @@ from agent_forge.model import ForgeForCausalLM
 from agent_forge.model_io import load_model
 from agent_forge.optim import MuGrokConfig, build_optimizer
 from agent_forge.phases.common import build_tokenizer, forge_config, lm_step
-from agent_forge.phases.final import candidates, embedding_key, measure, token_importance
+from agent_forge.phases.final import candidates, embedding_key, measure, token_importance, tools_probe
 from agent_forge.quant.baselines import q4_0_file, stage_input, xz_9e_size
 from agent_forge.quant.bitlinear import replace_linears
 from agent_forge.quant.container import CompressionPlan, MethodSpec, compress_tensors, decode_container
@@ -153,12 +153,14 @@ def label(spec: MethodSpec) -> str:
     return type(spec).__name__
 
 
-def planner_row(bench: Bench, config: PipelineConfig, importance: dict[str, Tensor]) -> Row:
-    """Phase 8's own choice: the preset's candidates and budget, decided on the selection split."""
-    section = config.final
+def planner_row(bench: Bench, config: PipelineConfig, tokenizer: ForgeTokenizer,
+                importance: dict[str, Tensor]) -> Row:
+    """Phase 8's own choice: the preset's candidates and budget (its tools-mode kinds too), decided on the
+    selection split."""
+    section, probe = config.final, tools_probe(config, tokenizer)
 
     def measure_tensors(tensors: Mapping[str, Tensor]):
-        return measure(bench.rebuilt(tensors), bench.selection)
+        return measure(bench.rebuilt(tensors), bench.selection, probe)
 
     start = time.perf_counter()
     plan = plan_compression(bench.tensors, measure_tensors, candidates(section),
@@ -166,7 +168,7 @@ def planner_row(bench: Bench, config: PipelineConfig, importance: dict[str, Tens
                                           max_accuracy_drop=section.max_accuracy_drop,
                                           accuracy_drop_z=section.accuracy_drop_z,
                                           min_lossy_numel=section.min_lossy_numel),
-                            importance=importance, reference=measure(bench.model, bench.selection),
+                            importance=importance, reference=measure(bench.model, bench.selection, probe),
                             metadata={"layout": bench.layout.to_json()})
     seconds = time.perf_counter() - start
     chosen = ", ".join(d.chosen.split(", clusters")[0] for d in plan.decisions if d.chosen != "raw") or "raw"
@@ -260,7 +262,7 @@ def main() -> None:
     print(f"model: {sum(p.numel() for p in model.parameters())} parameters; lossy tensors {sorted(lossy)}")
     baseline = baseline_rows(bench, lossy)
     method_rows(bench, lossy, lossy_methods(args.quick, config.final.usq_steps), importance)
-    planner_row(bench, config, importance)
+    planner_row(bench, config, tokenizer, importance)
     compare(bench.rows, baseline)
     print("\nagainst Q4_0 + xz -9e (bytes ratio; beats = smaller at no worse D6 perplexity and accuracy per kind):")
     for row in bench.rows:
