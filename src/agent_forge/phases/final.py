@@ -63,6 +63,7 @@ from agent_forge.tools.tasks import tool_tasks
 
 COMPRESSED_FILE = "model.afqz"
 REPORT_FILE = "compression_report.json"
+BARE_SEED = 818  # the bare calculations of the budget: their own draw of the selection split
 
 
 def candidates(section: FinalSection) -> dict[str, list[MethodSpec]]:
@@ -104,9 +105,6 @@ def embedding_key(model: ForgeForCausalLM, layout: ModelLayout) -> str:
     weight = model.get_input_embeddings().weight
     name = next(key for key, value in model.state_dict(keep_vars=True).items() if value is weight)
     return layout.aliases.get(name, name)
-
-
-BARE_SEED = 818  # the bare tool tasks of the budget: their own draw of the selection split
 
 
 @dataclass(frozen=True)
