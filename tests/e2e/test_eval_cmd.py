@@ -79,6 +79,13 @@ def test_tools_mode_on_the_held_out_tool_tasks_reports_their_own_kind(smoke_run)
     assert report["data"] == "tools" and report["n"] == 12 and set(report["kinds"]) == {"tool"}
     figures = report["tools"]["tool"]
     assert figures["call_rate"]["n"] == 12 and 0.0 <= figures["accuracy"]["accuracy"] <= 1.0
+    by_tool = {name: entry["accuracy"] for name, entry in report["by_tool"].items()}
+    assert set(by_tool) == {"calculator", "convert"} and sum(e["n"] for e in by_tool.values()) == 12
+    assert sum(e["correct"] for e in by_tool.values()) == report["kinds"]["tool"]["correct"]
+    proc = agent_forge(workspace, "eval", _model_of(workspace, "baking"), "--mode", "tools", "--data", "tools",
+                       "--n", "12")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "calculator tasks: accuracy" in proc.stdout and "convert tasks: accuracy" in proc.stdout
 
 
 def test_eval_prints_a_table_with_intervals(smoke_run):

@@ -78,6 +78,10 @@ def eval_command(
                 typer.echo(f"score it with lm-evaluation-harness: {report['lm_eval']['command']}")
         if mode == "tools":
             typer.echo(tool_summary(report))
+            for name, figures in report["by_tool"].items():  # bare tool tasks (--data tools): per tool
+                entry = figures["accuracy"]
+                typer.echo(f"{name} tasks: accuracy {entry['accuracy']:.3f} ({entry['ci_low']:.3f}-"
+                           f"{entry['ci_high']:.3f}) of {entry['n']}")
 
 
 def tool_summary(report: dict) -> str:

@@ -22,10 +22,17 @@ from agent_forge.eval.capability import group_accuracy
 from agent_forge.eval.heldout import greedy_writes
 from agent_forge.eval.suite import direct_results
 from agent_forge.reasoning.strategies import THINK_CLOSE
-from agent_forge.reasoning.think_mode import ThinkModeResult, evaluate_think_mode, mode_report, think_prompt
+from agent_forge.reasoning.think_mode import (
+    ThinkModeResult,
+    evaluate_think_mode,
+    mode_report,
+    subset_result,
+    think_prompt,
+)
 from agent_forge.reasoning.thoughts import THINK_ID
 from agent_forge.tools.calls import parse_calls, results_in, same_answer
 from agent_forge.tools.demos import calls_with_results, task_calls
+from agent_forge.tools.tasks import TOOL_KIND
 
 TOOL_FIGURES = ("call_rate", "well_formed_rate", "result_correct_rate", "accuracy")
 
@@ -53,7 +60,17 @@ def tools_report(model: torch.nn.Module, tokenizer: ForgeTokenizer, examples: Se
     and the tool figures overall and per kind (after ``prefix``, when given: a prompted model)."""
     scored, direct = direct_results(model, tokenizer, examples, seq_len)
     result = evaluate_think_mode(model, tokenizer, scored, direct, max_tokens, prefix=prefix, tools=True)
-    return mode_report(scored, direct, result, max_tokens, ("corrupted_results", "tools"), tool_figures)
+    report = mode_report(scored, direct, result, max_tokens, ("corrupted_results", "tools"), tool_figures)
+    return {**report, "by_tool": figures_by_tool(scored, result)}
+
+
+def figures_by_tool(tasks: Sequence[TaskExample], result: ThinkModeResult) -> dict[str, dict]:
+    """The tool figures of the bare tool tasks per tool they need (calculations apart from conversions);
+    empty when there are none (word problems, mc, code)."""
+    names = sorted({str(t.meta["tool"]) for t in tasks if t.kind == TOOL_KIND})
+    chosen = {name: [i for i, t in enumerate(tasks) if t.kind == TOOL_KIND and t.meta["tool"] == name]
+              for name in names}
+    return {name: tool_figures([tasks[i] for i in rows], subset_result(result, rows)) for name, rows in chosen.items()}
 
 
 def reference_pieces(tokenizer: ForgeTokenizer, task: TaskExample, cue: list[int]) -> list[Piece]:

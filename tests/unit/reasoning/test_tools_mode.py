@@ -125,3 +125,16 @@ def test_references_written_says_whether_tools_mode_writes_the_call_and_the_answ
         generated = generate_thinking(model, tokenizer, task.prompt, 48, tools=True)
         wrote = f"<args>{task.meta['args']}</args>" in generated.thought and generated.answer == task.answer
         assert wrote == ok, (task.prompt, generated)
+
+
+def test_tools_mode_reports_bare_tool_tasks_per_tool_and_nothing_for_word_problems(reference_writer):
+    model, tokenizer, tasks, _ = reference_writer
+    conversion = make_tool_example("How many m are in 3 km? Answer:", ToolCall("convert", "3 km to m"), 1)
+    words = generate_tasks("arith", 1, 2, seed=4)
+    report = tools_report(model, tokenizer, [*tasks, conversion, *words], seq_len=128, max_tokens=48)
+    by_tool = {name: figures["accuracy"] for name, figures in report["by_tool"].items()}
+    assert set(by_tool) == {"calculator", "convert"}
+    assert by_tool["calculator"]["n"] == 4 and by_tool["convert"]["n"] == 1
+    assert by_tool["calculator"]["correct"] >= 3  # the three calculations it was taught
+    assert by_tool["calculator"]["correct"] + by_tool["convert"]["correct"] == report["kinds"]["tool"]["correct"]
+    assert tools_report(model, tokenizer, words, seq_len=128, max_tokens=48)["by_tool"] == {}
