@@ -64,24 +64,29 @@ def eval_command(
     if as_json:
         print_json(report)
     else:
-        print_table(f"{label}: {mode} answers, {report['n']} tasks", ACCURACY_COLUMNS, accuracy_rows(report),
-                    compact=True)
-        if mode == "think":
-            figures = report["thinking"]["overall"]
-            typer.echo(f"thought on {figures['think_rate']:.3f} of the tasks, valid {figures['validity_rate']:.3f}; "
-                       f"where it thought: {figures['own_thought_accuracy']:.3f} right with its own thought, "
-                       f"{figures['corrupted_thought_accuracy']:.3f} with the digits corrupted; "
-                       f"direct on all: {report['direct']['overall']['accuracy']:.3f}")
-        if lm_eval_task is not None:
-            typer.echo(f"lm-eval task ({report['lm_eval']['n']} items): {report['lm_eval']['task']}")
-            if report["lm_eval"]["command"]:
-                typer.echo(f"score it with lm-evaluation-harness: {report['lm_eval']['command']}")
-        if mode == "tools":
-            typer.echo(tool_summary(report))
-            for name, figures in report["by_tool"].items():  # bare tool tasks (--data tools): per tool
-                entry = figures["accuracy"]
-                typer.echo(f"{name} tasks: accuracy {entry['accuracy']:.3f} ({entry['ci_low']:.3f}-"
-                           f"{entry['ci_high']:.3f}) of {entry['n']}")
+        _print_report(report, label, mode)
+
+
+def _print_report(report: dict, label: str, mode: str) -> None:
+    """The accuracy table, then the mode's own figures and the lm-eval task, as lines of text."""
+    print_table(f"{label}: {mode} answers, {report['n']} tasks", ACCURACY_COLUMNS, accuracy_rows(report),
+                compact=True)
+    if mode == "think":
+        figures = report["thinking"]["overall"]
+        typer.echo(f"thought on {figures['think_rate']:.3f} of the tasks, valid {figures['validity_rate']:.3f}; "
+                   f"where it thought: {figures['own_thought_accuracy']:.3f} right with its own thought, "
+                   f"{figures['corrupted_thought_accuracy']:.3f} with the digits corrupted; "
+                   f"direct on all: {report['direct']['overall']['accuracy']:.3f}")
+    if "lm_eval" in report:
+        typer.echo(f"lm-eval task ({report['lm_eval']['n']} items): {report['lm_eval']['task']}")
+        if report["lm_eval"]["command"]:
+            typer.echo(f"score it with lm-evaluation-harness: {report['lm_eval']['command']}")
+    if mode == "tools":
+        typer.echo(tool_summary(report))
+        for name, figures in report["by_tool"].items():  # bare tool tasks (--data tools): per tool
+            entry = figures["accuracy"]
+            typer.echo(f"{name} tasks: accuracy {entry['accuracy']:.3f} ({entry['ci_low']:.3f}-"
+                       f"{entry['ci_high']:.3f}) of {entry['n']}")
 
 
 def tool_summary(report: dict) -> str:
