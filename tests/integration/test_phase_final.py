@@ -101,7 +101,7 @@ def test_lossless_settings_reproduce_the_input_exactly(tmp_path: Path) -> None:
 
 
 def test_the_tools_probe_bounds_tools_mode_as_eval_reports_it(tmp_path: Path) -> None:
-    overrides = ["final.tools_kinds=[arith]", "final.tools_bare_tasks=16"]
+    overrides = ["final.tools_kinds=[arith]", "final.tools_bare_tasks=16", "final.tools_word_tasks=10"]
     ref = edge_model(tmp_path, overrides)
     ctx = make_context(tmp_path, "final", harness_config("smoke", overrides))
     data, model = session_data(ctx), load_model(ref)
@@ -113,10 +113,12 @@ def test_the_tools_probe_bounds_tools_mode_as_eval_reports_it(tmp_path: Path) ->
     assert len(quality.correct["tools_arith"]) == len(arith) > 0
     assert quality.accuracy["tools_arith"] == report["kinds"]["arith"]["accuracy"]
     assert list(quality.correct["tools_bare"]) == references_written(model, probe.bare)
-    assert set(quality.accuracy) == {"arith", "mc", "code", "tools_arith", "tools_bare"}
+    assert list(quality.correct["tools_words"]) == references_written(model, probe.words) and len(probe.words) == 10
+    kinds = {"arith", "mc", "code", "tools_arith", "tools_bare", "tools_words"}
+    assert set(quality.accuracy) == kinds
     result = FinalPhase().run(ctx, [ref])
     chosen = next(p for p in result.models[0].metadata["size_quality"] if p["role"] == "chosen")
-    assert set(chosen["accuracy"]) == {"arith", "mc", "code", "tools_arith", "tools_bare"}  # kinds of the budget
+    assert set(chosen["accuracy"]) == kinds  # kinds of the budget
 
 
 def test_the_bare_probe_draws_selection_calculations_and_no_probe_is_built_unasked(tmp_path: Path) -> None:
@@ -127,6 +129,10 @@ def test_the_bare_probe_draws_selection_calculations_and_no_probe_is_built_unask
     texts = [tokenizer.decode(ids) for ids, _ in probe.bare]
     assert all("<tool>calculator</tool>" in text for text in texts) and len(set(texts)) == 12
     assert tools_probe(harness_config("smoke", []), tokenizer) is None
+    words = tools_probe(harness_config("smoke", ["final.tools_word_tasks=9"]), tokenizer)
+    assert words is not None and words.bare == () and len(words.words) == 9
+    stories = [tokenizer.decode(ids) for ids, _ in words.words]
+    assert all("<tool>calculator</tool>" in text and "Answer:" in text for text in stories)  # a story, its calls
 
 
 def test_token_importance_counts_the_tokens_of_thoughts_calls_and_the_persona(tmp_path: Path) -> None:

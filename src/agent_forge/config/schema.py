@@ -388,6 +388,8 @@ class FinalSection(Strict):
     tools_kinds: list[str] = Field(default_factory=list)
     # bare calculations (levels 1-2, selection split) of the budget's kind "tools_bare": written exactly?
     tools_bare_tasks: int = Field(0, ge=0, le=5000)
+    # arithmetic word problems (levels 1-3, selection split) of the kind "tools_words": calls and answer exact?
+    tools_word_tasks: int = Field(0, ge=0, le=5000)
     methods: list[Literal["usq", "vptq", "seedlm"]] = Field(default_factory=lambda: ["usq"])
     usq_steps: list[Annotated[float, Field(gt=0.0)]] = Field(default_factory=lambda: [0.2, 0.3, 0.45, 0.65],
                                                            min_length=1)  # grid steps tried

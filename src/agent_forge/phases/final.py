@@ -28,6 +28,7 @@ from torch import Tensor
 
 from agent_forge.config.schema import FinalSection, PipelineConfig
 from agent_forge.data.sources import training_examples
+from agent_forge.data.tasks import mix_tasks
 from agent_forge.data.tokenizer import ForgeTokenizer
 from agent_forge.eval.heldout import HeldoutSet, evaluate
 from agent_forge.model import ForgeConfig, ForgeForCausalLM
@@ -64,6 +65,7 @@ from agent_forge.tools.tasks import tool_tasks
 COMPRESSED_FILE = "model.afqz"
 REPORT_FILE = "compression_report.json"
 BARE_SEED = 818  # the bare calculations of the budget: their own draw of the selection split
+WORDS_SEED = 828  # and its word problems
 
 
 def candidates(section: FinalSection) -> dict[str, list[MethodSpec]]:
@@ -111,23 +113,29 @@ def embedding_key(model: ForgeForCausalLM, layout: ModelLayout) -> str:
 class ToolsProbe:
     """Tools mode on the selection tasks of ``kinds``: each is a kind of the planner's budget (``tools_<kind>``),
     so a code that keeps direct answers but breaks the calls the model makes is refused. ``bare``: rows of
-    bare calculations (``reference_row``), the kind ``tools_bare``: is each written exactly, call and answer?"""
+    bare calculations (``reference_row``), the kind ``tools_bare``: is each written exactly, call and answer?
+    ``words``: the same for arithmetic word problems (levels 1-3), the kind ``tools_words``."""
 
     tokenizer: ForgeTokenizer
     kinds: tuple[str, ...]
     max_tokens: int
     bare: tuple[tuple[list[int], list[bool]], ...] = ()
+    words: tuple[tuple[list[int], list[bool]], ...] = ()
 
 
 def tools_probe(config: PipelineConfig, tokenizer: ForgeTokenizer) -> ToolsProbe | None:
-    """The probe the preset asks for (``final.tools_kinds``, ``final.tools_bare_tasks``), or None."""
+    """The probe the preset asks for (``final.tools_kinds``, ``final.tools_bare_tasks``,
+    ``final.tools_word_tasks``), or None."""
     section = config.final
-    if not section.tools_kinds and not section.tools_bare_tasks:
+    if not (section.tools_kinds or section.tools_bare_tasks or section.tools_word_tasks):
         return None
-    tasks = tool_tasks(section.tools_bare_tasks, config.data.seed + BARE_SEED, "selection", max_level=2,
-                       mixed_widths=True, tools=("calculator",)) if section.tools_bare_tasks else []
+    bare = tool_tasks(section.tools_bare_tasks, config.data.seed + BARE_SEED, "selection", max_level=2,
+                      mixed_widths=True, tools=("calculator",)) if section.tools_bare_tasks else []
+    words = mix_tasks(section.tools_word_tasks, config.data.seed + WORDS_SEED, split="selection", kinds=("arith",),
+                      levels=(1, 2, 3)) if section.tools_word_tasks else []
     return ToolsProbe(tokenizer, tuple(section.tools_kinds), config.quietstar.max_thought_tokens,
-                      tuple(reference_row(tokenizer, task) for task in tasks))
+                      tuple(reference_row(tokenizer, task) for task in bare),
+                      tuple(reference_row(tokenizer, task) for task in words))
 
 
 def measure(model: ForgeForCausalLM, held: HeldoutSet, probe: ToolsProbe | None = None) -> Quality:
@@ -144,9 +152,10 @@ def measure(model: ForgeForCausalLM, held: HeldoutSet, probe: ToolsProbe | None 
                                       [result.correct[i] for i in rows], probe.max_tokens, tools=True).correct
         accuracy[f"tools_{kind}"] = sum(outcome) / max(len(outcome), 1)
         correct[f"tools_{kind}"] = tuple(outcome)
-    if probe is not None and probe.bare:
-        written = references_written(model, probe.bare)
-        accuracy["tools_bare"], correct["tools_bare"] = sum(written) / len(written), tuple(written)
+    for name, rows in (("tools_bare", probe.bare), ("tools_words", probe.words)) if probe is not None else ():
+        if rows:
+            written = references_written(model, rows)
+            accuracy[name], correct[name] = sum(written) / len(written), tuple(written)
     return Quality(result.loss, accuracy, correct)
 
 

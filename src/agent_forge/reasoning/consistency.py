@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 from agent_forge.data.tasks import TaskExample
+from agent_forge.reasoning.columns import column_equation
 from agent_forge.reasoning.evidence import DOMAINS, EQUATION
 from agent_forge.reasoning.strategies import STEP, phrase_words
 
@@ -45,8 +46,9 @@ SCAFFOLD = frozenset(
 
 
 def segments(thought: str) -> list[str]:
-    """The ``<step>`` segments of a thought, markup removed."""
-    return [s.strip() for s in (_MARKUP.sub(" ", part) for part in thought.split(STEP)) if s.strip()]
+    """The ``<step>`` segments of a thought, markup removed, a step worked in columns read as its equation."""
+    parts = (_MARKUP.sub(" ", part).strip() for part in thought.split(STEP))
+    return [column_equation(part) for part in parts if part]
 
 
 def logical_consistency(thought: str, task: TaskExample) -> float:
@@ -127,7 +129,7 @@ def content_words(text: str) -> list[str]:
 
 def relevance(thought: str, task: TaskExample) -> float:
     """Share of the thought's content words found in the task (prompt, answer, choices, tests)."""
-    words = content_words(thought)
+    words = content_words(" ".join(segments(thought)))
     if not words:
         return 0.0
     meta = task.meta or {}

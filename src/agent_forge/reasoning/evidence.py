@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from agent_forge.data.tasks import TaskExample
+from agent_forge.reasoning.columns import column_step
 
 EQUATION = re.compile(r"(-?\d+(?:\.\d+)?) ([-+*/]) (-?\d+(?:\.\d+)?) = (-?\d+(?:\.\d+)?)")
 _INVERSE = {"+": "-", "-": "+", "*": "/", "/": "*"}
@@ -52,13 +53,14 @@ def task_evidence(example: TaskExample) -> Evidence:
 
 def _arith(example: TaskExample) -> Evidence:
     meta = example.meta
-    steps = [str(s) for s in meta["steps"]]
+    equations = [str(s) for s in meta["steps"]]
+    steps = [column_step(s) for s in equations]  # worked digit by digit: facts this model can compute
     result = str(meta["result"])
     numbers = [int(float(x)) for x in meta.get("operands", []) if _is_number(x)]
     naive = str(sum(numbers)) if numbers else ""
     alternative = naive if naive and naive != result else str(int(float(result)) + 1)
     unused = [str(n) for n in meta.get("distractor_numbers", [])]
-    reverse = [inverse_check(step) for step in reversed(steps)]
+    reverse = [inverse_check(step) for step in reversed(equations)]
     return Evidence("arith", steps, result, alternative, reverse[0], reverse, unused)
 
 
