@@ -1,9 +1,10 @@
 """What a thought may say about a task, derived only from the task's own verification data (``meta``).
 
-Arithmetic: the story's equations, an inverse check of the last one, a tempting wrong total, the distractor
-numbers. Multiple choice: a true verdict per option, plus computed comparisons for the numeric families.
-Code: the task's own test cases and the returned expression. Every statement is true by construction, so a
-thought built from it is checkable (``consistency``) and a model that learns it learns real content.
+Arithmetic: the story's equations, each worked in columns (``columns``), an inverse check of the last one,
+a tempting wrong total, the distractor numbers. Multiple choice: a true verdict per option, plus computed
+comparisons for the numeric families. Code: the task's own test cases and the returned expression. Every
+statement is true by construction, so a thought built from it is checkable (``consistency``) and a model that
+learns it learns real content.
 """
 
 from __future__ import annotations
