@@ -74,8 +74,10 @@ def parse_thinking(
         return ParsedThinking(ids, False, "", False, False, ended, is_degenerate(ids))
     cut = ids.index(close_id)
     thought, rest = ids[:cut], tokenizer.decode(ids[cut + 1 :])
-    cue_ok = rest.startswith(cue) if cue.strip() else True
-    answer = rest[len(cue) :] if cue_ok else rest
+    # the whitespace before a cue is layout the body gives no sign of (" Answer:" or "\nAnswer:"), so any is right
+    cue_text, tail = cue.strip(), rest.lstrip()
+    cue_ok = tail.startswith(cue_text)
+    answer = tail[len(cue_text) :] if cue_ok and cue_text else rest
     return ParsedThinking(
         thought, True, answer, cue_ok, answer_format_ok(kind, answer), ended, is_degenerate(thought)
     )

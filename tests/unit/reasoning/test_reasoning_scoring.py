@@ -38,6 +38,14 @@ def test_a_well_formed_thought_with_cue_and_answer_is_valid():
     assert tokenizer.decode(parsed.thought_ids) == example.thought
 
 
+@pytest.mark.parametrize("layout", ["\nAnswer:", " Answer:", "Answer:"])
+def test_the_cue_may_follow_the_thought_in_either_layout(layout):
+    tokenizer, example = reasoning_tokenizer(), arith_example()
+    ids = generated(tokenizer, example.thought, layout + example.task.answer)
+    parsed = parse_thinking(tokenizer, ids, example.cue, "arith", END_THINK_ID)
+    assert example.cue.strip() == "Answer:" and parsed.valid and parsed.answer_text == example.task.answer
+
+
 @pytest.mark.parametrize("case", ["no_close", "wrong_cue", "bad_format", "no_eos", "empty_thought", "degenerate"])
 def test_each_defect_makes_the_continuation_invalid(case):
     tokenizer, example = reasoning_tokenizer(), arith_example()
