@@ -107,6 +107,15 @@ def test_think_mode_reports_thinking_direct_and_corrupted_on_the_same_tasks(smok
         assert report["overall"]["correct"] == report["direct"]["overall"]["correct"]
 
 
+def test_think_mode_says_when_the_thoughts_call_tools_it_does_not_run(smoke_run):
+    workspace, _ = smoke_run
+    args = (_model_of(workspace, "baking"), "--mode", "think", "--kinds", "arith", "--n", "10")
+    rate = _eval_json(workspace, *args)["thinking"]["overall"]["tool_call_rate"]
+    proc = agent_forge(workspace, "eval", *args)
+    assert proc.returncode == 0, proc.stderr
+    assert ("call a tool, which think mode does not run" in proc.stdout) == (rate > 0.0)
+
+
 def test_think_mode_of_the_bundle_agrees_with_the_pytorch_model(smoke_run):
     workspace, _ = smoke_run
     bundle = next((workspace / "sessions" / SESSION).rglob("manifest.json")).parent

@@ -77,6 +77,9 @@ def _print_report(report: dict, label: str, mode: str) -> None:
                    f"where it thought: {figures['own_thought_accuracy']:.3f} right with its own thought, "
                    f"{figures['corrupted_thought_accuracy']:.3f} with the digits corrupted; "
                    f"direct on all: {report['direct']['overall']['accuracy']:.3f}")
+        if figures["tool_call_rate"]:
+            typer.echo(f"{figures['tool_call_rate']:.3f} of its thoughts call a tool, which think mode does not "
+                       "run: --mode tools runs them")
     if "lm_eval" in report:
         typer.echo(f"lm-eval task ({report['lm_eval']['n']} items): {report['lm_eval']['task']}")
         if report["lm_eval"]["command"]:

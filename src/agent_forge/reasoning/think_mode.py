@@ -27,7 +27,7 @@ from agent_forge.eval.suite import direct_results
 from agent_forge.reasoning.data import split_prompt
 from agent_forge.reasoning.generation import greedy_continue, score_continuations
 from agent_forge.reasoning.thoughts import END_THINK_ID, THINK_ID
-from agent_forge.tools.calls import ToolOutcome
+from agent_forge.tools.calls import TOOL_OPEN, ToolOutcome
 from agent_forge.tools.runtime import AnswerCue, ToolRuntime
 
 PREAMBLE_TOKENS = 6  # what a model may write after the body before it opens a thought (" Nova here." is 3)
@@ -122,8 +122,9 @@ def answers_right(model: torch.nn.Module, bodies: Sequence[Sequence[int]], thoug
 
 
 def think_mode_figures(tasks: Sequence[TaskExample], result: ThinkModeResult) -> dict[str, float]:
-    """Flat figures: think rate, validity (opened and closed in budget), mean thought length, and the
-    accuracy of the thinking tasks with their own and with corrupted thoughts."""
+    """Flat figures: think rate, validity (opened and closed in budget), mean thought length, the accuracy
+    of the thinking tasks with their own and with corrupted thoughts, and the share of thoughts that call a
+    tool (think mode runs none: a model baked with tools thinks in calls, which tools mode runs)."""
     n = max(len(tasks), 1)
     thinking = [i for i, o in enumerate(result.opened) if o]
     m = max(len(thinking), 1)
@@ -134,6 +135,7 @@ def think_mode_figures(tasks: Sequence[TaskExample], result: ThinkModeResult) ->
         "mean_thought_tokens": sum(result.thought_tokens[i] for i in thinking) / m,
         "own_thought_accuracy": sum(result.correct[i] for i in thinking) / m,
         "corrupted_thought_accuracy": sum(result.corrupted_correct[i] for i in thinking) / m,
+        "tool_call_rate": sum(TOOL_OPEN in result.thoughts[i] for i in thinking) / m,
     }
 
 

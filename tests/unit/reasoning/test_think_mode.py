@@ -11,6 +11,7 @@ from agent_forge.data.dataset import IGNORE_LABEL, encode_examples
 from agent_forge.data.tasks import generate_tasks
 from agent_forge.reasoning.data import encode_reasoning, reasoning_dataset, thinks_in_training, training_rows
 from agent_forge.reasoning.think_mode import (
+    ThinkModeResult,
     corrupt_digits,
     digit_ids,
     evaluate_think_mode,
@@ -65,6 +66,15 @@ def test_think_mode_of_an_untrained_model_keeps_its_direct_results():
             assert result.correct[i] == direct[i] and result.thought_tokens[i] == 0
     figures = think_mode_figures(tasks, result)
     assert 0.0 <= figures["validity_rate"] <= figures["think_rate"] <= 1.0
+
+
+def test_the_figures_count_thoughts_that_call_a_tool_among_the_thoughts_only():
+    tasks = generate_tasks("arith", 1, 4, seed=5)
+    thoughts = ["<tool>calculator</tool><args>3 + 4</args> 7", "3 + 4 = 7", "", "<tool>convert</tool>"]
+    result = ThinkModeResult(opened=[True, True, False, True], closed=[True] * 4, correct=[False] * 4,
+                             corrupted_correct=[False] * 4, thought_tokens=[5, 4, 0, 2], thoughts=thoughts)
+    figures = think_mode_figures(tasks, result)
+    assert figures["tool_call_rate"] == 2 / 3 and figures["think_rate"] == 3 / 4
 
 
 @pytest.fixture(scope="module")
