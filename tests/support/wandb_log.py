@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from wandb.proto import wandb_internal_pb2
 
 HEADER = struct.Struct("<4sHB")
@@ -34,8 +35,8 @@ def read_records(path: Path) -> list[Any]:
             pos += left
             continue
         _crc, length, kind = RECORD.unpack_from(data, pos)
-        if kind == 0 and length == 0:
-            break
+        if (kind == 0 and length == 0) or pos + RECORD.size + length > len(data):
+            break  # the end of the log, or a record W&B's core is still writing
         pending += data[pos + RECORD.size: pos + RECORD.size + length]
         pos += RECORD.size + length
         if kind in (FULL, LAST):
@@ -50,7 +51,12 @@ def settled_records(path: Path, timeout: float = 60.0) -> list[Any]:
     """The records once W&B's core process has flushed the run (it writes after ``finish`` returns)."""
     deadline = time.time() + timeout
     while True:
-        records = read_records(path) if Path(path).exists() else []
+        try:
+            records = read_records(path) if Path(path).exists() else []
+        except DecodeError:  # caught mid-write: a record's bytes are not all on disk yet
+            if time.time() > deadline:
+                raise
+            records = []
         kinds = {r.WhichOneof("record_type") for r in records}
         if "exit" in kinds or time.time() > deadline:
             return records
