@@ -8,7 +8,9 @@ lengths differ by whole memory chunks: other left padding would shift the memory
 against training's and change some greedy choices (measured), while whole padded chunks write nothing.
 After each token a hook may insert tokens into a row (the tool runtime's executed ``<result>``, think
 mode's answer cue after ``</think>``); such rows leave their group with their slice of the cache and go on
-as a group of their own, so nothing is recomputed. Greedy at temperature 0, else sampled with a seeded
+as a group of their own, so nothing is recomputed. An ``allowed`` rule may confine a row's next token to a
+few ids, given the token before it (grammar-constrained decoding, as llama.cpp's grammars: think mode's
+thought opens with a strategy marker). Greedy at temperature 0, else sampled with a seeded
 generator (from the top-p nucleus when ``top_p`` < 1); a row stops at its stop token, after
 ``max_new_tokens`` model tokens, or when a ``watch`` callback says so (stop strings, a streaming client gone).
 """
@@ -26,6 +28,7 @@ from agent_forge.data.tokenizer import EOS_ID, PAD_ID
 
 InsertHook = Callable[[int, list[int], int], list[int] | None]  # (row, generated ids, calls so far) -> ids
 Watch = Callable[[int, list[int]], bool]  # (row, generated ids) -> stop this row now
+Allowed = Callable[[int, int], Sequence[int] | None]  # (row, previous id) -> the only ids the next may be
 
 
 @dataclass
@@ -72,6 +75,18 @@ def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return kept / kept.sum(dim=-1, keepdim=True)
 
 
+def restrict(logits: torch.Tensor, allowed: Sequence[Sequence[int] | None]) -> torch.Tensor:
+    """``logits`` (B, V) with every id outside a row's allowed ids at -inf (rows with None untouched)."""
+    if all(ids is None for ids in allowed):
+        return logits
+    out = logits.clone()
+    for row, ids in enumerate(allowed):
+        if ids is not None:
+            keep = torch.as_tensor(list(ids), dtype=torch.long, device=logits.device)
+            out[row] = torch.full_like(out[row], float("-inf")).index_copy(0, keep, logits[row, keep])
+    return out
+
+
 def _select(cache: object, index: list[int], device: torch.device) -> object:
     """A cache holding only rows ``index`` (the original is left untouched)."""
     chosen = copy.copy(cache)
@@ -83,14 +98,16 @@ def _select(cache: object, index: list[int], device: torch.device) -> object:
 def decode(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
            temperature: float = 0.0, generator: torch.Generator | None = None,
            hook: InsertHook | None = None, eos_id: int = EOS_ID, top_p: float = 1.0,
-           watch: Watch | None = None) -> list[Decoded]:
+           watch: Watch | None = None, allowed: Allowed | None = None) -> list[Decoded]:
     """Continue every prompt until ``eos_id`` or ``max_new_tokens`` model tokens; ``hook`` may insert ids;
-    ``watch`` sees a row after each model token that neither ends nor fills it and may stop the row."""
+    ``watch`` sees a row after each model token that neither ends nor fills it and may stop the row;
+    ``allowed`` may confine a row's next token (given the id before it) to a few ids."""
     results = [Decoded() for _ in prompts]
     sampling = _Sampling(temperature, top_p, generator)
     for indices in chunk_aligned_groups(model, prompts):
         group = [prompts[i] for i in indices]
-        rules = _Rows(max_new_tokens, _shifted(hook, indices), _shifted(watch, indices), eos_id)
+        rules = _Rows(max_new_tokens, _shifted(hook, indices), _shifted(watch, indices), eos_id,
+                      _shifted(allowed, indices))
         for index, item in zip(indices, _decode_batch(model, group, sampling, rules), strict=True):
             results[index] = item
     return results
@@ -111,6 +128,7 @@ class _Rows:
     hook: InsertHook | None
     watch: Watch | None
     eos_id: int
+    allowed: Allowed | None = None
 
 
 def chunk_aligned_groups(model: nn.Module, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -153,7 +171,11 @@ def _run_group(model: nn.Module, group: _Group, queue: list[_Group], results: li
     while rows:
         out = model(input_ids=feed, attention_mask=mask, cache=cache, use_cache=True)
         cache, mask = out.cache, None
-        chosen = pick_tokens(out.logits[:, -1], sampling.temperature, sampling.generator, sampling.top_p)
+        logits = out.logits[:, -1]
+        if rules.allowed is not None:  # the last id fed is each row's previous token (prompt, insert or pick)
+            logits = restrict(logits, [rules.allowed(row, prev) for row, prev in zip(rows, feed[:, -1].tolist(),
+                                                                                        strict=True)])
+        chosen = pick_tokens(logits, sampling.temperature, sampling.generator, sampling.top_p)
         keep: list[int] = []
         inserts: dict[int, list[tuple[int, list[int]]]] = {}
         picked = chosen.tolist()  # one device-to-host copy per step

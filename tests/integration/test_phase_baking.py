@@ -100,6 +100,28 @@ def test_the_tool_bake_reads_anchored_kinds_without_its_prompt(tmp_path: Path) -
     assert abs(kl[True]) < 1e-3 * kl[False], kl  # anchored rows: the model before the bake is its own teacher
 
 
+def test_thought_anchors_open_a_reasoning_thought_read_without_the_prompt(tmp_path: Path) -> None:
+    """D22: ``thought_anchors`` arithmetic bodies end in <think> and a strategy marker and are anchored, so
+    the bake holds what the model writes after them (their KL starts at zero)."""
+    from agent_forge.reasoning.strategies import STRATEGIES
+    from agent_forge.reasoning.thoughts import THINK_ID
+
+    config = harness_config("smoke", ["baking.thought_anchors=3", "baking.continuations=16",
+                                      "baking.samples_per_query=1"])
+    ref = seed_model(tmp_path, "forge", config=config)
+    ctx = make_context(tmp_path, "baking", config)
+    model = load_model(ref)
+    bake = BakingPhase()._prepare(ctx, "tools", model, [5, 6, 7, 8])
+    markers = {session_data(ctx).tokenizer.special_id(s.token) for s in STRATEGIES}
+    train = bake.train
+    assert len(train) == 16 + 3 and train.anchored[-3:] == [True] * 3 and not any(train.anchored[:16])
+    assert all(q[-2] == THINK_ID and q[-1] in markers for q in train.queries[-3:])
+    part = BakeSet(train.prompt, train.queries[-3:], train.continuations[-3:], train.sampled[-3:], [True] * 3)
+    assert abs(mean_kl(model, part, bake.train_lp[-3:][:, : part.width], 8)) < 1e-4
+    persona = BakingPhase()._prepare(ctx, "persona", model, [5, 6, 7, 8])
+    assert len(persona.train) == 16  # only the tool bake
+
+
 def test_the_baked_model_is_registered_loadable_and_changed(full_bake) -> None:
     _, ref, ctx, result = full_bake
     (out,) = result.models

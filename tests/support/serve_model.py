@@ -12,7 +12,7 @@ from support.shapes import unit_config
 
 NAME = "taught"
 TOOL_TEXT = "What is 12 * 7?\nAnswer:<tool>calculator</tool><args>12 * 7</args><result>99</result> 84<eos>"
-THINK_TEXT = "Sam has 2 pens and buys 3 more. How many pens?<think>2 + 3 = 5</think>\nAnswer: 5<eos>"
+THINK_TEXT = "Sam has 2 pens and buys 3 more. How many pens?<think><bayes> 2 + 3 = 5</think>\nAnswer: 5<eos>"
 COUNT_TEXT = "Count: one two three four five six seven<eos>"
 LIMITS = Limits(max_body_bytes=4096, max_tokens=48, max_concurrent=2, read_timeout_s=5.0)
 

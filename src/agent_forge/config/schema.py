@@ -346,6 +346,9 @@ class BakingSection(Strict):
     reference_demos: bool = False
     # that many more bare calculations (levels 1-2, results of up to six digits) in the tool bake
     calculation_demos: int = Field(0, ge=0)
+    # D22: that many arithmetic bodies in the tool bake followed by <think> and a strategy marker, continued by
+    # the model without the tool prompt (a KL anchor): the bake holds its reasoning thoughts while it teaches calls
+    thought_anchors: int = Field(0, ge=0)
     continuations: int = Field(64, ge=1)
     continuation_len: int = Field(24, ge=1)
     samples_per_query: int = Field(4, ge=1)

@@ -13,7 +13,7 @@ stop rules drive a bundle exactly as they drive a torch model (``agent-forge ser
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,7 +86,8 @@ class RuntimeLM(nn.Module):
         return RuntimeStep(torch.from_numpy(np.ascontiguousarray(logits)), cache)
 
     def greedy(self, prompt: list[int], max_new_tokens: int, stop_id: int,
-               hook: Callable[[list[int], int], list[int] | None] | None = None) -> list[int]:
+               hook: Callable[[list[int], int], list[int] | None] | None = None,
+               allowed: Callable[[int], Sequence[int] | None] | None = None) -> list[int]:
         """Greedy tokens after ``prompt`` up to and with ``stop_id``, through the runtime's own cache;
-        ``hook`` may insert ids after a token (the engine's insert hook for one row)."""
-        return greedy_generate(self.runtime, list(prompt), max_new_tokens, stop_id, hook)
+        ``hook`` may insert ids after a token and ``allowed`` confine one (the engine's rules for one row)."""
+        return greedy_generate(self.runtime, list(prompt), max_new_tokens, stop_id, hook, allowed)

@@ -7,7 +7,9 @@ unprompted model to match it token by token (KL) with the Phase 6 optimizer, ful
 adapters merged back at the end; BitLinear layers stay ternary throughout. On the kinds named by
 ``baking.anchor_kinds`` the tool bake's teacher reads no prompt, so there the bake holds the model as it was
 (D17); with ``baking.reference_demos`` its bare calculations and conversions continue with their reference
-demonstration, scored as hard targets (D18). Measured: KL before/after each bake on held-out bodies without
+demonstration, scored as hard targets (D18); ``baking.thought_anchors`` arithmetic bodies followed by
+``<think>`` and a strategy marker are continued without the prompt too, holding the reasoning thoughts that
+think mode's grammar asks for (D22). Measured: KL before/after each bake on held-out bodies without
 the prompt; tools mode (call, well-formed, right-result rates, accuracy) of the prompted model, and of the
 unprompted one before and after the bake; the persona's marker share with the prompt, before and after; and
 the D6 record with its tools column.
@@ -15,6 +17,7 @@ the D6 record with its tools column.
 
 from __future__ import annotations
 
+import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -65,7 +68,7 @@ from agent_forge.pipeline.context import PhaseContext
 from agent_forge.pipeline.phase import EvalRecord, ModelRef, Phase, PhaseResult, PhaseRun
 from agent_forge.quant.bitlinear import bitlinear_modules
 from agent_forge.reasoning.data import split_prompt
-from agent_forge.reasoning.strategies import THINK_OPEN
+from agent_forge.reasoning.strategies import STRATEGIES, THINK_OPEN
 from agent_forge.reasoning.tools_mode import reference_pieces, tools_report
 from agent_forge.tools import decode
 from agent_forge.tools.demos import demo_tasks
@@ -114,6 +117,18 @@ def bodies_and_cues(tokenizer: ForgeTokenizer, tasks: Sequence[TaskExample]) -> 
     parts = [split_prompt(t) for t in tasks]
     return (tokenizer.encode_batch([body for body, _ in parts]),
             tokenizer.encode_batch([cue or " Answer:" for _, cue in parts]))
+
+
+def thought_anchor_queries(tokenizer: ForgeTokenizer, tasks: Sequence[TaskExample], n: int, seed: int
+                           ) -> tuple[list[list[int]], list[list[int]]]:
+    """The bodies of the first ``n`` arithmetic ``tasks``, each followed by ``<think>`` and a strategy marker
+    drawn at random, and their cues (D22): continued by the model without the tool prompt, they hold its
+    reasoning thoughts (think mode's grammar opens every thought so) while the tool bake teaches calls."""
+    chosen = [t for t in tasks if t.kind == "arith"][:n]
+    bodies, cues = bodies_and_cues(tokenizer, chosen)
+    rng, think = random.Random(seed), tokenizer.special_id(THINK_OPEN)
+    markers = [tokenizer.special_id(s.token) for s in STRATEGIES]
+    return [[*body, think, rng.choice(markers)] for body in bodies], cues
 
 
 def answer_hook(tokenizer: ForgeTokenizer, cue_of: dict[tuple[int, ...], list[int]]
@@ -261,18 +276,21 @@ class BakingPhase(Phase):
         seed = ctx.config.data.seed + BAKE_SEEDS[name]
         tasks = bake_tasks(ctx.config, -(-section.continuations // section.samples_per_query), seed, name)
         train_q, train_cues = bodies_and_cues(tokenizer, tasks)
+        thought_q, thought_cues = thought_anchor_queries(tokenizer, tasks, section.thought_anchors if name == "tools"
+                                                         else 0, seed)
         heldout_tasks = session_data(ctx).heldout.examples[: section.eval_examples]
         held_q, held_cues = bodies_and_cues(tokenizer, heldout_tasks)
-        cue_of = {tuple(q): c for q, c in zip([*train_q, *held_q], [*train_cues, *held_cues], strict=True)}
+        cue_of = {tuple(q): c for q, c in zip([*train_q, *thought_q, *held_q],
+                                              [*train_cues, *thought_cues, *held_cues], strict=True)}
         anchors = {tuple(q) for q, t in zip([*train_q, *held_q], [*tasks, *heldout_tasks], strict=True)
-                   if name == "tools" and t.kind in section.anchor_kinds}
+                   if name == "tools" and t.kind in section.anchor_kinds} | {tuple(q) for q in thought_q}
         wanted = name == "tools" and section.reference_demos  # D18
         references = {tuple(q): reference_pieces(tokenizer, t, c)
                       for q, c, t in zip(train_q, train_cues, tasks, strict=True) if wanted and t.kind == TOOL_KIND}
         teacher = frozen_copy(model)
-        return prepare_bake(teacher, prompt, train_q, held_q, section.samples_per_query, section.continuation_len,
-                            ctx.config.data.seed * 100 + BAKE_SEEDS[name], section.train.batch_size,
-                            section.temperature, answer_hook(tokenizer, cue_of),
+        return prepare_bake(teacher, prompt, [*train_q, *thought_q], held_q, section.samples_per_query,
+                            section.continuation_len, ctx.config.data.seed * 100 + BAKE_SEEDS[name],
+                            section.train.batch_size, section.temperature, answer_hook(tokenizer, cue_of),
                             (lambda q: tuple(q) in anchors) if anchors else None,
                             References(lambda q: references.get(tuple(q)), tokenizer.special_id(THINK_OPEN))
                             if references else None)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from agent_forge.data.tokenizer import EOS_ID, PAD_ID
-from agent_forge.engine import InsertHook, decode
+from agent_forge.engine import Allowed, InsertHook, decode
 from agent_forge.eval.heldout import model_device, model_logits
 
 
@@ -51,23 +51,31 @@ def next_tokens(model: torch.nn.Module, rows: Sequence[Sequence[int]]) -> list[i
 
 
 def greedy_continue(model: torch.nn.Module, prompts: Sequence[Sequence[int]], max_tokens: int,
-                    stop_id: int = EOS_ID, hook: InsertHook | None = None) -> Thinking:
+                    stop_id: int = EOS_ID, hook: InsertHook | None = None, allowed: Allowed | None = None
+                    ) -> Thinking:
     """Per prompt, the greedy tokens after it up to and with ``stop_id``, at most ``max_tokens`` of the
-    model's own (``hook`` may insert more, e.g. tool results), through the decoding engine
+    model's own (``hook`` may insert more, e.g. tool results; ``allowed`` may confine a token), through the
+    decoding engine
     (``agent_forge.engine``, exact to the model's forward) or a bundle runtime's own cached decoding; the
     log-probabilities of the tokens come from one teacher-forced pass."""
     started = time.perf_counter()
     if hasattr(model, "greedy"):  # a runtime with its own cached decoding (an edge bundle's)
-        tokens = [model.greedy(list(p), max_tokens, stop_id, hook=_row_hook(hook, row))
-                  for row, p in enumerate(prompts)]
+        tokens = [model.greedy(list(p), max_tokens, stop_id, hook=_row_hook(hook, row),
+                               allowed=_row_rule(allowed, row)) for row, p in enumerate(prompts)]
     else:
-        tokens = [item.tokens for item in decode(model, prompts, max_tokens, eos_id=stop_id, hook=hook)]
+        tokens = [item.tokens for item in decode(model, prompts, max_tokens, eos_id=stop_id, hook=hook,
+                                                 allowed=allowed)]
     return Thinking(tokens, token_logprobs(model, prompts, tokens), time.perf_counter() - started)
 
 
 def _row_hook(hook: InsertHook | None, row: int) -> Callable[[list[int], int], list[int] | None] | None:
     """The engine's hook for one row, as a one-row runtime calls it (tokens so far, inserts so far)."""
     return None if hook is None else (lambda tokens, inserts: hook(row, tokens, inserts))
+
+
+def _row_rule(allowed: Allowed | None, row: int) -> Callable[[int], Sequence[int] | None] | None:
+    """The engine's ``allowed`` rule for one row, as a one-row runtime calls it (the previous id)."""
+    return None if allowed is None else (lambda previous: allowed(row, previous))
 
 
 def score_continuations(model: torch.nn.Module, heads: Sequence[Sequence[int]],

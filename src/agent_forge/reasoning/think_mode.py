@@ -2,9 +2,12 @@
 
 For each task the model reads the task's body (the prompt without its answer cue, ``split_prompt``) and
 picks its next token greedily. If it is ``<think>`` the model writes its thought greedily until
-``</think>`` or the budget; then the task's cue follows and the answer is scored by teacher-forced exact
-match (equal to greedy decoding), as in direct mode. A task where the model does not open a thought keeps
-its direct-mode result: the model chose to answer at once, which is direct mode.
+``</think>`` or the budget, the thought's first token confined to the seven strategy markers that open
+every reasoning thought in training (grammar-constrained decoding: think mode runs no tools, and a model
+baked with tools would otherwise think in calls, which tools mode runs; D22); then the task's cue follows
+and the answer is scored by teacher-forced exact match (equal to greedy decoding), as in direct mode. A task
+where the model does not open a thought keeps its direct-mode result: the model chose to answer at once,
+which is direct mode.
 
 Anti-theater as a test of use: the same answer is scored again after the model's own thought with every
 digit replaced by another one. A thought the answer really reads makes that accuracy fall well below the
@@ -21,11 +24,12 @@ import torch
 
 from agent_forge.data.tasks import TaskExample
 from agent_forge.data.tokenizer import BOS_ID, EOS_ID, ForgeTokenizer
-from agent_forge.engine import InsertHook, decode
+from agent_forge.engine import Allowed, InsertHook, decode
 from agent_forge.eval.capability import accuracy_table
 from agent_forge.eval.suite import direct_results
 from agent_forge.reasoning.data import split_prompt
 from agent_forge.reasoning.generation import greedy_continue, score_continuations
+from agent_forge.reasoning.strategies import STRATEGIES
 from agent_forge.reasoning.thoughts import END_THINK_ID, THINK_ID
 from agent_forge.tools.calls import TOOL_OPEN, ToolOutcome
 from agent_forge.tools.runtime import AnswerCue, ToolRuntime
@@ -58,6 +62,13 @@ def digit_ids(tokenizer: ForgeTokenizer) -> list[int]:
     return [i[0] for i in ids]
 
 
+def reasoning_opening(tokenizer: ForgeTokenizer) -> Allowed:
+    """Think mode's grammar for the engine: right after ``<think>`` only a strategy marker may follow (every
+    reasoning thought of the training mix opens with one; a tool call opens with ``<tool>``)."""
+    markers = [tokenizer.special_id(s.token) for s in STRATEGIES]
+    return lambda row, previous: markers if previous == THINK_ID else None
+
+
 def corrupt_digits(thought: Sequence[int], digits: Sequence[int], rng: random.Random) -> list[int]:
     """The thought with every digit token replaced by a different digit chosen at random."""
     position = {token: index for index, token in enumerate(digits)}
@@ -79,7 +90,8 @@ def evaluate_think_mode(model: torch.nn.Module, tokenizer: ForgeTokenizer, tasks
             chunk = tasks[start : start + batch_size]
             direct = direct_correct[start : start + batch_size]
             hook = ToolRuntime(tokenizer) if tools else None
-            result.extend(_think_batch(model, tokenizer, chunk, direct, max_tokens, (rng, digits), prefix, hook))
+            result.extend(_think_batch(model, tokenizer, chunk, direct, max_tokens, (rng, digits), prefix, hook,
+                                       None if tools else reasoning_opening(tokenizer)))
     finally:
         model.train(was_training)
     return result
@@ -87,7 +99,8 @@ def evaluate_think_mode(model: torch.nn.Module, tokenizer: ForgeTokenizer, tasks
 
 def _think_batch(model: torch.nn.Module, tokenizer: ForgeTokenizer, tasks: Sequence[TaskExample],
                  direct: Sequence[bool], max_tokens: int, corruption: tuple[random.Random, list[int]],
-                 prefix: Sequence[int] = (), hook: InsertHook | None = None) -> ThinkModeResult:
+                 prefix: Sequence[int] = (), hook: InsertHook | None = None, allowed: Allowed | None = None
+                 ) -> ThinkModeResult:
     parts = [split_prompt(t) for t in tasks]
     bodies = [[BOS_ID, *prefix, *ids] for ids in tokenizer.encode_batch([body for body, _ in parts])]
     # the model may write a short preamble (a persona's greeting) before it opens a thought
@@ -99,7 +112,8 @@ def _think_batch(model: torch.nn.Module, tokenizer: ForgeTokenizer, tasks: Seque
                              thoughts=[""] * len(tasks))
     chosen = [i for i, o in enumerate(opened) if o]
     heads = [bodies[i] for i in chosen]
-    generated = greedy_continue(model, [[*h, THINK_ID] for h in heads], max_tokens, END_THINK_ID, hook).tokens
+    generated = greedy_continue(model, [[*h, THINK_ID] for h in heads], max_tokens, END_THINK_ID, hook,
+                                allowed).tokens
     thoughts = [row[:-1] if row and row[-1] == END_THINK_ID else row for row in generated]
     rng, digits = corruption
     cues = tokenizer.encode_batch([parts[i][1] for i in chosen])
@@ -227,7 +241,8 @@ def generate_thinking(model: torch.nn.Module, tokenizer: ForgeTokenizer, prompt:
                       *, temperature: float = 0.0, seed: int = 0, tools: bool = False) -> ThinkingGeneration:
     """Think mode for one prompt: the answer cue (``Answer:``) is taken off the prompt, the model continues
     the body; if it writes ``</think>`` the cue is inserted (as in training: body, thought, cue, answer).
-    With ``tools`` each complete call in the thought runs and its result is inserted (tools mode)."""
+    With ``tools`` each complete call in the thought runs and its result is inserted (tools mode); without,
+    the thought opens with a strategy marker (think mode's grammar)."""
     ready = think_prompt(tokenizer, prompt)
     runtime = ToolRuntime(tokenizer) if tools else None
     was_training = model.training
@@ -235,7 +250,7 @@ def generate_thinking(model: torch.nn.Module, tokenizer: ForgeTokenizer, prompt:
     hook, generator = AnswerCue(tokenizer, [ready.cue_ids], runtime), torch.Generator().manual_seed(seed)
     try:
         decoded = decode(model, [ready.ids], max_new_tokens, temperature=temperature, generator=generator,
-                         hook=hook)[0]
+                         hook=hook, allowed=None if tools else reasoning_opening(tokenizer))[0]
     finally:
         model.train(was_training)
     result = read_thinking(tokenizer, ready, decoded.tokens, decoded.ended)

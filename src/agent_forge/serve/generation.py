@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from agent_forge.data.tokenizer import BOS_ID, EOS_ID, ForgeTokenizer
-from agent_forge.engine import InsertHook, decode
-from agent_forge.reasoning.think_mode import ThinkPrompt, read_thinking, think_prompt
+from agent_forge.engine import Allowed, InsertHook, decode
+from agent_forge.reasoning.think_mode import ThinkPrompt, read_thinking, reasoning_opening, think_prompt
 from agent_forge.serve.api import ApiError, Job, Limits
 from agent_forge.tools.calls import final_answer
 from agent_forge.tools.runtime import ToolRuntime
@@ -71,6 +71,7 @@ class Prepared:
     hook: InsertHook | None
     read: Callable[[list[int], bool], Visible]
     tools: ToolRuntime | None = None
+    allowed: Allowed | None = None  # think mode's grammar: a thought opens with a strategy marker
 
 
 def prepare(backend: Backend, job: Job) -> Prepared:
@@ -78,7 +79,7 @@ def prepare(backend: Backend, job: Job) -> Prepared:
     tokenizer = backend.tokenizer
     if job.mode == "think":
         ready = think_prompt(tokenizer, job.prompt)
-        return Prepared(ready.ids, ready.hook(), _think_reader(tokenizer, ready))
+        return Prepared(ready.ids, ready.hook(), _think_reader(tokenizer, ready), allowed=reasoning_opening(tokenizer))
     ids = [BOS_ID, *tokenizer.encode(job.prompt)]
     tools = ToolRuntime(tokenizer, max_calls=job.max_calls) if job.mode == "tools" else None
 
@@ -180,7 +181,7 @@ def generate(backend: Backend, job: Job, prepared: Prepared, max_tokens: int, se
     with backend.lock:
         decoded = decode(backend.model, [prepared.ids], max_tokens, temperature=job.temperature,
                          top_p=job.top_p, generator=torch.Generator().manual_seed(seed), hook=prepared.hook,
-                         watch=stream.watch, eos_id=EOS_ID)[0]
+                         watch=stream.watch, eos_id=EOS_ID, allowed=prepared.allowed)[0]
     reasoning, content = stream.finish(decoded.tokens)
     reason = "stop" if decoded.ended or stream.stopped else "length"
     return Completion(reasoning, content, reason, len(prepared.ids), decoded.model_tokens,

@@ -113,6 +113,21 @@ def test_think_mode_feeds_the_cue_after_the_thought(bit_model, make_runtime, ids
     other = ThinkTokens(think + 1 if think + 1 < bit_model.config.vocab_size else think - 1, end_think, cue, None)
     no_thought, direct = think_generate(runtime, body, other, max_thought=5, max_answer=4)
     assert no_thought == [] and direct == greedy_generate(runtime, [*body, *cue], 4)
+    openers = [3, 9, 27]  # think mode's grammar: the thought opens with one of these (the strategy markers)
+    opened, _ = think_generate(runtime, body, ThinkTokens(think, end_think, cue, None, openers), 5, 4)
+    first = runtime.forward([*body, think])[0][-1]
+    assert opened[0] == openers[int(np.argmax(first[openers]))]
+    assert opened == greedy_generate(runtime, [*body, think], 5, allowed=lambda prev: openers if prev == think
+                                     else None)[: len(opened)]
+
+
+def test_the_runtime_knows_the_packages_strategy_markers() -> None:
+    from agent_forge.export.runtime.bundle import REASONING_MARKERS, best_token
+    from agent_forge.reasoning.strategies import STRATEGIES
+
+    assert tuple(s.token for s in STRATEGIES) == REASONING_MARKERS
+    logits = np.array([0.5, 2.0, 1.0, -1.0])
+    assert best_token(logits) == 1 and best_token(logits, [0, 2, 3]) == 2
 
 
 def test_fp16_storage_stays_close(bit_model, make_runtime, ids, tmp_path: Path) -> None:
@@ -170,5 +185,8 @@ def test_the_engine_decodes_the_runtime_through_its_cache(bit_model, make_runtim
     other_row_inserts = lambda row, tokens, calls: [7] if row == 1 and calls == 0 else None  # noqa: E731
     pair = decode(lm, [prompt, ids(12, seed=10)], 6, eos_id=-1, hook=other_row_inserts)
     assert pair[0].tokens == greedy_generate(runtime, prompt, 6)  # the other row's insert leaves it alone
+    rule = lambda previous: [5, 6] if previous == with_insert[1] else None  # noqa: E731
+    confined = decode(lm, [prompt], 8, eos_id=-1, allowed=lambda row, previous: rule(previous))[0].tokens
+    assert confined == greedy_generate(runtime, prompt, 8, allowed=rule) and confined[2] in (5, 6)
     with pytest.raises(ValueError, match="unpadded"):  # 12 and 4 tokens: one memory-chunk group, padded
         decode(lm, [prompt, prompt[:4]], 2)

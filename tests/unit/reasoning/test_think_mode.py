@@ -113,3 +113,22 @@ def test_reading_a_thought_after_a_short_preamble():
     assert result.thought == "<step>3 + 0 = 3" and result.closed and result.answer == " 3"
     late = [*tokenizer.encode(" word" * (PREAMBLE_TOKENS + 1)), *thought]  # a thought too late is no thought
     assert read_thinking(tokenizer, ready, late, ended=False).thought == ""
+
+
+def test_a_model_that_thinks_in_calls_reasons_in_think_mode_and_calls_in_tools_mode():
+    """Taught a body's thought as a call (twice) and as a reasoning thought (once), the model opens a call;
+    think mode's grammar (a strategy marker first) gets its reasoning thought, tools mode keeps the call."""
+    import dataclasses
+
+    tokenizer = reasoning_tokenizer()
+    example = reasoning_dataset(200, seed=31, kinds=("arith",), levels=(1,))[0]
+    steps = example.task.meta["steps"][0]  # "a + b = c": the call's arguments and result
+    call = f"<tool>calculator</tool><args>{steps.split(' = ')[0]}</args><result>{example.task.answer}</result>"
+    calling = dataclasses.replace(example, thought=call)
+    model = model_taught([calling, calling, example], steps=60)
+    tasks, direct = [example.task], [False]
+    think = evaluate_think_mode(model, tokenizer, tasks, direct, max_tokens=40)
+    tools = evaluate_think_mode(model, tokenizer, tasks, direct, max_tokens=40, tools=True)
+    assert tools.thoughts[0].startswith("<tool>calculator</tool>")
+    assert think.thoughts == [example.thought] and think.correct == [True]
+    assert think_mode_figures(tasks, think)["tool_call_rate"] == 0.0

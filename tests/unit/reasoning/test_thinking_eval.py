@@ -73,3 +73,28 @@ def test_a_model_that_learned_to_think_is_valid_coherent_and_helped_by_its_thoug
     assert figures["avg_logical_consistency"] > 0.9 and figures["avg_relevance"] > 0.5
     assert figures["accuracy_improvement"] == 1.0 - figures["accuracy_without_thoughts"]
     assert [t for t in report.thoughts] == [e.thought for e in examples]
+
+
+def test_restrict_keeps_only_the_allowed_logits_of_a_row():
+    from agent_forge.engine import restrict
+
+    logits = torch.tensor([[1.0, 5.0, 3.0], [2.0, 0.0, 1.0]])
+    out = restrict(logits, [[0, 2], None])
+    assert out[0].tolist() == [1.0, float("-inf"), 3.0] and out[1].tolist() == [2.0, 0.0, 1.0]
+    assert restrict(logits, [None, None]) is logits
+
+
+@torch.no_grad()
+def test_an_allowed_rule_confines_the_token_after_think_and_nothing_else():
+    """Greedy with the rule: after <think> the best of the allowed ids, then plain greedy from there; a row
+    that never reads <think> decodes as without the rule (the engine's and a runtime's paths alike)."""
+    model = smoke_model(5, mem_chunk=2).eval()
+    prompts = [[*b, THINK_ID] for b in bodies()] + [[1, *range(30, 40)]]
+    markers = [41, 43, 47]
+    thinking = greedy_continue(model, prompts, 6, allowed=lambda row, previous: markers if previous == THINK_ID
+                               else None)
+    for prompt, tokens in zip(prompts[:3], thinking.tokens[:3], strict=True):
+        last = model(torch.tensor([prompt]), use_cache=False).logits[0, -1]
+        assert tokens[0] == markers[int(last[markers].argmax())]
+        assert tokens[1:] == greedy_continue(model, [[*prompt, tokens[0]]], 5).tokens[0]
+    assert thinking.tokens[3] == greedy_continue(model, prompts[3:], 6).tokens[0]

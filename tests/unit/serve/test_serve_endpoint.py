@@ -17,6 +17,7 @@ from agent_forge.serve import Backend, Limits, running
 from support.serve_model import LIMITS, NAME
 
 THINK_QUESTION = "Sam has 2 pens and buys 3 more. How many pens?"
+THOUGHT = "<bayes> 2 + 3 = 5"  # think mode opens a thought with a strategy marker
 COUNTING = " one two three four five six seven"
 
 
@@ -88,15 +89,15 @@ def test_think_mode_returns_the_thought_apart(client: openai.OpenAI) -> None:
     messages = [{"role": "user", "content": THINK_QUESTION}]
     done = client.chat.completions.create(model=f"{NAME}:think", messages=messages, max_tokens=30, temperature=0)
     message = done.choices[0].message
-    assert message.model_extra["reasoning_content"] == "2 + 3 = 5" and message.content == " 5"
+    assert message.model_extra["reasoning_content"] == THOUGHT and message.content == " 5"
     chunks = list(client.chat.completions.create(model=NAME, messages=messages, max_tokens=30, temperature=0,
                                                  stream=True, extra_body={"agent_forge": {"mode": "think"}}))
     deltas = [c.choices[0].delta for c in chunks]
-    assert "".join((d.model_extra or {}).get("reasoning_content", "") for d in deltas) == "2 + 3 = 5"
+    assert "".join((d.model_extra or {}).get("reasoning_content", "") for d in deltas) == THOUGHT
     assert "".join(d.content or "" for d in deltas) == " 5"
     text = client.completions.create(model=f"{NAME}:think", prompt=f"{THINK_QUESTION}\nAnswer:", max_tokens=30,
                                      temperature=0).choices[0]
-    assert text.text == " 5" and text.model_extra["reasoning_content"] == "2 + 3 = 5"
+    assert text.text == " 5" and text.model_extra["reasoning_content"] == THOUGHT
 
 
 def test_sampling_follows_the_seed_and_top_p(client: openai.OpenAI) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,9 @@ from .model import ForgeRuntimeModel
 from .weights import load_weights
 
 SETTINGS = "runtime.json"
+# think mode's thought opens with one of the seven strategy markers (agent_forge.reasoning.strategies; the
+# runtime imports nothing of the package): a model baked with tools would otherwise think in calls
+REASONING_MARKERS = ("<mece>", "<falsify>", "<expert>", "<ortho>", "<doubt>", "<bayes>", "<domain>")
 
 
 class TextCodec:
@@ -89,16 +92,18 @@ def load_bundle(folder: str | Path, verify: bool = True) -> Bundle:
 
 def greedy_generate(model: ForgeRuntimeModel, prompt_ids: list[int], max_new_tokens: int,
                     eos_id: int | None = None,
-                    hook: Callable[[list[int], int], list[int] | None] | None = None) -> list[int]:
+                    hook: Callable[[list[int], int], list[int] | None] | None = None,
+                    allowed: Callable[[int], Sequence[int] | None] | None = None) -> list[int]:
     """Greedy decoding with the cache: one prefill, then one single-token forward per new token. ``hook``
     (tokens so far, inserts so far) may return ids to feed after a token (a tool's result); they are part
-    of the output but do not count against ``max_new_tokens``."""
+    of the output but do not count against ``max_new_tokens``. ``allowed`` (the previous id) may confine
+    the next token to a few ids."""
     cache = model.new_cache()
     logits, _ = model.forward(np.asarray(prompt_ids), cache, last_only=True)
     generated: list[int] = []
-    own, inserts = 0, 0
+    own, inserts, previous = 0, 0, prompt_ids[-1]
     while own < max_new_tokens:
-        token = int(np.argmax(logits[-1]))
+        token = best_token(logits[-1], allowed(previous) if allowed is not None else None)
         generated.append(token)
         own += 1
         if eos_id is not None and token == eos_id:
@@ -107,8 +112,17 @@ def greedy_generate(model: ForgeRuntimeModel, prompt_ids: list[int], max_new_tok
         if extra:
             inserts += 1
             generated += extra
+        previous = generated[-1]
         logits, _ = model.forward(np.asarray([token, *(extra or [])]), cache, last_only=True)
     return generated
+
+
+def best_token(logits: np.ndarray, allowed: Sequence[int] | None = None) -> int:
+    """The greedy choice, among ``allowed`` ids only when given."""
+    if allowed is None:
+        return int(np.argmax(logits))
+    ids = list(allowed)
+    return ids[int(np.argmax(logits[ids]))]
 
 
 @dataclass
@@ -119,22 +133,26 @@ class ThinkTokens:
     end_think: int
     cue: list[int]
     eos: int | None
+    openers: list[int] | None = None  # the ids a thought may open with (the strategy markers); None: any
 
 
 def think_generate(model: ForgeRuntimeModel, body_ids: list[int], tokens: ThinkTokens, max_thought: int,
                    max_answer: int) -> tuple[list[int], list[int]]:
     """Think mode (as ``agent-forge eval --mode think``): the model continues the task's body; if it opens
-    a thought it thinks greedily until ``</think>`` or ``max_thought`` tokens, then the cue is fed and the
-    answer decoded. Returns (thought ids without the brackets, answer ids); a model that does not open a
-    thought gets the cue at once and answers directly (empty thought)."""
+    a thought it thinks greedily (its first token one of ``tokens.openers``) until ``</think>`` or
+    ``max_thought`` tokens, then the cue is fed and the answer decoded. Returns (thought ids without the
+    brackets, answer ids); a model that does not open a thought gets the cue at once and answers directly
+    (empty thought)."""
     cache = model.new_cache()
     logits, _ = model.forward(np.asarray(body_ids), cache, last_only=True)
     thought: list[int] = []
     if int(np.argmax(logits[-1])) == tokens.think:
         logits, _ = model.forward(np.asarray([tokens.think]), cache, last_only=True)
-        while len(thought) < max_thought and int(np.argmax(logits[-1])) != tokens.end_think:
-            thought.append(int(np.argmax(logits[-1])))
-            logits, _ = model.forward(np.asarray([thought[-1]]), cache, last_only=True)
+        token = best_token(logits[-1], tokens.openers)
+        while len(thought) < max_thought and token != tokens.end_think:
+            thought.append(token)
+            logits, _ = model.forward(np.asarray([token]), cache, last_only=True)
+            token = best_token(logits[-1])
         logits, _ = model.forward(np.asarray([tokens.end_think]), cache, last_only=True)
     logits, _ = model.forward(np.asarray(tokens.cue), cache, last_only=True)
     answer: list[int] = []
@@ -163,7 +181,7 @@ def think_answer(bundle: Bundle, prompt: str, max_new: int) -> str:
     body, cue = split_cue(prompt)
     cue_ids = codec.encode(cue or " " + CUE, bos=False)
     tokens = ThinkTokens(codec.special_id("<think>"), codec.special_id("</think>"), cue_ids,
-                         bundle.config.eos_token_id)
+                         bundle.config.eos_token_id, [codec.special_id(m) for m in REASONING_MARKERS])
     thought, answer = think_generate(bundle.model, codec.encode(body), tokens, max_new, 16)
     shown = f"<think>{codec.decode(thought)}</think>" if thought else ""
     return shown + codec.decode([t for t in answer if t != tokens.eos])
