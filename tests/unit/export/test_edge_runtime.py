@@ -119,13 +119,20 @@ def test_think_mode_feeds_the_cue_after_the_thought(bit_model, make_runtime, ids
     assert opened[0] == openers[int(np.argmax(first[openers]))]
     assert opened == greedy_generate(runtime, [*body, think], 5, allowed=lambda prev: openers if prev == think
                                      else None)[: len(opened)]
+    greeting = greedy_generate(runtime, body, 3)  # a thought opened after a two-token preamble
+    late, _ = think_generate(runtime, body, ThinkTokens(greeting[2], end_think, cue, None), 5, 4)
+    expected = greedy_generate(runtime, [*body, *greeting], 5)
+    assert late == expected[: expected.index(end_think) if end_think in expected else 5]
 
 
 def test_the_runtime_knows_the_packages_strategy_markers() -> None:
+    from agent_forge.export.runtime.bundle import PREAMBLE_TOKENS as bundle_preamble
     from agent_forge.export.runtime.bundle import REASONING_MARKERS, best_token
     from agent_forge.reasoning.strategies import STRATEGIES
+    from agent_forge.reasoning.think_mode import PREAMBLE_TOKENS
 
     assert tuple(s.token for s in STRATEGIES) == REASONING_MARKERS
+    assert bundle_preamble == PREAMBLE_TOKENS
     logits = np.array([0.5, 2.0, 1.0, -1.0])
     assert best_token(logits) == 1 and best_token(logits, [0, 2, 3]) == 2
 

@@ -20,6 +20,7 @@ SETTINGS = "runtime.json"
 # think mode's thought opens with one of the seven strategy markers (agent_forge.reasoning.strategies; the
 # runtime imports nothing of the package): a model baked with tools would otherwise think in calls
 REASONING_MARKERS = ("<mece>", "<falsify>", "<expert>", "<ortho>", "<doubt>", "<bayes>", "<domain>")
+PREAMBLE_TOKENS = 6  # what a model may write before it opens a thought (as agent_forge.reasoning.think_mode)
 
 
 class TextCodec:
@@ -139,21 +140,27 @@ class ThinkTokens:
 def think_generate(model: ForgeRuntimeModel, body_ids: list[int], tokens: ThinkTokens, max_thought: int,
                    max_answer: int) -> tuple[list[int], list[int]]:
     """Think mode (as ``agent-forge eval --mode think``): the model continues the task's body; if it opens
-    a thought it thinks greedily (its first token one of ``tokens.openers``) until ``</think>`` or
-    ``max_thought`` tokens, then the cue is fed and the answer decoded. Returns (thought ids without the
-    brackets, answer ids); a model that does not open a thought gets the cue at once and answers directly
-    (empty thought)."""
+    a thought within ``PREAMBLE_TOKENS`` + 1 tokens (after a persona's greeting, say) it thinks greedily
+    (its first token one of ``tokens.openers``) until ``</think>`` or ``max_thought`` tokens, then the cue is
+    fed and the answer decoded. Returns (thought ids without the brackets, answer ids); a model that does
+    not open a thought gets the cue right after the body and answers directly (empty thought)."""
     cache = model.new_cache()
     logits, _ = model.forward(np.asarray(body_ids), cache, last_only=True)
+    lead: list[int] = []  # what the model writes up to <think>, the preamble and <think> fed as written
+    while len(lead) <= PREAMBLE_TOKENS and tokens.think not in lead:
+        lead.append(best_token(logits[-1]))
+        logits, _ = model.forward(np.asarray([lead[-1]]), cache, last_only=True)
     thought: list[int] = []
-    if int(np.argmax(logits[-1])) == tokens.think:
-        logits, _ = model.forward(np.asarray([tokens.think]), cache, last_only=True)
+    if tokens.think in lead:
         token = best_token(logits[-1], tokens.openers)
         while len(thought) < max_thought and token != tokens.end_think:
             thought.append(token)
             logits, _ = model.forward(np.asarray([token]), cache, last_only=True)
             token = best_token(logits[-1])
         logits, _ = model.forward(np.asarray([tokens.end_think]), cache, last_only=True)
+    else:  # it answered at once: the cue follows the body, as in direct mode
+        cache = model.new_cache()
+        model.forward(np.asarray(body_ids), cache, last_only=True)
     logits, _ = model.forward(np.asarray(tokens.cue), cache, last_only=True)
     answer: list[int] = []
     for _ in range(max_answer):

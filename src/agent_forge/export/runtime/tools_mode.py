@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .bundle import CUE, Bundle, TextCodec, greedy_generate, split_cue
+from .bundle import CUE, PREAMBLE_TOKENS, Bundle, TextCodec, greedy_generate, split_cue
 
 MAX_CALLS = 6  # calls per generation, as the package's ToolRuntime
 
@@ -76,7 +76,6 @@ class ToolsGeneration:
         return f"<think>{self.thought}{'</think>' if self.closed else ' ...'}\n{self.answer}"
 
 
-PREAMBLE_TOKENS = 6  # as agent_forge.reasoning.think_mode (the runtime imports nothing of the package)
 
 
 def tools_generate(bundle: Bundle, prompt: str, max_new: int) -> ToolsGeneration:
