@@ -43,6 +43,13 @@ PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="tiny (default), 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML file merged over the preset.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override: section.key=value (repeatable).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+THINKING_TOKENS = 192  # a think- or tools-mode generation's default budget: tiny's 176-token thought and the answer
+
+
+def generation_budget(given: int | None, thinking: bool, direct: int) -> int:
+    """The tokens a command's generation may write: ``given``, else ``THINKING_TOKENS`` in think or tools mode
+    (a worked thought runs 60-140 tokens) and ``direct`` otherwise."""
+    return given if given is not None else THINKING_TOKENS if thinking else direct
 
 
 @app.callback()

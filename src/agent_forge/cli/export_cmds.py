@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agent_forge.cli.app import STATE, JsonOpt, app, open_workspace
+from agent_forge.cli.app import STATE, JsonOpt, app, generation_budget, open_workspace
 from agent_forge.cli.render import out, print_json, print_table
 from agent_forge.config.schema import PHASE_NAMES, PipelineConfig
 from agent_forge.errors import ArtifactCorruptError, ConfigError, NotFoundError
@@ -157,7 +157,8 @@ def serve_bundle(
     path: Annotated[Path, typer.Argument(help="Bundle folder (see `agent-forge export`).")],
     prompt: Annotated[str | None, typer.Option("--prompt", help="One prompt; without it, an interactive loop.")]
     = None,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 32,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", min=1, help="Tokens the model may "
+                              "write (default 32; 192 with --think or --tools).")] = None,
     think: Annotated[bool, typer.Option("--think", help="Think mode: the model may think before it answers.")]
     = False,
     tools: Annotated[bool, typer.Option("--tools", help="Tools mode: think mode with the calculator/converter "
@@ -168,7 +169,7 @@ def serve_bundle(
     model may think before it answers; --tools: think mode with each tool call run and its result inserted."""
     if not (path / "manifest.json").is_file():
         raise NotFoundError(f"{path} is not a bundle (no manifest.json)", "pass the folder `agent-forge export` wrote")
-    answer, engine = _answer_fn(path, max_new_tokens, think, tools)
+    answer, engine = _answer_fn(path, generation_budget(max_new_tokens, think or tools, 32), think, tools)
     if prompt is not None:
         start = time.perf_counter()
         text = answer(prompt)

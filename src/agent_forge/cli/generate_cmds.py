@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import torch
 import typer
 
-from agent_forge.cli.app import STATE, JsonOpt, app, open_workspace
+from agent_forge.cli.app import STATE, JsonOpt, app, generation_budget, open_workspace
 from agent_forge.cli.render import out, print_json
 
 if TYPE_CHECKING:
@@ -22,7 +22,8 @@ def generate(
                                         "in a thought really run.")] = False,
     think: Annotated[bool, typer.Option("--think", help="Think mode: the model may think before it answers "
                                         "(the thought is shown dimmed).")] = False,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Tokens the model may write.")] = 64,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", min=1, help="Tokens the model may write "
+                              "(default 64; 192 with --think or --tools).")] = None,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 = greedy.")] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed (with --temperature > 0).")] = 0,
     as_json: JsonOpt = False,
@@ -33,6 +34,7 @@ def generate(
     from agent_forge.model_io import load_model, load_ref, load_tokenizer
     from agent_forge.reasoning.think_mode import generate_thinking
 
+    max_new_tokens = generation_budget(max_new_tokens, think or tools, 64)
     _, registry = open_workspace()
     ref = load_ref(registry, model_id)
     model, tokenizer = load_model(ref), load_tokenizer(ref)

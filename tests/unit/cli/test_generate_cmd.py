@@ -47,3 +47,10 @@ def test_an_unknown_model_is_a_forge_error(workspace: tuple[Path, str]) -> None:
     result = CliRunner().invoke(app, ["--workspace", str(root), "generate", "--model", "nope", "hi"])
     assert result.exit_code != 0 and isinstance(result.exception, NotFoundError)
     assert "agent-forge models" in str(result.exception)
+
+
+def test_think_and_tools_mode_get_a_thought_sized_budget_by_default() -> None:
+    from agent_forge.cli.app import THINKING_TOKENS, generation_budget
+
+    assert generation_budget(None, True, 64) == THINKING_TOKENS >= 176  # tiny's thought budget and the answer
+    assert generation_budget(None, False, 64) == 64 and generation_budget(9, True, 64) == 9
